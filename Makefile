@@ -1,0 +1,41 @@
+# Set-up is part of each target: on a fresh machine `make demo` and `make test` are all it takes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.critmass-installed
+PYTEST_ARGS ?=
+
+.PHONY: install data demo test bench clean
+
+# torch is pinned here, not in pyproject.toml, so library users keep their own build. These exact
+# versions come from the machine's local wheel store; an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+# Offline demo/test data: Fashion-MNIST from Debian's dataset-fashion-mnist, where apt can install it.
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1 \
+	  || echo "note: could not install dataset-fashion-mnist; run the demo with --download"; \
+	else echo "note: Fashion-MNIST is not installed (Debian: dataset-fashion-mnist); run the demo with --download"; fi
+
+demo: install data
+	$(BIN)/critmass demo
+
+test: install data
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install data
+	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/probes.py
+	$(BIN)/python benchmarks/cka.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,45 @@
+"""`critmass extract`: features of one layer on dataset splits, into the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import app, parse_list
+
+
+@app.command("extract")
+def extract_cmd(
+    model: str = typer.Argument(..., help="Model spec: timm:NAME, torchvision:NAME, hf:DIR, sbert:DIR, or an alias."),
+    dataset: str = typer.Argument(..., help="Dataset spec: torchvision:NAME, imagefolder:DIR, hf:NAME, npz:FILE, or an alias."),
+    layer: str = typer.Option("penultimate", "--layer", "-l", help="Layer name (`critmass layers MODEL`)."),
+    split: str = typer.Option("train,test", "--split", "-s", help="Comma-separated splits: train, val, test."),
+    cache: Path = typer.Option(None, "--cache", help="Cache directory [default: $CRITMASS_CACHE or ~/.cache/critmass/features]."),
+    data_root: Path = typer.Option(None, "--data-root", help="Root folder of torchvision datasets."),
+    download: bool = typer.Option(False, "--download", help="Let torchvision download the dataset into --data-root."),
+    weights: Path = typer.Option(None, "--weights", help="Local state dict (.pth/.pt/.safetensors) for the architecture."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Load pretrained weights (default) or random init."),
+    pooling: str = typer.Option("auto", "--pooling", help="auto, avg, max, flatten, cls, mean or none."),
+    image_size: int = typer.Option(None, "--image-size", help="Override the model's input size (px)."),
+    max_samples: int = typer.Option(None, "--max-samples", help="Stratified subset of this many samples per split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sub-sampling and of the carved val split."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per forward pass."),
+    num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers [default: cores - 1, max 4]."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 on disk."),
+    amp: str = typer.Option(None, "--amp", help="bf16 or fp16 autocast (GPU)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (GPU)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Extract MODEL's LAYER features on DATASET splits into the cache (a second run does no work)."""
+    from ..features import extract
+
+    fs = extract(model, dataset, layer=layer, split=parse_list(split), cache=cache, data_root=data_root,
+                 download=download, weights=weights, pretrained=pretrained, pooling=pooling, image_size=image_size,
+                 max_samples=max_samples, seed=seed, batch_size=batch_size, num_workers=num_workers, device=device,
+                 dtype=dtype, amp=amp, channels_last=channels_last, progress=not quiet)
+    for name, sp in fs.splits.items():
+        speed = sp.manifest.get("images_per_s")
+        typer.echo(f"{name}: {sp.n_samples} x {sp.n_features} {sp.x.dtype}" + (f"  ({speed} samples/s)" if speed else ""))
+    typer.echo(fs.meta["source"])

@@ -1,0 +1,220 @@
+"""Extract a layer's features for a dataset split into the on-disk cache, once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .._env import versions
+from .._io import atomic_write_json
+from .._validation import check_positive_int
+from ..exceptions import ConfigError, CritmassError, FeatureError
+from ._store import FORMAT_VERSION, MANIFEST, FeatureSet, SplitWriter, load_features, read_manifest, read_split
+
+__all__ = ["extract", "default_cache_dir", "entry_key"]
+
+log = logging.getLogger(__name__)
+DTYPES = ("float32", "float16")
+AMP = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_cache_dir() -> Path:
+    """``$CRITMASS_CACHE`` or ``~/.cache/critmass/features``."""
+    return Path(os.environ.get("CRITMASS_CACHE", Path.home() / ".cache" / "critmass" / "features")).expanduser()
+
+
+def _slug(text: str, n: int = 40) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text).rsplit("/", 1)[-1])
+    return keep.strip("-")[:n] or "x"
+
+
+def entry_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Preprocessed(Dataset):
+    """Applies the backbone's per-sample preprocessing inside DataLoader workers."""
+
+    def __init__(self, ds, fn, start: int = 0):
+        self.ds, self.fn, self.start = ds, fn, start
+
+    def __len__(self):
+        return len(self.ds) - self.start
+
+    def __getitem__(self, i):
+        x, y = self.ds[i + self.start]
+        return (self.fn(x) if self.fn is not None else x), y
+
+
+def _collate(backbone):
+    def collate(items):
+        xs, ys = zip(*items)
+        return backbone.collate(list(xs)), torch.as_tensor(ys, dtype=torch.int64)
+
+    return collate
+
+
+def _to_device(batch, device, channels_last: bool):
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, False) for k, v in batch.items()}
+    return batch
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r} is not a torch device; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+def extract(
+    model,
+    dataset: str,
+    *,
+    layer: str = "penultimate",
+    split="train",
+    cache=None,
+    data_root=None,
+    download: bool = False,
+    weights=None,
+    pretrained: bool = True,
+    pooling: str = "auto",
+    image_size: int | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    amp: str | None = None,
+    channels_last: bool = False,
+    progress: bool = True,
+    verify: bool = True,
+) -> FeatureSet:
+    """Extract ``layer`` features of ``model`` on ``dataset`` splits into the cache and return them.
+
+    A split already in the cache with the same identity (model spec, weights, layer, pooling, dataset,
+    split, sub-sampling, preprocessing, dtype, amp, library versions) is read back without a forward
+    pass; an interrupted extraction resumes from its last complete batch.
+
+    Parameters
+    ----------
+    model : a spec (``timm:resnet50``, ``efficientnet-lite0``, ...) or a :class:`critmass.models.Backbone`.
+    dataset : a dataset spec (``torchvision:CIFAR10``, ``fashion-mnist``, ...).
+    split : one split name or a list (``["train", "test"]``).
+    cache : cache directory (default :func:`default_cache_dir`).
+    dtype : ``float32`` (default) or ``float16`` on disk.
+    amp : ``bf16`` / ``fp16`` autocast (GPU); part of the cache key because it changes the numbers.
+
+    Returns
+    -------
+    FeatureSet whose ``meta['source']`` is the cache entry directory.
+    """
+    from ..data import load_dataset
+    from ..models import Backbone, LayerReader, load_model
+
+    splits = [split] if isinstance(split, str) else list(split)
+    batch_size = check_positive_int(batch_size, name="batch_size")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if amp not in AMP:
+        raise ConfigError(f"amp must be bf16, fp16 or none; got {amp!r}")
+    if max_samples is not None:
+        check_positive_int(max_samples, name="max_samples")
+    dev = _resolve_device(device)
+    cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
+
+    backbone = model if isinstance(model, Backbone) else load_model(
+        model, pretrained=pretrained, weights=weights, image_size=image_size)
+    reader = LayerReader(backbone, layer, pooling)  # validates the layer before any data is touched
+    datasets = {s: load_dataset(dataset, s, root=data_root, download=download, val_fraction=val_fraction, seed=seed,
+                                max_samples=max_samples) for s in splits}
+    libs = versions(("torch", "torchvision", "timm", "transformers", "sentence-transformers"))
+    identity = {
+        "format_version": FORMAT_VERSION, "model": backbone.spec, "weights": backbone.weights_id, "layer": layer,
+        "pooling": pooling, "preprocessing": backbone.preprocessing, "dataset": dataset,
+        "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
+        "max_samples": max_samples, "seed": seed if max_samples else None, "dtype": dtype, "amp": amp, "versions": libs,
+    }
+    key = entry_key(identity)
+    entry = cache / f"{_slug(backbone.spec)}--{_slug(dataset)}--{_slug(layer)}-{key[:12]}"
+    atomic_write_json(entry / "entry.json", {**identity, "key": key})
+
+    for s, ds in datasets.items():
+        split_identity = {**identity, "split": s, "dataset_info": ds.info, "n": len(ds)}
+        if s == "val":
+            split_identity["val_fraction"] = val_fraction
+        split_key = entry_key(split_identity)
+        split_dir = entry / s
+        manifest = read_manifest(split_dir)
+        if manifest is not None and manifest.get("key") == split_key:
+            read_split(split_dir, verify=verify)  # a corrupt entry is reported, not silently reused
+            log.info("cache hit: %s", split_dir)
+            continue
+        _extract_split(backbone, reader, ds, split_dir, split_key, split_identity, batch_size=batch_size,
+                       num_workers=num_workers, device=dev, dtype=dtype, amp=AMP[amp], channels_last=channels_last,
+                       progress=progress)
+    return load_features(entry, splits=splits, verify=False)
+
+
+def _extract_split(backbone, reader, ds, split_dir: Path, key: str, identity: dict, *, batch_size, num_workers,
+                   device, dtype, amp, channels_last, progress) -> None:
+    from tqdm.auto import tqdm
+
+    writer = SplitWriter(split_dir, n_samples=len(ds), key=key, dtype=dtype)
+    (split_dir / MANIFEST).unlink(missing_ok=True)  # stale manifest of other inputs: this split is being rewritten
+    start = writer.resume()
+    if start:
+        log.info("resuming %s at row %d of %d", split_dir, start, len(ds))
+    if num_workers is None:
+        num_workers = 0 if backbone.modality == "text" else min(4, max(0, (os.cpu_count() or 1) - 1))
+    loader = DataLoader(_Preprocessed(ds, backbone.preprocess, start), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=_collate(backbone), pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    module = backbone.module
+    was_training = module.training
+    module.eval().to(device)
+    if channels_last and device.type == "cuda":
+        module.to(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
+    bar = tqdm(total=len(ds), initial=start, unit="img" if backbone.modality == "image" else "text", unit_scale=True,
+               desc=f"extract {identity['split']}", disable=not progress, dynamic_ncols=True, leave=False)
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode(), autocast:
+            for xb, yb in loader:
+                feats = reader(_to_device(xb, device, channels_last)).float().cpu().numpy()
+                if not np.isfinite(feats).all():
+                    raise FeatureError(
+                        f"layer {reader.layer!r} of {backbone.spec} produced NaN/inf features at rows "
+                        f"{writer.rows_done}..{writer.rows_done + len(feats)}; check the weights, or drop --amp"
+                    )
+                writer.write(feats, yb.numpy())
+                bar.update(len(feats))
+    except CritmassError:
+        writer.discard()  # a user error is not resumable: leave nothing behind
+        raise
+    finally:
+        bar.close()
+        module.train(was_training)
+    elapsed = time.perf_counter() - t0
+    writer.commit({**identity, "classes": list(ds.classes), "elapsed_s": round(elapsed, 3),
+                   "images_per_s": round((len(ds) - start) / max(elapsed, 1e-9), 2)})

@@ -1,0 +1,147 @@
+"""Shared checks for the tidy tables the probe stage writes (results and per-class)."""
+
+from __future__ import annotations
+
+import numbers
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._validation import check_random_state, closest
+from ..exceptions import ConfigError, DataError
+
+__all__ = ["GROUP_KEYS", "FULL_SELECTOR", "read_results"]
+
+#: One probe "group": a layer of a model probed on a dataset with one solver.
+GROUP_KEYS = ("model", "dataset", "layer", "solver")
+#: The selector name of the full-layer probe (fraction 1.0, n_neurons == n_features).
+FULL_SELECTOR = "all"
+RESULT_COLUMNS = (*GROUP_KEYS, "selector", "fraction", "n_neurons", "n_features", "seed", "test_accuracy")
+PER_CLASS_COLUMNS = (*GROUP_KEYS, "selector", "fraction", "n_neurons", "seed", "class", "accuracy")
+
+# Accuracies are ratios of counts over a test set of at most millions of samples, so two values
+# closer than this are equal up to floating-point rounding of means (0.9 * 0.8 != 0.72 exactly).
+ACC_TOL = 1e-9
+
+
+def read_results(path: str | os.PathLike, *, name: str = "results.parquet") -> pd.DataFrame:
+    """Read a probe table from a Parquet file, or from ``name`` inside a directory.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.parquet`` file, or the probe output directory that holds ``name``.
+    name : str, default "results.parquet"
+        File looked up when ``path`` is a directory (e.g. ``"per_class.parquet"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / name
+    if not p.is_file():
+        raise DataError(f"no results file at {p}; pass a {name} file or the directory the probe stage wrote it to")
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises several types for a malformed file
+        raise DataError(
+            f"cannot read {p} as Parquet ({type(exc).__name__}: {exc}); pass the probe stage's {name}"
+        ) from None
+
+
+def check_table(df, required: Sequence[str], *, name: str) -> pd.DataFrame:
+    """Refuse a non-DataFrame, an empty table, missing columns and missing values in them."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(
+            f"{name} must be a pandas DataFrame; got {type(df).__name__}; load it with critmass.metrics.read_results"
+        )
+    if df.empty:
+        raise DataError(f"{name} is empty (0 rows); run the probe first or relax the filter that emptied it")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        hint = "".join(closest(c, df.columns) for c in missing)
+        raise DataError(
+            f"{name} lacks required column(s) {', '.join(missing)}{hint}; "
+            f"pass the probe stage's {name} (needs {', '.join(required)})"
+        )
+    bad = df[list(required)].isna().any(axis=1).to_numpy()
+    if bad.any():
+        cols = [c for c in required if df[c].isna().any()]
+        raise DataError(
+            f"{name} has {int(bad.sum())} row(s) with missing values in {', '.join(cols)} "
+            f"(first at row {int(np.argmax(bad))}); drop them or re-run those probes"
+        )
+    df = df.copy()
+    # Fractions written by different jobs may differ in the last bits; group on a rounded copy.
+    df["fraction"] = df["fraction"].astype(float).round(12)
+    return df
+
+
+def check_delta(delta) -> float:
+    """delta, the share of full-layer accuracy a subset must reach, lies in (0, 1]."""
+    try:
+        value = float(delta)
+    except (TypeError, ValueError):
+        raise ConfigError(f"delta must be a number in (0, 1]; got {delta!r}") from None
+    if not (0.0 < value <= 1.0):
+        raise ConfigError(f"delta must be in (0, 1]; got {delta!r}; use e.g. 0.9 for 90% of the full layer's accuracy")
+    return value
+
+
+def check_selectors(df: pd.DataFrame, selector, *, default_all: bool) -> list[str]:
+    """Resolve ``selector`` (a name, names or None) against the table's selectors.
+
+    None means every selector except the full layer (``default_all=False``) or every selector.
+    """
+    available = sorted(map(str, df["selector"].unique()))
+    if selector is None:
+        chosen = [s for s in available if default_all or s != FULL_SELECTOR]
+        if not chosen:
+            raise DataError(
+                "the table has only full-layer ('all') rows; run the probe with a subset selector "
+                "(e.g. random) as well"
+            )
+        return chosen
+    chosen = [selector] if isinstance(selector, str) else list(selector)
+    for s in chosen:
+        if s not in available:
+            raise DataError(
+                f"no rows with selector {s!r}{closest(s, available)}; the table has: {', '.join(available)}"
+            )
+    return chosen
+
+
+def check_full_rows(df: pd.DataFrame, *, name: str) -> None:
+    """Every group needs full-layer ('all') rows: DR and drops are relative to them."""
+    has_full = df.assign(_full=df["selector"] == FULL_SELECTOR).groupby(list(GROUP_KEYS), sort=True)["_full"].any()
+    if not has_full.all():
+        key = has_full.index[~has_full.to_numpy()][0]
+        raise DataError(
+            f"{name} for {'/'.join(map(str, key))} has no full-layer ('all') rows; "
+            "run the probe with selector 'all' included"
+        )
+
+
+def check_n_boot(n_boot) -> int:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
+        raise ConfigError(f"n_boot must be a non-negative integer (0 = no bootstrap); got {n_boot!r}")
+    return int(n_boot)
+
+
+def group_rng(random_state, key) -> np.random.Generator:
+    """A generator for one group's bootstrap.
+
+    With an int seed each group gets its own stream derived from (seed, group key), so a group's
+    confidence interval does not change when other groups are added to or dropped from the table.
+    """
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ConfigError(f"random_state must be a non-negative int, None or a Generator; got {random_state!r}")
+        return np.random.default_rng([int(random_state), zlib.crc32(repr(tuple(map(str, key))).encode())])
+    return check_random_state(random_state)

