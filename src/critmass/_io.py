@@ -9,9 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_save_npy", "atomic_path", "sha256_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_path", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -40,11 +38,6 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def atomic_save_npy(path, arr: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, arr)
 
 
 def sha256_file(path, chunk: int = 1 << 22) -> str:

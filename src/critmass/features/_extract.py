@@ -121,6 +121,7 @@ def extract(
     dataset : a dataset spec (``torchvision:CIFAR10``, ``fashion-mnist``, ...).
     split : one split name or a list (``["train", "test"]``).
     cache : cache directory (default :func:`default_cache_dir`).
+    max_samples : a seeded stratified subset of this many samples per split (an int, or ``{split: n}``).
     dtype : ``float32`` (default) or ``float16`` on disk.
     amp : ``bf16`` / ``fp16`` autocast (GPU); part of the cache key because it changes the numbers.
 
@@ -137,8 +138,10 @@ def extract(
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     if amp not in AMP:
         raise ConfigError(f"amp must be bf16, fp16 or none; got {amp!r}")
-    if max_samples is not None:
-        check_positive_int(max_samples, name="max_samples")
+    per_split_max = max_samples if isinstance(max_samples, dict) else {s: max_samples for s in splits}
+    for n in per_split_max.values():
+        if n is not None:
+            check_positive_int(n, name="max_samples")
     dev = _resolve_device(device)
     cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
 
@@ -146,13 +149,13 @@ def extract(
         model, pretrained=pretrained, weights=weights, image_size=image_size)
     reader = LayerReader(backbone, layer, pooling)  # validates the layer before any data is touched
     datasets = {s: load_dataset(dataset, s, root=data_root, download=download, val_fraction=val_fraction, seed=seed,
-                                max_samples=max_samples) for s in splits}
+                                max_samples=per_split_max.get(s)) for s in splits}
     libs = versions(("torch", "torchvision", "timm", "transformers", "sentence-transformers"))
     identity = {
         "format_version": FORMAT_VERSION, "model": backbone.spec, "weights": backbone.weights_id, "layer": layer,
         "pooling": pooling, "preprocessing": backbone.preprocessing, "dataset": dataset,
         "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
-        "max_samples": max_samples, "seed": seed if max_samples else None, "dtype": dtype, "amp": amp, "versions": libs,
+        "max_samples": max_samples, "seed": seed if any(per_split_max.values()) else None, "dtype": dtype, "amp": amp, "versions": libs,
     }
     key = entry_key(identity)
     entry = cache / f"{_slug(backbone.spec)}--{_slug(dataset)}--{_slug(layer)}-{key[:12]}"

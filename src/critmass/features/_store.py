@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from .._io import atomic_save_npy, atomic_write_json, sha256_file
+from .._io import atomic_write_json, sha256_file
 from ..exceptions import CacheError, FeatureError
 
 __all__ = ["FeatureSplit", "FeatureSet", "load_features", "SplitWriter", "FORMAT_VERSION"]
@@ -120,7 +120,11 @@ def load_features(path, *, splits=None, verify: bool = True, mmap: bool = True) 
         if not names:
             raise FeatureError(f"{str(path)!r} holds no extracted split; run `critmass extract` first")
     if splits is not None:
-        names = [s for s in names if s in set(splits)]
+        wanted, all_names = list(splits), names
+        names = [s for s in names if s in wanted]
+        if not names:
+            raise FeatureError(f"feature set {str(entry)!r} has no {wanted[0]!r} split (has: {', '.join(all_names) or 'none'}); "
+                               f"extract it with `critmass extract ... --split {wanted[0]}`")
     loaded = {name: read_split(entry / name, verify=verify, mmap=mmap) for name in names}
     first = next(iter(loaded.values())).manifest
     meta = {k: first.get(k) for k in ("model", "dataset", "layer", "pooling", "key")}

@@ -55,6 +55,8 @@ class BaseSelector:
 
     name = "base"
     is_projection = False
+    #: True when the fitted subsets do not depend on ``random_state`` (fit once, not once per seed).
+    deterministic = True
 
     def __init__(self, random_state=None):
         self.random_state = random_state
@@ -116,6 +118,7 @@ class AllNeurons(BaseSelector):
 @SELECTORS.register("random", "k neurons drawn uniformly; nested per seed (prefix of one permutation)")
 class RandomSubset(BaseSelector):
     name = "random"
+    deterministic = False
 
     def _fit(self, X):
         self.order_ = check_random_state(self.random_state).permutation(self.n_features_in_).astype(np.int64)
@@ -187,6 +190,7 @@ class GaussianProjection(BaseSelector):
 
     name = "randproj"
     is_projection = True
+    deterministic = False
 
     def _fit(self, X):
         d = self.n_features_in_
@@ -199,6 +203,7 @@ class GaussianProjection(BaseSelector):
 class UniformProjection(BaseSelector):
     name = "randproj-uniform"
     is_projection = True
+    deterministic = False
 
     def _fit(self, X):
         d = self.n_features_in_

@@ -1,0 +1,32 @@
+"""Linear CKA (biased and debiased) between representations and between neuron subsets and a layer.
+
+The fast path: :func:`gram_stats` streams the samples once into the layer's centred ``D x D`` Gram
+matrix (plus a fourth-moment matrix for the debiased estimator); :func:`subset_cka` and
+:func:`projection_cka` then give CKA of any column subset or linear reduction against the full
+layer without touching the samples again. :func:`cka_curve` does a whole selector x fraction x
+seed sweep into a tidy table; :func:`cka` and :func:`cka_between` compare two representations.
+"""
+
+from ._cka import (
+    CKA_COLUMNS,
+    DEFAULT_FRACTIONS,
+    cka,
+    cka_between,
+    cka_curve,
+    projection_cka,
+    subset_cka,
+)
+from ._gram import GramAccumulator, GramStats, gram_stats
+
+__all__ = [
+    "CKA_COLUMNS",
+    "DEFAULT_FRACTIONS",
+    "GramAccumulator",
+    "GramStats",
+    "cka",
+    "cka_between",
+    "cka_curve",
+    "gram_stats",
+    "projection_cka",
+    "subset_cka",
+]
