@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.critmass-installed
 PYTEST_ARGS ?=
 
-.PHONY: install data demo test bench clean
+.PHONY: install data browser demo test bench clean
 
 # torch is pinned here, not in pyproject.toml, so library users keep their own build. These exact
 # versions come from the machine's local wheel store; an unpinned torch would pull a multi-GB CUDA build.
@@ -26,10 +26,19 @@ data:
 	  || echo "note: could not install dataset-fashion-mnist; run the demo with --download"; \
 	else echo "note: Fashion-MNIST is not installed (Debian: dataset-fashion-mnist); run the demo with --download"; fi
 
+# Headless Chromium renders the HTML report in the tests (Debian package chromium).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian package chromium (for the HTML report test)"; \
+	  (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1 \
+	  || echo "note: could not install chromium; the report rendering test will be skipped"; \
+	else echo "note: chromium is not installed; the report rendering test will be skipped"; fi
+
 demo: install data
 	$(BIN)/critmass demo
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: install data

@@ -1,0 +1,389 @@
+"""``build_report``: a run directory -> figures (PNG/PDF), Table 1 (Markdown/LaTeX/CSV) and ``report.html``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .._io import atomic_write_bytes
+from ..metrics import class_drops, dr, dr_curve, dr_table
+from ..metrics._common import GROUP_KEYS, check_delta, check_n_boot
+from ._html import esc, html_figure, html_page, html_table
+from ._interpret import (
+    interpret_accuracy,
+    interpret_cka,
+    interpret_class_drops,
+    interpret_dr_curve,
+    interpret_gini,
+    interpret_heatmap,
+)
+from ._plots import (
+    _primary_selector,
+    _select_split,
+    _subset_selectors,
+    check_formats,
+    default_deltas,
+    gini_table,
+    plot_cka,
+    plot_class_drops,
+    plot_curves,
+    plot_dr_curve,
+    plot_dr_heatmap,
+    plot_gini,
+)
+from ._run import RunData, load_run
+from ._style import render
+from ._tables import table1_caption, table1_text
+
+__all__ = ["FIGURES", "Report", "make_figures", "build_report"]
+
+logger = logging.getLogger(__name__)
+
+#: Figure name -> (title, navigation label, caption); the names are the files' stems and the HTML figures' ids.
+FIGURES = {
+    "accuracy_vs_fraction": (
+        "Accuracy vs fraction of neurons", "Accuracy",
+        "Linear-probe test accuracy on neuron subsets (log-x), mean over seeds with the min–max band, one line per "
+        "selector. Dashed: the full layer; shaded: from δ × full to full; dotted verticals: each selector's critical "
+        "fraction f* (smallest tested fraction whose mean reaches δ × full)."),
+    "cka_vs_fraction": (
+        "CKA vs fraction of neurons", "CKA",
+        "Linear CKA between each neuron subset and the full layer (log-x), mean over seeds with the min–max band, "
+        "one line per selector; dashed: the full layer's CKA with itself (1)."),
+    "dr_vs_delta": (
+        "Diffused redundancy DR(δ) as δ varies", "DR(δ)",
+        "DR(δ) = 1 − f* for every accuracy target δ (read off the tested fractions), with the 95% bootstrap band "
+        "over seeds; dotted: the δ of Table 1. A higher curve keeps the same share of accuracy with fewer "
+        "neurons: the redundancy/performance frontier."),
+    "class_drop_vs_fraction": (
+        "Per-class accuracy drop vs fraction of neurons", "Per-class drop",
+        "Drop of each class's test accuracy from the full layer (grey, mean over seeds), the mean over classes and "
+        "the most affected class (largest drop averaged over the tested fractions)."),
+    "gini_vs_fraction": (
+        "Gini coefficient of class accuracies vs fraction of neurons", "Gini",
+        "Inequality of accuracy across classes: each seed's Gini over classes, mean and min–max band over seeds; "
+        "dashed: the full layer. Above the dashed line, dropping neurons costs some classes more than others."),
+    "dr_heatmap": (
+        "DR(δ) across models and datasets", "Model comparison",
+        "DR at the report's δ for every model (rows, with feature length) and dataset (columns), one panel per "
+        "selector."),
+}
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The report directory.
+    html : pathlib.Path
+        ``report.html``, self-contained.
+    figures : dict of str to list of pathlib.Path
+        Figure name (see :data:`FIGURES`) -> its files, one per format.
+    tables : dict of str to pathlib.Path
+        ``table1.md``, ``table1.tex``, ``table1.csv``, ``critical_mass.csv`` and, with per-class
+        results, ``per_class.csv``, keyed by file name.
+    seconds : float
+        Wall time.
+    """
+
+    out: Path
+    html: Path
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    tables: dict[str, Path] = field(default_factory=dict)
+    seconds: float = float("nan")
+
+
+def _as_run(run) -> RunData:
+    return run if isinstance(run, RunData) else load_run(run)
+
+
+def make_figures(run: RunData | str | os.PathLike, *, delta: float = 0.9, selector: str | None = None,
+                 n_boot: int = 1000, interpolate: bool = False, random_state=0) -> dict:
+    """Every report figure of a run, by name (the keys of :data:`FIGURES` the run has data for).
+
+    CKA figures need ``cka.parquet``, per-class figures ``per_class.parquet``; the others need only
+    ``results.parquet``.
+
+    Parameters
+    ----------
+    run : RunData or path
+        A run directory or :func:`load_run`'s result.
+    delta : float in (0, 1], default 0.9
+    selector : str, optional
+        The selector of the per-class drop figure; default 'random' if present, else the first subset
+        selector. The other figures show every selector.
+    n_boot, interpolate, random_state
+        As in :func:`critmass.metrics.dr_curve`.
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+    """
+    run = _as_run(run)
+    delta = check_delta(delta)
+    res = run.results
+    figs = {"accuracy_vs_fraction": plot_curves(res, metric="test_accuracy", delta=delta, ylabel="test accuracy")}
+    if run.cka is not None:
+        figs["cka_vs_fraction"] = plot_cka(run.cka)
+    figs["dr_vs_delta"] = plot_dr_curve(res, delta=delta, n_boot=n_boot, interpolate=interpolate,
+                                        random_state=random_state)
+    if run.per_class is not None:
+        figs["class_drop_vs_fraction"] = plot_class_drops(run.per_class, selector=selector)
+        figs["gini_vs_fraction"] = plot_gini(run.per_class)
+    figs["dr_heatmap"] = plot_dr_heatmap(res, delta=delta, interpolate=interpolate)
+    return figs
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "" if pd.isna(x) else f"{x:.{digits}f}"
+
+
+def _critical_table(dr_long: pd.DataFrame, delta: float) -> pd.DataFrame:
+    extra = [k for k in ("layer", "solver") if dr_long[k].nunique() > 1]
+    t = pd.DataFrame({"model": dr_long["model"], "dataset": dr_long["dataset"],
+                      **{k: dr_long[k] for k in extra}, "selector": dr_long["selector"],
+                      "full accuracy": dr_long["full_accuracy"].map(_fmt),
+                      f"{delta:g} × full": (delta * dr_long["full_accuracy"]).map(_fmt),
+                      "k* (neurons)": dr_long["critical_n_neurons"].astype(int).astype(str)
+                      + " / " + dr_long["n_features"].astype(int).astype(str),
+                      "f*": dr_long["critical_fraction"].map(lambda v: f"{v:.3g}"),
+                      f"DR({delta:g})": dr_long["dr"].map(lambda v: f"{v:.2f}"),
+                      "95% CI": [("" if pd.isna(lo) else f"[{lo:.2f}, {hi:.2f}]")
+                                 for lo, hi in zip(dr_long["dr_ci_low"], dr_long["dr_ci_high"])],
+                      "reached": dr_long["reached"].map({True: "yes", False: "no"})})
+    return t
+
+
+def _per_class_table(drops: pd.DataFrame, gtab: pd.DataFrame, dr_long: pd.DataFrame) -> pd.DataFrame:
+    """At each selector's critical fraction: mean and largest class drop, Gini of the subset and the full layer."""
+    rows = []
+    gmean = gtab.groupby([*GROUP_KEYS, "selector", "fraction"])["gini"].mean()
+    for _, r in dr_long[dr_long["reached"]].iterrows():
+        key = tuple(r[k] for k in GROUP_KEYS)
+        sub = drops[(drops[list(GROUP_KEYS)] == pd.Series(key, index=list(GROUP_KEYS))).all(axis=1)
+                    & (drops["selector"] == r["selector"])]
+        fracs = sub["fraction"].unique()
+        f = min((x for x in fracs if x >= r["critical_fraction"] - 1e-12), default=None)
+        if f is None:
+            continue
+        at = sub[sub["fraction"] == f].set_index("class")["drop"]
+        full_g = gmean.get((*key, "all", 1.0), float("nan"))
+        rows.append({"model": r["model"], "dataset": r["dataset"], "layer": r["layer"], "solver": r["solver"],
+                     "selector": r["selector"], "critical_fraction": f, "mean_class_drop": at.mean(),
+                     "max_class_drop": at.max(), "max_drop_class": at.idxmax(),
+                     "gini": gmean.get((*key, r["selector"], f)), "full_gini": full_g})
+    return pd.DataFrame(rows)
+
+
+_PC_NAMES = {"critical_fraction": "f*", "mean_class_drop": "mean class drop", "max_class_drop": "largest drop",
+             "max_drop_class": "most affected class", "gini": "Gini (subset)", "full_gini": "Gini (full layer)"}
+
+
+def _display(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.drop(columns=[k for k in ("layer", "solver") if k in df.columns and df[k].nunique() <= 1])
+    out = out.rename(columns=_PC_NAMES)
+    for c in out.columns:
+        if c == "f*":
+            out[c] = out[c].map(lambda v: f"{v:.3g}")
+        elif pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].map(_fmt)
+    return out
+
+
+def _report_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("critmass", "matplotlib", "pandas", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, out: str | os.PathLike | None = None,
+                 formats=("png", "pdf"), selector: str | None = None, n_boot: int = 1000,
+                 interpolate: bool = False, random_state=0) -> Report:
+    """Turn a run directory into figures, Table 1 and one self-contained ``report.html``.
+
+    Writes, under ``out`` (default ``RUN_DIR/report``): ``figures/<name>.<fmt>`` for every figure of
+    :func:`make_figures`; ``tables/table1.{md,tex,csv}`` (the paper's Table 1 at ``delta``: Markdown and
+    LaTeX with bootstrap CIs, CSV as plain numbers), ``tables/critical_mass.csv`` (DR, k*, f* and CI of
+    every model, dataset and selector) and, with per-class results, ``tables/per_class.csv``; and
+    ``report.html`` with the figures embedded as PNG, the tables, a note per panel (where the critical
+    mass is, how the selectors compare), the config and the versions. The page loads nothing from the
+    network. Every file is written atomically.
+
+    Parameters
+    ----------
+    run_dir : path or RunData
+        A directory holding ``results.parquet`` (``per_class.parquet`` and ``cka.parquet`` optional).
+    delta : float in (0, 1], default 0.9
+        The accuracy share of Table 1, the shaded bands and the heat map.
+    out : path, optional
+        Output directory; default ``RUN_DIR/report``.
+    formats : sequence of {"png", "pdf", "svg"} or comma-separated str, default ("png", "pdf")
+        Figure files to write (the HTML page always embeds PNG).
+    selector : str, optional
+        The selector of Table 1 and the per-class drop figure; default 'random' if present, else the
+        first subset selector.
+    n_boot : int, default 1000
+        Bootstrap resamples of the seeds for the CIs (0: none).
+    interpolate : bool, default False
+        Interpolated DR instead of the grid reading (see :func:`critmass.metrics.dr_curve`).
+    random_state : int, default 0
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    Report
+
+    Examples
+    --------
+    >>> rep = build_report("runs/r50", delta=0.9, formats=["png", "pdf"])  # doctest: +SKIP
+    >>> rep.html                                                          # doctest: +SKIP
+    PosixPath('runs/r50/report/report.html')
+
+    Raises
+    ------
+    DataError
+        Missing or malformed run tables (see :func:`load_run`), no full-layer or subset rows.
+    ConfigError
+        Bad ``delta``, ``formats`` or ``n_boot``.
+    """
+    t0 = time.perf_counter()
+    delta = check_delta(delta)
+    formats = check_formats(formats)
+    n_boot = check_n_boot(n_boot)
+    run = _as_run(run_dir)
+    res = run.results
+    primary = _primary_selector(res, selector)
+    names = _subset_selectors(res, None)
+    dr_long = dr(res, delta, selector=names, interpolate=interpolate, n_boot=n_boot, random_state=random_state)
+
+    out = Path(out) if out is not None else run.path / "report"
+    fig_dir, tab_dir = out / "figures", out / "tables"
+    figures = make_figures(run, delta=delta, selector=primary, n_boot=n_boot, interpolate=interpolate,
+                           random_state=random_state)
+    written: dict[str, list[Path]] = {}
+    pngs: dict[str, bytes] = {}
+    for name, fig in figures.items():
+        pngs[name] = render(fig, "png")
+        written[name] = []
+        for fmt in formats:
+            target = fig_dir / f"{name}.{fmt}"
+            atomic_write_bytes(target, pngs[name] if fmt == "png" else render(fig, fmt))
+            written[name].append(target)
+    logger.info("%d figures written to %s", len(figures), fig_dir)
+
+    # Tables.
+    tables: dict[str, Path] = {}
+    texts = {f"table1.{ext}": table1_text(res, fmt, delta=delta, selector=primary, interpolate=interpolate,
+                                          n_boot=n_boot, random_state=random_state)
+             for ext, fmt in (("md", "markdown"), ("tex", "latex"), ("csv", "csv"))}
+    texts["critical_mass.csv"] = dr_long.to_csv(index=False)
+    drops = gtab = None
+    if run.per_class is not None:
+        drops = class_drops(run.per_class, selector=names)
+        gtab = gini_table(run.per_class)
+        pc_table = _per_class_table(drops, gtab, dr_long)
+        texts["per_class.csv"] = pc_table.to_csv(index=False)
+    for fname, text in texts.items():
+        atomic_write_bytes(tab_dir / fname, text.encode("utf-8"))
+        tables[fname] = tab_dir / fname
+
+    # Notes per panel, from the same metrics the figures show.
+    curve = dr_curve(res, default_deltas(delta), selector=names,
+                     interpolate=interpolate, n_boot=0)
+    notes = {"accuracy_vs_fraction": interpret_accuracy(res, dr_long, delta),
+             "dr_vs_delta": interpret_dr_curve(curve, delta),
+             "dr_heatmap": interpret_heatmap(dr_long, delta, primary)}
+    if run.cka is not None:
+        notes["cka_vs_fraction"] = interpret_cka(_select_split(run.cka, None), dr_long, delta)
+    if drops is not None:
+        notes["class_drop_vs_fraction"] = interpret_class_drops(drops[drops["selector"] == primary], dr_long, primary)
+        notes["gini_vs_fraction"] = interpret_gini(gtab, dr_long)
+
+    html_path = out / "report.html"
+    page = _page(run, delta=delta, primary=primary, names=names, dr_long=dr_long, pngs=pngs, notes=notes,
+                 written=written, out=out, n_boot=n_boot, interpolate=interpolate, random_state=random_state,
+                 pc_table=None if drops is None else pc_table)
+    atomic_write_bytes(html_path, page.encode("utf-8"))
+    return Report(out=out, html=html_path, figures=written, tables=tables, seconds=time.perf_counter() - t0)
+
+
+def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written, out, n_boot, interpolate,
+          random_state, pc_table) -> str:
+    res = run.results
+    sections = []
+
+    t1 = dr_table(res, delta, selector=primary, interpolate=interpolate, spread="ci" if n_boot else "std",
+                  n_boot=n_boot, random_state=random_state)
+    sections.append(("sec-table1", "Table 1", '<section id="sec-table1"><h2>Table 1: diffused redundancy</h2>'
+                     + html_table(t1, table_id="table1", caption=table1_caption(
+                         delta, primary, interpolate=interpolate, spread="ci" if n_boot else "std"))
+                     + "<p>Also as " + ", ".join(f"tables/table1.{e}" for e in ("md", "tex", "csv")) + ".</p></section>"))
+
+    for name, png in pngs.items():
+        title, nav, caption = FIGURES[name]
+        sections.append((f"sec-{name}", nav,
+                         html_figure(name, png, title=title, caption=caption, notes=notes.get(name, []),
+                                     files=[os.path.relpath(p, out) for p in written[name]])))
+    missing = []
+    if run.cka is None:
+        missing.append("no cka.parquet: run `critmass cka CACHE_ENTRY --out RUN_DIR` for the CKA figure")
+    if run.per_class is None:
+        missing.append("no per_class.parquet: the per-class figures need the probe stage's per-class table")
+
+    body = ('<section id="sec-tables"><h2>Critical mass per selector</h2>'
+            + html_table(_critical_table(dr_long, delta), table_id="critical-mass",
+                         caption=f"k*: smallest tested subset whose mean accuracy reaches {delta:g} × full; "
+                                 "f* = k* / width; DR = 1 − f*. Also as tables/critical_mass.csv.")
+            + "</section>")
+    sections.append(("sec-tables", "Critical mass", body))
+    if pc_table is not None and len(pc_table):
+        sections.append(("sec-per-class", "Per-class", '<section id="sec-per-class"><h2>Per-class consequences at '
+                         "the critical mass</h2>" + html_table(_display(pc_table), table_id="per-class",
+                         caption="At each selector's critical fraction f*: drop of the class accuracies from the "
+                                 "full layer (mean over classes, largest) and the Gini of the class accuracies. "
+                                 "Also as tables/per_class.csv.") + "</section>"))
+
+    versions = {**run.versions}
+    report_versions = {f"{k} (report)": v for k, v in _report_versions().items() if run.versions.get(k) != v}
+    vt = pd.DataFrame({"package": list(versions) + list(report_versions),
+                       "version": list(versions.values()) + list(report_versions.values())})
+    cfg = "".join(f"<h3>{esc(label)}</h3><pre>{esc(text)}</pre>" for label, text in run.config.items())
+    report_cfg = json.dumps({"delta": delta, "selector": primary, "n_boot": n_boot, "interpolate": interpolate,
+                             "random_state": random_state}, indent=2)
+    sections.append(("sec-config", "Config & versions", '<section id="sec-config"><h2>Config and versions</h2>'
+                     + html_table(vt, table_id="versions",
+                                  caption="Package versions (report: those that made this page)")
+                     + f"<h3>report options</h3><pre>{esc(report_cfg)}</pre>" + cfg + "</section>"))
+
+    models = sorted(map(str, res["model"].unique()))
+    datasets = sorted(map(str, res["dataset"].unique()))
+    summary = [f"{len(models)} model(s): {', '.join(models)}", f"{len(datasets)} dataset(s): {', '.join(datasets)}",
+               f"layer(s): {', '.join(sorted(map(str, res['layer'].unique())))}; solver(s): "
+               f"{', '.join(sorted(map(str, res['solver'].unique())))}",
+               f"selectors: {', '.join(names)}; {res['seed'].nunique()} seed(s); "
+               f"{res['fraction'].nunique()} fractions; {len(res)} probes",
+               *(f"note: {m}" for m in missing)]
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    footer = ("Diffused redundancy: Nanda, Speicher, Dickerson, Feizi, Gummadi, Weller. <i>Diffused Redundancy in "
+              "Pre-trained Representations</i>. NeurIPS 2023. Generated by critmass; this page is self-contained "
+              "(no network access).")
+    return html_page(title=f"critmass report: {run.path.resolve().name}",
+                     meta=f"run directory {run.path.resolve()} · generated {now} · δ = {delta:g}",
+                     summary=summary, sections=sections, footer=footer)
