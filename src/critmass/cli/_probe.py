@@ -1,1 +1,88 @@
-"""(commands registered here)."""
+"""``critmass probe``: linear probes on neuron subsets of cached features (wraps ``run_probes``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from ..exceptions import ConfigError
+from ._app import app, parse_list
+
+_DEFAULT_FRACTIONS = "0.0005,0.001,0.002,0.003,0.004,0.005,0.01,0.05,0.1,0.2,0.3,0.5,0.8,0.9,1"
+
+
+def parse_seeds(value: str) -> list[int]:
+    """'5' -> seeds 0..4; '1,2,3' (any comma) -> exactly those seeds."""
+    text = str(value).strip()
+    if "," not in text:
+        try:
+            n = int(text)
+        except ValueError:
+            raise ConfigError(f"--seeds must be a count (e.g. 5 for seeds 0..4) or a comma list (e.g. 1,2,3); "
+                              f"got {value!r}") from None
+        if n < 1:
+            raise ConfigError(f"--seeds must be a positive count or a comma list of seeds; got {value!r}")
+        return list(range(n))
+    return parse_list(text, int)
+
+
+@app.command("probe")
+def probe(
+    features: Path = typer.Argument(..., help="Feature cache entry directory, or a .npz with x_train, y_train, "
+                                              "x_test, y_test (optionally x_val, y_val)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for results.parquet, per_class.parquet "
+                                                      "and weights/."),
+    fractions: str = typer.Option(_DEFAULT_FRACTIONS, "--fractions", help="Comma-separated fractions in (0, 1]."),
+    seeds: str = typer.Option("3", "--seeds", help="Seed count N (seeds 0..N-1) or a comma list (1,2,3)."),
+    selector: str = typer.Option("random", "--selector", help="Comma-separated selectors (critmass.subsets."
+                                                              "list_selectors()); 'all' is always added."),
+    solver: str = typer.Option("logistic", "--solver", help="logistic | ridge | sgd."),
+    alphas: str = typer.Option(None, "--alphas", help="Comma-separated penalty grid (default: the solver's)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation "
+                                                                  "(when the features have no val split)."),
+    val_seed: int = typer.Option(0, "--val-seed", help="Seed of the validation split."),
+    refit: bool = typer.Option(False, "--refit", help="Refit on train + validation after choosing the penalty."),
+    epochs: int = typer.Option(None, "--epochs", help="SGD epochs (default 50)."),
+    lr_step: int = typer.Option(None, "--lr-step", help="SGD epochs between lr x0.1 decays (default 10)."),
+    max_iter: int = typer.Option(None, "--max-iter", help="L-BFGS iterations per probe (default 100)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine)."),
+    csv: bool = typer.Option(False, "--csv", help="Also write CSV copies of the tables."),
+    no_weights: bool = typer.Option(False, "--no-weights", help="Do not save probe weights."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+):
+    """Fit linear probes on random (or other) neuron subsets for every fraction and seed."""
+    from ..probes import run_probes
+
+    options = {}
+    for name, value, solvers in (("epochs", epochs, ("sgd",)), ("lr_step", lr_step, ("sgd",)),
+                                 ("max_iter", max_iter, ("logistic",))):
+        if value is not None:
+            if solver not in solvers:
+                raise ConfigError(f"--{name.replace('_', '-')} applies to --solver {'/'.join(solvers)}, not {solver!r}")
+            options[name] = value
+    t0 = time.perf_counter()
+    res = run_probes(
+        features,
+        selectors=parse_list(selector),
+        fractions=parse_list(fractions, float),
+        seeds=parse_seeds(seeds),
+        solver=solver,
+        out=out,
+        alphas=None if alphas is None else parse_list(alphas, float),
+        val_fraction=val_fraction,
+        val_seed=val_seed,
+        refit=refit,
+        device=device,
+        csv=csv,
+        save_weights=not no_weights,
+        progress=progress,
+        solver_options=options or None,
+        n_threads=threads,
+    )
+    full = res.full_accuracy()
+    typer.echo(f"wrote {len(res.results)} probe rows ({len(res.per_class)} per-class rows) to {out}/results.parquet"
+               f"{' (+ .csv)' if csv else ''}; full-layer test accuracy {100 * full:.2f}%; "
+               f"{time.perf_counter() - t0:.1f} s")

@@ -1,0 +1,492 @@
+"""What every probe shares: input checks, label encoding, standardisation, the validation split, grouping
+of subsets into nested chains, choosing the regularisation on validation, refitting and prediction.
+
+A solver only implements ``_prepare`` (statistics shared by all subsets, e.g. one Gram matrix) and
+``_fit_chain`` (fit every (size, alpha) problem of one nested chain of subsets at once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .._validation import check_features, check_labels
+from ..data._splits import train_val_indices
+from ..exceptions import ConfigError, FeatureError, NotFittedError
+
+__all__ = ["BaseProbe", "resolve_device", "check_alphas"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device) -> torch.device:
+    """``'auto'`` (or None) means CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was requested but CUDA is not available; use device='cpu' or 'auto'")
+    return dev
+
+
+def check_alphas(alphas, *, name: str = "alphas", strictly_positive: bool = False) -> np.ndarray:
+    """A non-empty 1-D array of finite regularisation strengths (>= 0, or > 0 when ``strictly_positive``)."""
+    try:
+        arr = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a float or a list of floats; got {alphas!r}") from None
+    bound = "> 0" if strictly_positive else ">= 0"
+    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0) or (
+            strictly_positive and np.any(arr == 0)):
+        raise ConfigError(f"{name} must be finite floats {bound}; got {alphas!r}")
+    return np.unique(arr)  # sorted, duplicates dropped
+
+
+@dataclass
+class Chain:
+    """Subsets that are nested as sets: every member is the first ``k`` columns of ``head``.
+
+    ``head`` indexes the union of all subsets' columns; ``members`` holds ``(subset id, k, rows)``
+    where ``rows`` maps the subset's own column order to positions in ``head[:k]``.
+    """
+
+    head: np.ndarray
+    members: list
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted({k for _, k, _ in self.members})
+
+
+def nested_chains(subsets: Sequence[np.ndarray], n_union: int) -> list[Chain]:
+    """Group subsets (index arrays into ``range(n_union)``) into chains nested as sets.
+
+    Greedy: subsets are visited by size; each joins the chain with the largest top that it contains,
+    else starts a new chain. Random subsets of one seed (``order[:k]``) form one chain, so all their
+    probes share one factorisation and one pass over the data.
+    """
+    visit = sorted(range(len(subsets)), key=lambda i: (len(subsets[i]), i))
+    chains: list[dict] = []
+    for i in visit:
+        s = subsets[i]
+        in_s = np.zeros(n_union, dtype=bool)
+        in_s[s] = True
+        best = None
+        for c in chains:
+            if c["size"] <= len(s) and in_s[c["top"]].all() and (best is None or c["size"] > best["size"]):
+                best = c
+        if best is None:
+            best = {"parts": [], "top": np.empty(0, dtype=np.int64), "in_top": np.zeros(n_union, dtype=bool),
+                    "size": 0, "members": []}
+            chains.append(best)
+        new = s[~best["in_top"][s]]
+        if len(new):
+            best["parts"].append(new)
+            best["in_top"][new] = True
+            best["top"] = np.concatenate([best["top"], new])
+            best["size"] = len(best["top"])
+        best["members"].append((i, len(s)))
+    out = []
+    for c in chains:
+        head = c["top"].astype(np.int64)
+        pos = np.full(n_union, -1, dtype=np.int64)
+        pos[head] = np.arange(len(head))
+        members = [(i, k, pos[subsets[i]]) for i, k in c["members"]]
+        out.append(Chain(head, members))
+    return out
+
+
+@dataclass
+class ChainFit:
+    """What a solver returns for the problems ``(k, alpha)`` of one chain (same order as given).
+
+    ``W[p]`` is (k_p, n_classes) in standardised units over ``head[:k_p]``; ``b`` is (P, n_classes).
+    """
+
+    W: list
+    b: np.ndarray
+    train_accuracy: np.ndarray | Callable  # or a function of problem indices, called for the chosen ones
+    val_accuracy: np.ndarray
+    val_loss: np.ndarray
+    n_iter: np.ndarray
+
+
+@dataclass
+class Data:
+    """Standardised work arrays on the solver's device."""
+
+    X: torch.Tensor  # (n, U); (U, n) for solvers with _transposed; (n_views, n, U) for SGD
+    y: torch.Tensor  # (n,) int64 class positions
+    X_val: torch.Tensor | None  # laid out like X (single view)
+    y_val: torch.Tensor | None
+    n_classes: int
+
+
+def _row_blocks(X, rows, chunk: int):
+    """Yield ``(offset, block)`` of ``X[rows]`` as tensors, in row chunks (memory-mapped arrays stay lazy)."""
+    n = X.shape[0] if rows is None else len(rows)
+    contiguous = rows is None or (len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1))
+    first = 0 if rows is None or not len(rows) else int(rows[0])
+    for a in range(0, n, chunk):
+        block = X[first + a : first + min(n, a + chunk)] if contiguous else X[rows[a : a + chunk]]
+        yield a, torch.from_numpy(np.ascontiguousarray(block))
+
+
+_RELATIVE_STD_FLOOR = 1e-5  # below this share of the largest column std a column counts as constant
+
+def _standardize(X, rows, cols, mean, scale, *, dtype, device, transpose: bool = False,
+                 chunk: int = 4096) -> torch.Tensor:
+    """``(X[rows][:, cols] - mean[cols]) / scale[cols]`` as a (n, len(cols)) tensor, or its transpose."""
+    n = X.shape[0] if rows is None else len(rows)
+    full = len(cols) == X.shape[1] and np.array_equal(cols, np.arange(X.shape[1]))
+    m = torch.from_numpy(mean[cols]).to(device=device, dtype=dtype)
+    s = torch.from_numpy(scale[cols]).to(device=device, dtype=dtype)
+    tcols = None if full else torch.from_numpy(np.asarray(cols)).to(device)
+    shape = (len(cols), n) if transpose else (n, len(cols))
+    out = torch.empty(shape, dtype=dtype, device=device)
+    for a, block in _row_blocks(X, rows, chunk):
+        block = block.to(device=device, dtype=dtype)
+        if tcols is not None:
+            block = block.index_select(1, tcols)  # much faster than advanced indexing on columns
+        block = (block - m) / s
+        if transpose:
+            out[:, a : a + block.shape[0]] = block.T
+        else:
+            out[a : a + block.shape[0]] = block
+    return out
+
+
+def _moments(Xs: Sequence, rows_list: Sequence, d: int, chunk: int = 8192):
+    """Mean and standard deviation (float64 accumulators) of the given rows of one or more arrays,
+    in two streamed passes (numpy's float64-accumulating sums are ~10x faster than torch's here)."""
+    n, total = 0, np.zeros(d)
+    for X, rows in zip(Xs, rows_list):
+        for _, block in _row_blocks(X, rows, chunk):
+            total += block.numpy().sum(0, dtype=np.float64)
+            n += block.shape[0]
+    mean = total / n
+    sq = np.zeros(d)
+    for X, rows in zip(Xs, rows_list):
+        for _, block in _row_blocks(X, rows, chunk):
+            b = block.numpy()
+            b = b if b.dtype in (np.float32, np.float64) else b.astype(np.float32)
+            sq += np.square(b - mean.astype(b.dtype)).sum(0, dtype=np.float64)
+    return mean, np.sqrt(sq / n)
+
+
+class BaseProbe:
+    """Base class of the linear probes (see :class:`~critmass.probes.LogisticProbe`).
+
+    Subclasses set ``_solver``, ``_dtype`` and implement ``_prepare`` and ``_fit_chain``.
+    """
+
+    _solver = "base"
+    _dtype = torch.float32
+    _alpha_strictly_positive = False
+    _views = False  # SGD accepts (n_views, n, d) training arrays
+    _val_always = False  # SGD keeps the best-validation checkpoint even with one alpha
+    _transposed = False  # Data.X as (n_columns, n_samples): row gathers of column subsets are cheap
+
+    # ----------------------------------------------------------------------------------- sklearn API
+    def get_params(self, deep: bool = True) -> dict:
+        import inspect
+
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def set_params(self, **params):
+        valid = self.get_params()
+        for k, v in params.items():
+            if k not in valid:
+                raise ConfigError(f"{type(self).__name__} has no parameter {k!r}; valid: {', '.join(valid)}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------------------------------- fit
+    def fit(self, X, y, *, X_val=None, y_val=None):
+        """Fit one probe per subset; choose each subset's regularisation on validation data.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Training features (SGDProbe also accepts (n_views, n_samples, n_features) or a list of
+            views: augmented copies of each training row).
+        y : array of shape (n_samples,)
+            Integer class labels.
+        X_val, y_val : arrays, optional
+            Validation split used to choose ``alpha`` (and, for SGD, the best epoch). Without them and
+            when needed (several alphas, or SGD), ``val_fraction`` of the training rows are carved out
+            with :func:`critmass.data._splits.train_val_indices` (stratified, seeded by
+            ``random_state``); the probe is fitted on the remaining rows.
+
+        Returns
+        -------
+        self
+        """
+        views = self._check_X(X)
+        d = views[0].shape[1]
+        y = check_labels(y, views[0].shape[0], name="training labels")
+        alphas = check_alphas(self.alphas, strictly_positive=self._alpha_strictly_positive)
+        device = resolve_device(getattr(self, "device", "auto"))
+        subsets = self._check_subsets(d)
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = int(d)
+        self.alphas_ = alphas
+
+        fit_rows = np.arange(len(y))
+        val = None  # (arrays, rows, labels)
+        if X_val is not None or y_val is not None:
+            if X_val is None or y_val is None:
+                raise ConfigError("pass both X_val and y_val, or neither")
+            xv = check_features(X_val, name="validation features")
+            if xv.shape[1] != d:
+                raise FeatureError(f"validation features have {xv.shape[1]} columns but training features have {d}; "
+                                   "both must come from the same layer")
+            yv = check_labels(y_val, xv.shape[0], name="validation labels")
+            self._check_known(yv, "validation")
+            val = (xv, np.arange(len(yv)), yv)
+        elif (len(alphas) > 1 or self._val_always) and self.val_fraction:
+            tr, va = train_val_indices(y, float(self.val_fraction), seed=self._split_seed())
+            fit_rows = tr
+            val = (views[0], va, y[va])
+
+        if len(alphas) > 1 and val is None:
+            raise ConfigError(f"{len(alphas)} alphas need validation data to choose from; pass X_val and y_val, "
+                              "set val_fraction > 0, or pass a single alpha")
+
+        chosen = self._fit_select(views, fit_rows, y, val, subsets, alphas, device)
+        W, b, train_acc, n_iter, reg, val_scores, val_best, mean, scale = chosen
+        n_train = len(fit_rows)
+        if self.refit and val is not None:
+            # Refit on train + validation with each subset's chosen alpha (DINOv2's protocol).
+            if val[0] is views[0]:  # validation rows were carved from X: refit on all of X
+                y_all, arrays = y, views
+            else:
+                if len(views) > 1:
+                    raise ConfigError("refit=True with several training views needs the validation rows carved "
+                                      "from X; pass X_val=None")
+                y_all = np.concatenate([y, val[2]])
+                arrays = [np.concatenate([np.asarray(views[0]), np.asarray(val[0])])]
+            rows = np.arange(len(y_all))
+            mean, scale = self._stats(arrays, [rows] * len(arrays))
+            data = self._data(arrays, rows, y_all, None, subsets, mean, scale, device)
+            W, b, train_acc, n_iter, _, _, _ = self._fit_all(data, subsets, [np.array([r]) for r in reg])
+            n_train = len(rows)
+
+        self.mean_, self.scale_ = mean, scale
+        self.subsets_ = [np.asarray(s) for s in subsets]
+        self.coefs_, self.intercepts_ = [], np.zeros((len(subsets), len(self.classes_)))
+        for i, s in enumerate(subsets):
+            w = W[i] / scale[s][:, None]  # fold the standardisation into raw-feature weights
+            self.coefs_.append(w.T.copy())
+            self.intercepts_[i] = b[i] - mean[s] @ w
+        self.regs_ = np.asarray(reg, dtype=np.float64)
+        self.val_scores_ = val_scores
+        self.scores_ = val_best
+        self.train_scores_ = train_acc
+        self.n_iter_ = n_iter
+        self.n_train_ = int(n_train)
+        self.n_val_ = 0 if val is None else int(len(val[1]))
+        if self.subsets is None:
+            self.coef_, self.intercept_, self.reg_ = self.coefs_[0], self.intercepts_[0], float(self.regs_[0])
+        return self
+
+    def _split_seed(self) -> int:
+        rs = getattr(self, "random_state", 0)
+        return 0 if rs is None else int(rs)
+
+    def _stats(self, arrays, rows_list):
+        d = arrays[0].shape[1]
+        mean, std = _moments(arrays, rows_list, d)
+        # Always centre (the unpenalised intercept absorbs it); scale only when asked. Constant columns,
+        # and columns whose spread is float rounding (PCA directions beyond the data's rank when n < D),
+        # keep scale 1: dividing by ~1e-8 would blow rounding noise up into unit-variance junk features.
+        floor = _RELATIVE_STD_FLOOR * (float(std.max()) if std.size else 0.0)
+        scale = np.where(std > floor, std, 1.0) if self.standardize else np.ones(d)
+        return mean, scale
+
+    def _fit_select(self, views, fit_rows, y, val, subsets, alphas, device):
+        mean, scale = self._stats(views, [fit_rows] * len(views))
+        data = self._data(views, fit_rows, y, val, subsets, mean, scale, device)
+        W, b, train_acc, n_iter, reg, val_scores, val_best = self._fit_all(data, subsets, [alphas] * len(subsets))
+        return W, b, train_acc, n_iter, reg, val_scores, val_best, mean, scale
+
+    def _data(self, views, rows, y, val, subsets, mean, scale, device) -> Data:
+        union = np.unique(np.concatenate(subsets))
+        self._union = union
+
+        def mk(X, r):
+            return _standardize(X, r, union, mean, scale, dtype=self._dtype, device=device,
+                                transpose=self._transposed)
+
+        def enc(labels):
+            return torch.from_numpy(np.searchsorted(self.classes_, labels)).to(device)
+
+        Xs = torch.stack([mk(v, rows) for v in views]) if self._views else mk(views[0], rows)
+        Xv = yv = None
+        if val is not None:
+            Xv, yv = mk(val[0], val[1]), enc(val[2])
+        return Data(Xs, enc(y[rows]), Xv, yv, len(self.classes_))
+
+    def _fit_all(self, data: Data, subsets, alphas_per_subset):
+        """Fit every (subset, alpha), chain by chain; pick each subset's alpha on validation."""
+        pos = np.full(self.n_features_in_, -1, dtype=np.int64)
+        pos[self._union] = np.arange(len(self._union))
+        chains = nested_chains([pos[s] for s in subsets], len(self._union))
+        self._chains = [(self._union[c.head], c.members) for c in chains]  # for fast prediction
+        grid = self.alphas_
+        n = len(subsets)
+        W = [None] * n
+        b = np.zeros((n, data.n_classes))
+        train_acc, n_iter, reg = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n)
+        val_scores = np.full((n, len(grid)), np.nan)
+        val_best = np.full(n, np.nan)
+        ctx = self._prepare(data)
+        for chain in chains:
+            problems = sorted({(k, float(a)) for i, k, _ in chain.members for a in alphas_per_subset[i]})
+            fitted = self._fit_chain(ctx, data, chain, problems)
+            index = {p: j for j, p in enumerate(problems)}
+            chosen = {}
+            for i, k, rows in chain.members:
+                cand = [index[(k, float(a))] for a in alphas_per_subset[i]]
+                if data.X_val is not None:
+                    # Highest validation accuracy; ties go to the lower validation loss.
+                    best = max(cand, key=lambda j: (fitted.val_accuracy[j], -fitted.val_loss[j]))
+                    for j in cand:
+                        g = np.searchsorted(grid, problems[j][1])
+                        if g < len(grid) and grid[g] == problems[j][1]:
+                            val_scores[i, g] = fitted.val_accuracy[j]
+                    val_best[i] = fitted.val_accuracy[best]
+                else:
+                    best = cand[0]
+                W[i] = np.asarray(fitted.W[best], dtype=np.float64)[rows]
+                b[i] = fitted.b[best]
+                n_iter[i], reg[i] = fitted.n_iter[best], problems[best][1]
+                chosen[i] = best
+            if callable(fitted.train_accuracy):  # evaluated for the chosen problems only
+                js = sorted(set(chosen.values()))
+                acc = dict(zip(js, fitted.train_accuracy(js)))
+            else:
+                acc = fitted.train_accuracy
+            for i, best in chosen.items():
+                train_acc[i] = acc[best]
+            if self._progress is not None:
+                self._progress(len(chain.members))
+        return W, b, train_acc, n_iter, reg, val_scores, val_best
+
+    _progress: Callable[[int], None] | None = None  # set by run_probes to drive its progress bar
+
+    def _prepare(self, data: Data):  # pragma: no cover - abstract
+        return None
+
+    def _fit_chain(self, ctx, data: Data, chain: Chain, problems) -> ChainFit:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------- checks
+    def _check_X(self, X) -> list:
+        if self._views and (isinstance(X, (list, tuple)) or np.ndim(X) == 3):
+            views = [check_features(v, name=f"training features (view {i})") for i, v in enumerate(X)]
+            if not views:
+                raise FeatureError("got an empty list of training views; pass at least one (n, d) array")
+            shapes = {v.shape for v in views}
+            if len(shapes) > 1:
+                raise FeatureError(f"all training views must have the same shape; got {sorted(shapes)}")
+            return views
+        return [check_features(X, name="training features")]
+
+    def _check_known(self, labels, split: str) -> None:
+        unseen = np.setdiff1d(np.unique(labels), self.classes_)
+        if len(unseen):
+            raise FeatureError(f"{split} labels contain classes never seen in training: {unseen[:10].tolist()}; "
+                               "every class must have training samples")
+
+    def _check_subsets(self, d: int) -> list[np.ndarray]:
+        if self.subsets is None:
+            return [np.arange(d, dtype=np.int64)]
+        if isinstance(self.subsets, np.ndarray) and self.subsets.ndim == 1:
+            raise ConfigError("subsets must be a list of index arrays (one per probe); wrap a single subset in a list")
+        out = []
+        for i, s in enumerate(self.subsets):
+            arr = np.asarray(s)
+            if arr.dtype == bool and arr.ndim == 1 and len(arr) == d:
+                arr = np.nonzero(arr)[0]
+            if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+                raise ConfigError(f"subset {i} must be a non-empty 1-D array of column indices; got {np.asarray(s)!r:.80}")
+            if arr.size > d:
+                raise ConfigError(f"subset {i} has k={arr.size} neurons but the layer has only {d}; pass k <= {d}")
+            if arr.min() < 0 or arr.max() >= d:
+                raise ConfigError(f"subset {i} indexes column {int(arr.max() if arr.max() >= d else arr.min())} "
+                                  f"outside [0, {d}); indices must address the {d} features")
+            if len(np.unique(arr)) != arr.size:
+                raise ConfigError(f"subset {i} repeats a column; each neuron may appear once")
+            out.append(arr.astype(np.int64))
+        if not out:
+            raise ConfigError("subsets is an empty list; pass None for the full layer or at least one subset")
+        return out
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coefs_"):
+            raise NotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
+
+    # ---------------------------------------------------------------------------------- predict
+    def decision_function_subsets(self, X) -> list[np.ndarray]:
+        """Class scores ``X[:, S] @ coef.T + intercept`` of every subset's probe, each (n_samples, n_classes)."""
+        self._check_fitted()
+        X = check_features(X, name="features")
+        if X.shape[1] != self.n_features_in_:
+            raise FeatureError(f"features have {X.shape[1]} columns but the probe was fitted on {self.n_features_in_}; "
+                               "pass features of the same layer")
+        out = [None] * len(self.subsets_)
+        C = len(self.classes_)
+        for head, members in self._chains:
+            # One gather per chain; each member uses a leading block of it. Members sorted by size share
+            # one product per block of columns between consecutive sizes (no wasted flops, wide products).
+            Xh = torch.from_numpy(np.take(np.asarray(X), head, axis=1).astype(np.float64, copy=False))
+            members = sorted(members, key=lambda m: m[1])
+            ks = np.array([k for _, k, _ in members])
+            Wh = torch.zeros((int(ks.max()), len(members) * C), dtype=torch.float64)
+            for j, (i, k, rows) in enumerate(members):
+                Wh[torch.from_numpy(rows), j * C : (j + 1) * C] = torch.from_numpy(self.coefs_[i].T)
+            Z = torch.zeros((X.shape[0], len(members) * C), dtype=torch.float64)
+            lo = 0
+            for k in np.unique(ks):
+                a = int(np.searchsorted(ks, k)) * C
+                Z[:, a:] += Xh[:, lo:k] @ Wh[lo:k, a:]
+                lo = int(k)
+            Z = Z.numpy()
+            for j, (i, _, _) in enumerate(members):
+                out[i] = Z[:, j * C : (j + 1) * C] + self.intercepts_[i]
+        return out
+
+    def predict_subsets(self, X) -> np.ndarray:
+        """Predicted labels of every subset's probe, shape (n_subsets, n_samples)."""
+        return np.stack([self.classes_[np.argmax(z, axis=1)] for z in self.decision_function_subsets(X)])
+
+    def score_subsets(self, X, y) -> np.ndarray:
+        """Accuracy of every subset's probe on ``(X, y)``, shape (n_subsets,)."""
+        pred = self.predict_subsets(X)
+        y = check_labels(y, pred.shape[1])
+        return (pred == y[None, :]).mean(axis=1)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores of the probe (first subset when several), shape (n_samples, n_classes)."""
+        return self.decision_function_subsets(X)[0]
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels of the probe (first subset when several), shape (n_samples,)."""
+        return self.predict_subsets(X)[0]
+
+    def score(self, X, y) -> float:
+        """Mean accuracy on ``(X, y)`` (averaged over subsets when several)."""
+        return float(np.mean(self.score_subsets(X, y)))

@@ -1,0 +1,414 @@
+"""``run_probes``: accuracy of linear probes on neuron subsets of one feature set, as tidy tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._env import versions
+from .._io import atomic_path
+from .._validation import check_features, check_fraction, check_labels, closest, resolve_sizes
+from ..data._splits import train_val_indices
+from ..exceptions import ConfigError, FeatureError
+from ..features import FeatureSet, load_features
+from ..subsets import make_selector
+from ._base import _RELATIVE_STD_FLOOR, check_alphas, resolve_device
+from ._logistic import LogisticProbe
+from ._ridge import RidgeProbe
+from ._sgd import SGDProbe
+
+__all__ = ["run_probes", "ProbeResults", "SOLVERS", "DEFAULT_FRACTIONS", "RESULT_COLUMNS", "PER_CLASS_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+SOLVERS = {"logistic": LogisticProbe, "ridge": RidgeProbe, "sgd": SGDProbe}
+
+#: The fractions of the authors' scripts (Nanda et al. 2023).
+DEFAULT_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
+
+#: Selectors whose subsets do not depend on the seed: fitted once, recorded with the first seed.
+
+KEYS = ["model", "dataset", "layer", "selector", "fraction", "n_neurons", "seed", "solver"]
+RESULT_COLUMNS = KEYS + [
+    "n_features", "reg", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
+    "n_train", "n_val", "n_test", "n_classes", "n_iter", "refit", "weights_file", "config", "versions",
+]
+PER_CLASS_COLUMNS = KEYS + ["class", "accuracy", "support"]
+
+
+@dataclass
+class ProbeResults:
+    """The tables written by :func:`run_probes`.
+
+    ``results``: one row per (model, dataset, layer, selector, fraction, n_neurons, seed, solver) with the
+    columns of ``RESULT_COLUMNS``. ``per_class``: the same keys plus ``class``, ``accuracy`` (test recall of
+    that class) and ``support`` (its test samples). ``out``: the directory written, if any.
+    """
+
+    results: pd.DataFrame
+    per_class: pd.DataFrame
+    out: Path | None = None
+    seconds: float = field(default=float("nan"))
+
+    def full_accuracy(self) -> float:
+        """Mean test accuracy of the full layer (``selector == 'all'`` rows)."""
+        rows = self.results[self.results["selector"] == "all"]
+        return float(rows["test_accuracy"].mean()) if len(rows) else float("nan")
+
+    def save(self, out, *, csv: bool = False) -> Path:
+        """Write ``results.parquet`` and ``per_class.parquet`` (and ``.csv`` copies) atomically into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, df in (("results", self.results), ("per_class", self.per_class)):
+            with atomic_path(out / f"{name}.parquet", suffix=".parquet") as tmp:
+                df.to_parquet(tmp, index=False)
+            if csv:
+                with atomic_path(out / f"{name}.csv", suffix=".csv") as tmp:
+                    df.to_csv(tmp, index=False)
+        self.out = out
+        return out
+
+
+@dataclass
+class _Job:
+    """One estimator fit: subsets of (possibly projected) features and what each subset's rows are."""
+
+    x_fit: np.ndarray
+    x_val: np.ndarray | None
+    x_test: np.ndarray
+    subsets: list
+    meta: list  # per subset: (selector, seed, k, [fractions])
+    random_state: int
+    weights: list = field(default_factory=list)  # (selector, seed, projection dict or None)
+    projection: dict | None = None  # the probes see (X - mean) @ components
+
+    def arrays(self):
+        """(fit, val, test) features as the probes see them."""
+        if self.projection is None:
+            return self.x_fit, self.x_val, self.x_test
+        m, c = self.projection["mean"], self.projection["components"]
+        return tuple(None if X is None else _project(X, m, c) for X in (self.x_fit, self.x_val, self.x_test))
+
+
+def _parse_seeds(seeds) -> list[int]:
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"seeds must be a positive count or a list of seeds; got {seeds!r}")
+        return list(range(int(seeds)))
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
+            raise ConfigError(f"seeds must be non-negative integers; got {s!r}")
+        out.append(int(s))
+    if not out:
+        raise ConfigError("seeds is empty; pass at least one seed (e.g. seeds=(0, 1, 2))")
+    return list(dict.fromkeys(out))
+
+
+def _check_split(fs: FeatureSet, split: str, d: int | None, classes=None):
+    x = check_features(fs[split].x, name=f"{split} features")
+    y = check_labels(fs[split].y, x.shape[0], name=f"{split} labels")
+    if d is not None and x.shape[1] != d:
+        raise FeatureError(f"{split} features have {x.shape[1]} columns but train features have {d}; "
+                           "all splits must come from the same layer")
+    if classes is not None:
+        unseen = np.setdiff1d(np.unique(y), classes)
+        if len(unseen):
+            raise FeatureError(f"{split} labels contain classes never seen in train: {unseen[:10].tolist()}; "
+                               "every class must have training samples")
+    return x, y
+
+
+def _rows(x, rows):
+    """Rows of a (possibly memory-mapped) array as float32 in memory."""
+    return np.asarray(x[rows] if rows is not None else x, dtype=np.float32)
+
+
+def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: Sequence[float] = DEFAULT_FRACTIONS,
+               seeds=(0, 1, 2), solver: str = "logistic", out=None, n_neurons: Sequence[int] | None = None,
+               alphas=None, val_fraction: float = 0.1, val_seed: int = 0, refit: bool = False,
+               device: str = "auto", csv: bool = False, save_weights: bool = True, progress: bool = False,
+               solver_options: dict | None = None, n_threads: int | None = None) -> ProbeResults:
+    """Fit linear probes on neuron subsets of a layer for every selector, seed and fraction.
+
+    For each selector and seed the selector is fitted on the training rows, the subsets of every size are
+    probed, and one row per (selector, fraction, seed) records train / validation / test accuracy, the
+    test mean per-class recall and the chosen regularisation. The full layer (``selector='all'``,
+    fraction 1.0) is always included once, as the reference of the metrics stage.
+
+    Protocol: features are centred and scaled with the statistics of the rows the probe is fitted on; the
+    validation split is the feature set's ``'val'`` split when present, else ``val_fraction`` of train
+    carved by :func:`critmass.data._splits.train_val_indices` (stratified, ``val_seed``), the same for every
+    selector and seed. The regularisation is chosen per probe on validation accuracy; by default the probe
+    fitted on the training part is the one tested (the paper's protocol; ``refit=True`` refits on
+    train + validation, DINOv2's). Test data are used for nothing but the test columns.
+
+    Deterministic selectors (all, prefix, pca, pca-least, norm-max, norm-min) run once, recorded with the
+    first seed; random ones (random, randproj, randproj-uniform) once per seed. Fractions that give the
+    same number of neurons share one fit (one row each).
+
+    Parameters
+    ----------
+    features : FeatureSet or path
+        A :class:`~critmass.features.FeatureSet`, a cache entry directory or a ``.npz`` with
+        ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``).
+    selectors : sequence of str
+        Selector names (``critmass.subsets.list_selectors()``).
+    fractions : sequence of float
+        Fractions of the layer's neurons in (0, 1]; ``k = max(1, round(f * D))``.
+    seeds : int or sequence of int
+        Seeds of the random selectors; an int ``N`` means ``0 .. N-1``.
+    solver : {'logistic', 'ridge', 'sgd'}
+    out : path, optional
+        Directory for ``results.parquet``, ``per_class.parquet`` (``.csv`` too with ``csv``) and, with
+        ``save_weights``, ``weights/<selector>-seed<seed>.npz`` (per size: ``indices_<k>`` or, for
+        projections, ``components`` and ``mean``; ``coef_<k>`` (n_classes, k) and ``intercept_<k>`` on the
+        raw (projected) features; ``reg_<k>``; ``classes``).
+    n_neurons : sequence of int, optional
+        Absolute subset sizes, probed in addition to ``fractions`` (recorded with fraction ``k / D``).
+    alphas : float or sequence, optional
+        Penalty grid; default the solver's (see :class:`LogisticProbe`, :class:`RidgeProbe`,
+        :class:`SGDProbe` for how each scales its penalty).
+    val_fraction, val_seed : float, int
+        The carved validation split (ignored when the feature set has a ``'val'`` split). ``val_fraction=0``
+        uses no validation (then ``alphas`` must be a single value).
+    refit : bool
+        Refit on train + validation after choosing the penalty.
+    device : str
+        'auto' (CUDA if available), 'cpu', 'cuda'.
+    csv, save_weights, progress : bool
+        Also write CSV; write the probe weights; show a tqdm bar on stderr.
+    solver_options : dict, optional
+        Extra estimator parameters (e.g. ``{'max_iter': 50}`` or ``{'epochs': 100, 'lr_step': 20}``).
+    n_threads : int, optional
+        CPU threads for torch during the call (restored afterwards). On a machine shared with other jobs,
+        1 can be several times faster than oversubscribed threads.
+
+    Returns
+    -------
+    ProbeResults
+    """
+    kwargs = dict(selectors=selectors, fractions=fractions, seeds=seeds, solver=solver, out=out, n_neurons=n_neurons,
+                  alphas=alphas, val_fraction=val_fraction, val_seed=val_seed, refit=refit, device=device, csv=csv,
+                  save_weights=save_weights, progress=progress, solver_options=solver_options)
+    if n_threads is None:
+        return _run_probes(features, **kwargs)
+    import torch
+
+    from .._validation import check_positive_int
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(check_positive_int(n_threads, name="n_threads"))
+    try:
+        return _run_probes(features, **kwargs)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons, alphas, val_fraction, val_seed,
+                refit, device, csv, save_weights, progress, solver_options) -> ProbeResults:
+    t0 = time.perf_counter()
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown solver {solver!r}{closest(solver, SOLVERS)}; valid: {', '.join(SOLVERS)}")
+    fs = features if isinstance(features, FeatureSet) else load_features(features)
+    x_train, y_train = _check_split(fs, "train", None)
+    d = int(x_train.shape[1])
+    classes = np.unique(y_train)
+    x_test, y_test = _check_split(fs, "test", d, classes)
+
+    seeds = _parse_seeds(seeds)
+    if isinstance(selectors, str):
+        selectors = [selectors]
+    selectors = list(dict.fromkeys(["all", *selectors]))
+    for name in selectors:
+        make_selector(name)  # unknown names fail here, before any work
+    fracs = [check_fraction(f) for f in fractions]
+    sizes = resolve_sizes(fracs, d)
+    size_fracs: dict[int, list[float]] = {}
+    for f, k in zip(fracs, sizes):
+        size_fracs.setdefault(k, [])
+        if f not in size_fracs[k]:
+            size_fracs[k].append(f)
+    if n_neurons is not None:
+        for k in resolve_sizes([int(k) for k in n_neurons], d):
+            size_fracs.setdefault(k, [])
+            if k / d not in size_fracs[k]:
+                size_fracs[k].append(k / d)
+    if not size_fracs:
+        raise ConfigError("no subset sizes: pass at least one fraction in (0, 1] or n_neurons")
+    est_cls = SOLVERS[solver]
+    opts = dict(solver_options or {})
+    if alphas is not None:
+        check_alphas(alphas, strictly_positive=solver == "ridge")
+        opts["alphas"] = alphas
+    dev = resolve_device(device)
+    opts["device"] = str(dev)
+
+    # Validation split: the feature set's own, else carved from train (the same for every probe).
+    if "val" in fs:
+        x_val, y_val = _check_split(fs, "val", d, classes)
+        fit_rows, val_rows, val_source = None, None, "split"
+    elif val_fraction:
+        fit_rows, val_rows = train_val_indices(y_train, float(val_fraction), seed=int(val_seed))
+        x_val, y_val, val_source = x_train, y_train[val_rows], "carved"
+    else:
+        fit_rows, val_rows, x_val, y_val, val_source = None, None, None, None, "none"
+    y_fit = y_train if fit_rows is None else y_train[fit_rows]
+    X_fit = _rows(x_train, fit_rows)
+    X_val = None if x_val is None else _rows(x_val, val_rows)
+    X_test = _rows(x_test, None)
+
+    config = {
+        "selectors": selectors, "fractions": fracs, "n_neurons": None if n_neurons is None else list(map(int, n_neurons)),
+        "seeds": seeds, "solver": solver, "alphas": None if alphas is None else np.atleast_1d(alphas).tolist(),
+        "val_fraction": float(val_fraction), "val_seed": int(val_seed), "val_source": val_source,
+        "refit": bool(refit), "device": str(dev), "solver_options": solver_options or {},
+        "source": fs.meta.get("source"),
+    }
+    config_json = json.dumps(config, sort_keys=True, default=str)
+    versions_json = json.dumps(versions(), sort_keys=True)
+
+    jobs = _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d)
+    total = sum(len(j.subsets) for j in jobs)
+    rows, per_class = [], []
+    weights_dir = Path(out) / "weights" if (out is not None and save_weights) else None
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=f"probes ({solver})", unit="probe", file=sys.stderr, disable=not progress) as bar:
+        for job in jobs:
+            est = est_cls(**{**opts, "subsets": job.subsets, "random_state": job.random_state,
+                             "val_fraction": float(val_fraction), "refit": bool(refit),
+                             **({"standardize": False} if job.projection is not None else {})})
+            est._progress = bar.update
+            x_fit, x_val, x_test = job.arrays()
+            if x_val is not None:
+                est.fit(x_fit, y_fit, X_val=x_val, y_val=y_val)
+            else:
+                est.fit(x_fit, y_fit)
+            pred = est.predict_subsets(x_test)
+            del x_fit, x_val, x_test
+            files = _save_weights(weights_dir, est, job) if weights_dir is not None else {}
+            for i, (sel, seed, k, frs) in enumerate(job.meta):
+                correct = pred[i] == y_test
+                recalls, supports = [], []
+                for c in est.classes_:
+                    in_c = y_test == c
+                    supports.append(int(in_c.sum()))
+                    recalls.append(float(correct[in_c].mean()) if in_c.any() else float("nan"))
+                for f in frs:
+                    key = dict(model=str(fs.meta.get("model")), dataset=str(fs.meta.get("dataset")),
+                               layer=str(fs.meta.get("layer")), selector=sel, fraction=float(f), n_neurons=int(k),
+                               seed=int(seed), solver=solver)
+                    rows.append({
+                        **key, "n_features": d, "reg": float(est.regs_[i]),
+                        "train_accuracy": float(est.train_scores_[i]), "val_accuracy": float(est.scores_[i]),
+                        "test_accuracy": float(correct.mean()), "mean_per_class_recall": float(np.nanmean(recalls)),
+                        "n_train": int(est.n_train_), "n_val": int(est.n_val_), "n_test": int(len(y_test)),
+                        "n_classes": int(len(est.classes_)), "n_iter": int(est.n_iter_[i]), "refit": bool(refit),
+                        "weights_file": files.get((sel, seed)), "config": config_json, "versions": versions_json,
+                    })
+                    per_class += [{**key, "class": int(c), "accuracy": r, "support": s}
+                                  for c, r, s in zip(est.classes_, recalls, supports)]
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    order = {s: i for i, s in enumerate(selectors)}
+    results = results.sort_values(["selector", "seed", "fraction"], key=lambda c: c.map(order) if c.name == "selector" else c,
+                                  kind="stable").reset_index(drop=True)
+    res = ProbeResults(results, pd.DataFrame(per_class, columns=PER_CLASS_COLUMNS))
+    if out is not None:
+        res.save(out, csv=csv)
+    res.seconds = time.perf_counter() - t0
+    logger.info("%d probe rows in %.1f s", len(results), res.seconds)
+    return res
+
+
+def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d) -> list[_Job]:
+    """Group the probes into estimator fits that share work.
+
+    Column selectors of all seeds go into one fit (one Gram matrix; each seed's nested subsets form one
+    chain); SGD is split per seed because the seed also orders its minibatches. Projections change the
+    features, so each (projection, seed) is its own fit on the projected features.
+    """
+    sizes = sorted(size_fracs)
+    std_space = None
+    column_jobs: dict[int, _Job] = {}
+    jobs: list[_Job] = []
+    for name in selectors:
+        for seed in ([seeds[0]] if make_selector(name).deterministic else seeds):
+            sel = make_selector(name, random_state=seed)
+            if sel.is_projection:
+                # Projections act on the standardised features the probes of column subsets see, and the
+                # projected columns are not rescaled again (that would whiten: low-variance directions
+                # blown up to unit variance). So a projection onto all D directions is a rotation of the
+                # full layer's probe input and probes exactly like it.
+                if std_space is None:
+                    std_space = _standard_space(X_fit)
+                mu, sigma = std_space
+                sel.fit((X_fit - mu) / sigma)
+            else:
+                sel.fit(X_fit)
+            ks = [d] if name == "all" else [k for k in sizes if k <= sel.max_size]
+            if not ks:
+                raise ConfigError(f"selector {name!r} offers at most {sel.max_size} dimensions; pass smaller sizes")
+            meta = [(name, seed, k, [1.0] if name == "all" else size_fracs[k]) for k in ks]
+            if sel.is_projection:  # projected lazily, when its turn comes (one projected copy at a time)
+                # (X - mu) / sigma @ V  ==  (X - mu') @ (V / sigma), with mu' = mu + sigma * selector mean
+                proj = {"components": sel.components_[:, : max(ks)] / sigma[:, None], "mean": mu + sigma * sel.mean_}
+                job = _Job(X_fit, X_val, X_test, [np.arange(k) for k in ks], meta, seed, projection=proj)
+                job.weights.append((name, seed, proj))
+                jobs.append(job)
+                continue
+            group = seed if solver == "sgd" else 0
+            if group not in column_jobs:
+                column_jobs[group] = _Job(X_fit, X_val, X_test, [], [], seed if solver == "sgd" else seeds[0])
+                jobs.append(column_jobs[group])
+            job = column_jobs[group]
+            job.subsets += [sel.order_[:k].copy() for k in ks]
+            job.meta += meta
+            job.weights.append((name, seed, None))
+    return jobs
+
+
+def _standard_space(X) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales of the fitting rows, with the probes' rule for (near-)constant columns."""
+    X64 = np.asarray(X, dtype=np.float64)
+    mu, std = X64.mean(0), X64.std(0)
+    sigma = np.where(std > _RELATIVE_STD_FLOOR * (std.max() if std.size else 0.0), std, 1.0)
+    return mu, sigma
+
+
+def _project(X, mean, components) -> np.ndarray:
+    """The probe's view of a projection selector: ``(X - mean) @ components`` (float32)."""
+    return ((X.astype(np.float64) - mean) @ components).astype(np.float32)
+
+
+def _save_weights(weights_dir: Path, est, job: _Job) -> dict:
+    """One ``.npz`` per (selector, seed); returns {(selector, seed): path relative to the output dir}."""
+    files = {}
+    for name, seed, projection in job.weights:
+        arrays = {"classes": est.classes_}
+        if projection is not None:
+            arrays.update(projection)
+        for i, (sel, s, k, _) in enumerate(job.meta):
+            if (sel, s) != (name, seed):
+                continue
+            if projection is None:
+                arrays[f"indices_{k}"] = job.subsets[i]
+            arrays[f"coef_{k}"] = est.coefs_[i].astype(np.float32)
+            arrays[f"intercept_{k}"] = est.intercepts_[i].astype(np.float32)
+            arrays[f"reg_{k}"] = np.float64(est.regs_[i])
+        arrays["n_neurons"] = np.array(sorted(int(k) for (sel, s, k, _) in job.meta if (sel, s) == (name, seed)))
+        rel = Path("weights") / f"{name}-seed{seed}.npz"
+        path = weights_dir.parent / rel
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # a file handle: savez would append '.npz' to the temporary name
+        files[(name, seed)] = rel.as_posix()
+    return files

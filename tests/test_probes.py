@@ -1,0 +1,426 @@
+"""Tests of critmass.probes: parity with scikit-learn, batching, nesting, the runner, the CLI, errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
+
+from critmass.cli._app import main
+from critmass.exceptions import ConfigError, FeatureError, NotFittedError
+from critmass.features import FeatureSet, FeatureSplit
+from critmass.probes import (
+    PER_CLASS_COLUMNS,
+    RESULT_COLUMNS,
+    LogisticProbe,
+    RidgeProbe,
+    SGDProbe,
+    alpha_from_C,
+    run_probes,
+)
+from critmass.probes import _logistic
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny problems: thread start-up and contention cost more than they save.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    return X[:1400], y[:1400], X[1400:], y[1400:]
+
+
+def standardized(Xtr, *others):
+    mu, sd = Xtr.mean(0, dtype=np.float64), Xtr.std(0, dtype=np.float64)
+    sd[sd == 0] = 1.0
+    return [(X - mu) / sd for X in (Xtr, *others)]
+
+
+def logistic_objective(Z, y, coef, intercept, alpha):
+    """mean CE + alpha/2 ||W||^2, written independently of the library."""
+    logits = Z @ coef.T + intercept
+    logits = logits - logits.max(1, keepdims=True)
+    lse = np.log(np.exp(logits).sum(1))
+    return float((lse - logits[np.arange(len(y)), y]).mean() + 0.5 * alpha * (coef**2).sum())
+
+
+def feature_set(Xtr, ytr, Xte, yte, **extra):
+    splits = {"train": FeatureSplit(Xtr, ytr), "test": FeatureSplit(Xte, yte)}
+    splits.update(extra)
+    return FeatureSet(splits, {"model": "toy", "dataset": "digits", "layer": "pixels"})
+
+
+# ------------------------------------------------------------------------------------- logistic
+@pytest.mark.parametrize("C", [0.05, 1.0])
+def test_logistic_matches_sklearn(digits, C):
+    Xtr, ytr, Xte, yte = digits
+    Ztr, Zte = standardized(Xtr, Xte)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = LogisticRegression(C=C, max_iter=5000, tol=1e-8).fit(Ztr, ytr)
+    alpha = alpha_from_C(C, len(ytr))
+    probe = LogisticProbe(alphas=alpha, device="cpu", max_iter=500, tol=1e-7).fit(Xtr, ytr)
+    assert abs(probe.score(Xte, yte) - sk.score(Zte, yte)) <= 0.01
+    # Same objective, same minimum: our weights (folded back to standardised units) reach sklearn's value.
+    ours = logistic_objective(Ztr, ytr, probe.coef_ * probe.scale_, probe.intercept_ + probe.coef_ @ probe.mean_, alpha)
+    theirs = logistic_objective(Ztr, ytr, sk.coef_, sk.intercept_, alpha)
+    assert ours == pytest.approx(theirs, abs=1e-4), (ours, theirs)
+    assert probe.reg_ == alpha and probe.n_val_ == 0
+
+
+def test_logistic_default_tolerance_close_to_sklearn_defaults(digits):
+    Xtr, ytr, Xte, yte = digits
+    Ztr, Zte = standardized(Xtr, Xte)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = LogisticRegression(C=1.0).fit(Ztr, ytr)
+    probe = LogisticProbe(alphas=alpha_from_C(1.0, len(ytr)), device="cpu").fit(Xtr, ytr)
+    assert abs(probe.score(Xte, yte) - sk.score(Zte, yte)) <= 0.01
+
+
+def test_logistic_batched_equals_separate(digits):
+    Xtr, ytr, Xte, _ = digits
+    order = np.random.default_rng(3).permutation(Xtr.shape[1])
+    subsets = [order[:k] for k in (4, 16, 40, 64)]
+    # tol=0: run to float32 precision, so both stop at the optimum rather than at a tolerance edge.
+    kw = dict(alphas=[1e-3, 1e-2], device="cpu", max_iter=400, tol=0.0, val_fraction=0.2, random_state=1)
+    batched = LogisticProbe(subsets=subsets, **kw).fit(Xtr, ytr)
+    for i, s in enumerate(subsets):
+        alone = LogisticProbe(subsets=[s], **kw).fit(Xtr, ytr)
+        # Same iterates up to float32 rounding (the batched products sum in another order), so at most
+        # a sample on a decision boundary may flip.
+        assert alone.regs_[0] == batched.regs_[i]
+        np.testing.assert_allclose(alone.val_scores_[0], batched.val_scores_[i], atol=1.01 / alone.n_val_)
+        np.testing.assert_allclose(alone.coefs_[0], batched.coefs_[i], atol=1e-2 * np.abs(alone.coefs_[0]).max())
+        assert (alone.predict(Xte) == batched.predict_subsets(Xte)[i]).mean() >= 0.99
+
+
+def test_nested_objective_equals_direct_computation():
+    """The preconditioned prefix problems (W = L_k^{-T} V) give the loss and gradient of the direct model."""
+    rng = np.random.default_rng(0)
+    n, d, C = 300, 12, 4
+    X = torch.tensor(rng.standard_normal((n, d)), dtype=torch.float64)
+    y = torch.tensor(rng.integers(C, size=n))
+    G = X.T @ X / n
+    sizes, alpha_of, alphas = [3, 3, 7, 12], [0, 1, 0, 1], [1e-2, 0.3]
+    lowers = [_logistic._cholesky(G, mu) for mu in (0.5, 2.0)]
+    # The leading block of the factor is the factor of the leading block (nested prefixes share it).
+    torch.testing.assert_close(lowers[0][:7, :7], torch.linalg.cholesky(G[:7, :7] + 0.5 * torch.eye(7)))
+    obj = _logistic._NestedLogistic(X.T.contiguous(), y, C, sizes, alpha_of, alphas, lowers)
+    theta = torch.tensor(rng.standard_normal((4, obj.M)) * 0.3)
+    for p, k in enumerate(sizes):  # rows beyond a problem's size are not parameters
+        theta[p, k * C : d * C] = 0
+    loss, grad, _ = obj(theta, np.arange(4))
+    for p, k in enumerate(sizes):
+        V = theta[p, : d * C].view(d, C)[:k].clone().requires_grad_(True)
+        b = theta[p, d * C :].clone().requires_grad_(True)
+        W = torch.linalg.solve_triangular(lowers[alpha_of[p]][:k, :k].T, V, upper=True)
+        direct = torch.nn.functional.cross_entropy(X[:, :k] @ W + b, y) + 0.5 * alphas[alpha_of[p]] * (W**2).sum()
+        direct.backward()
+        torch.testing.assert_close(loss[p], direct.detach())
+        torch.testing.assert_close(grad[p, : d * C].view(d, C)[:k], V.grad)
+        torch.testing.assert_close(grad[p, d * C :], b.grad)
+        assert torch.all(grad[p, k * C : d * C] == 0)
+
+
+def test_logistic_selects_alpha_on_validation(digits):
+    Xtr, ytr, _, _ = digits
+    grid = [1e-4, 1e-2, 10.0]
+    probe = LogisticProbe(alphas=grid, device="cpu").fit(Xtr, ytr)
+    assert probe.n_val_ > 0 and probe.val_scores_.shape == (1, 3)
+    assert probe.reg_ == grid[int(np.argmax(probe.val_scores_[0]))]
+    assert probe.scores_[0] == probe.val_scores_[0].max()
+    assert probe.val_scores_[0, 2] < probe.val_scores_[0].max()  # a huge penalty is worse
+
+
+# ---------------------------------------------------------------------------------------- ridge
+def test_ridge_matches_sklearn_ridgeclassifier(digits):
+    Xtr, ytr, Xte, _ = digits
+    Ztr, Zte = standardized(Xtr, Xte)
+    n = len(ytr)
+    order = np.random.default_rng(0).permutation(64)
+    subsets = [order[:k] for k in (5, 20, 41, 64)] + [np.array([60, 2, 33])]  # a nested chain + a loner
+    probe = RidgeProbe(alphas=0.05, subsets=subsets, device="cpu").fit(Xtr, ytr)
+    for s, coef, icpt in zip(subsets, probe.coefs_, probe.intercepts_):
+        sk = RidgeClassifier(alpha=0.05 * n).fit(Ztr[:, s], ytr)
+        # Our coefficients act on raw features: express them in standardised units to compare.
+        np.testing.assert_allclose(coef * probe.scale_[s], sk.coef_, atol=1e-6, rtol=1e-6)
+        np.testing.assert_allclose(icpt + coef @ probe.mean_[s], sk.intercept_, atol=1e-6)
+    # Predictions of the batched probes equal sklearn's on the raw test features.
+    for s, pred in zip(subsets, probe.predict_subsets(Xte)):
+        np.testing.assert_array_equal(pred, RidgeClassifier(alpha=0.05 * n).fit(Ztr[:, s], ytr).predict(Zte[:, s]))
+
+
+def test_ridge_without_standardization_matches_sklearn_ridge():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 15)) * rng.uniform(0.1, 10, 15) + 5
+    y = rng.integers(3, size=200)
+    probe = RidgeProbe(alphas=0.3, standardize=False, device="cpu").fit(X, y)
+    Y = np.where(y[:, None] == np.arange(3), 1.0, -1.0)
+    sk = Ridge(alpha=0.3 * len(y)).fit(X, Y)  # sklearn centres X and Y for the intercept, as we do
+    np.testing.assert_allclose(probe.coef_, sk.coef_, atol=1e-8)
+    np.testing.assert_allclose(probe.intercept_, sk.intercept_, atol=1e-8)
+
+
+def test_ridge_nested_cholesky_equals_separate_eigh(digits):
+    Xtr, ytr, _, _ = digits
+    order = np.random.default_rng(5).permutation(64)
+    subsets = [order[:k] for k in (3, 9, 27, 64)]
+    kw = dict(alphas=[1e-3, 0.1, 10.0], device="cpu", val_fraction=0.25, random_state=2)
+    chain = RidgeProbe(subsets=subsets, **kw).fit(Xtr, ytr)  # one Cholesky per alpha for all prefixes
+    for i, s in enumerate(subsets):
+        alone = RidgeProbe(subsets=[s], **kw).fit(Xtr, ytr)  # one eigendecomposition, every alpha
+        np.testing.assert_allclose(alone.val_scores_, chain.val_scores_[[i]])
+        np.testing.assert_allclose(alone.coefs_[0], chain.coefs_[i], atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ SGD
+def test_sgd_reaches_reasonable_accuracy_on_digits(digits):
+    Xtr, ytr, Xte, yte = digits
+    probe = SGDProbe(epochs=20, lr_step=8, device="cpu").fit(Xtr, ytr)
+    assert probe.score(Xte, yte) > 0.85
+    assert 1 <= probe.n_iter_[0] <= 20 and probe.n_val_ > 0
+
+
+def test_sgd_views_and_batching(digits):
+    Xtr, ytr, Xte, yte = digits
+    rng = np.random.default_rng(0)
+    views = np.stack([Xtr, Xtr + rng.normal(0, 1.0, Xtr.shape).astype(np.float32)])
+    order = rng.permutation(64)
+    subsets = [order[:k] for k in (8, 32, 64)]
+    kw = dict(alphas=[1e-4, 5e-4], epochs=6, lr_step=3, device="cpu", random_state=4)
+    batched = SGDProbe(subsets=subsets, **kw).fit(views, ytr)
+    for i, s in enumerate(subsets):
+        alone = SGDProbe(subsets=[s], **kw).fit(list(views), ytr)  # a list of views works too
+        np.testing.assert_allclose(alone.coefs_[0], batched.coefs_[i], atol=1e-4)
+    assert batched.score_subsets(Xte, yte)[-1] > 0.8
+
+
+# ---------------------------------------------------------------------------------------- runner
+def test_run_probes_writes_tables(digits, tmp_path):
+    Xtr, ytr, Xte, yte = digits
+    res = run_probes(feature_set(Xtr, ytr, Xte, yte), selectors=("random", "pca"), fractions=(0.05, 0.5, 1.0),
+                     seeds=(0, 1), solver="ridge", out=tmp_path, csv=True)
+    for name in ("results", "per_class"):
+        assert (tmp_path / f"{name}.parquet").exists() and (tmp_path / f"{name}.csv").exists()
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    per_class = pd.read_parquet(tmp_path / "per_class.parquet")
+    assert list(table.columns) == RESULT_COLUMNS and list(per_class.columns) == PER_CLASS_COLUMNS
+    required = {"model", "dataset", "layer", "selector", "fraction", "n_neurons", "n_features", "seed", "solver",
+                "reg", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall", "n_train", "n_val",
+                "n_test", "versions", "config"}
+    assert required <= set(table.columns)
+    full = table[table.selector == "all"]
+    assert len(full) == 1 and full.fraction.item() == 1.0 and full.n_neurons.item() == 64
+    assert res.out == tmp_path and len(res.results) == len(table)
+    assert res.full_accuracy() == pytest.approx(full.test_accuracy.item())
+    assert len(table[table.selector == "random"]) == 6  # 3 fractions x 2 seeds
+    assert set(table[table.selector == "pca"].seed) == {0}  # deterministic: once
+    assert (table.n_train + table.n_val == len(ytr)).all() and (table.n_test == len(yte)).all()
+    assert table.test_accuracy.between(0, 1).all() and (table.n_features == 64).all()
+    assert json.loads(table.config[0])["solver"] == "ridge" and "numpy" in json.loads(table.versions[0])
+    # Per-class rows: one per class per result row, supports add up to the test set.
+    assert len(per_class) == 10 * len(table)
+    sizes = per_class.groupby(["selector", "fraction", "seed"]).support.sum()
+    assert (sizes == len(yte)).all()
+    row = table[(table.selector == "random") & (table.fraction == 0.5) & (table.seed == 1)].iloc[0]
+    recalls = per_class[(per_class.selector == "random") & (per_class.fraction == 0.5) & (per_class.seed == 1)]
+    assert row.mean_per_class_recall == pytest.approx(recalls.accuracy.mean())
+    # Weights: indices, coefficients on raw features, reproducing the recorded test accuracy.
+    with np.load(tmp_path / row.weights_file) as w:
+        idx, coef, icpt = w["indices_32"], w["coef_32"], w["intercept_32"]
+        pred = w["classes"][np.argmax(Xte[:, idx] @ coef.T + icpt, 1)]
+    assert len(idx) == 32 and coef.shape == (10, 32)
+    assert (pred == yte).mean() == pytest.approx(row.test_accuracy, abs=1e-9)
+    with np.load(tmp_path / table[table.selector == "pca"].weights_file.iloc[0]) as w:
+        assert w["components"].shape == (64, 64) and "coef_3" in w
+
+
+def test_run_probes_seeds_reproduce(digits, tmp_path):
+    Xtr, ytr, Xte, yte = digits
+    fs = feature_set(Xtr, ytr, Xte, yte)
+    kw = dict(selectors=("random",), fractions=(0.1, 0.3), solver="logistic", alphas=1e-3)
+    a = run_probes(fs, seeds=(0, 7), out=tmp_path / "a", **kw).results
+    b = run_probes(fs, seeds=(0, 7), out=tmp_path / "b", **kw).results
+    cols = ["selector", "fraction", "seed", "reg", "train_accuracy", "val_accuracy", "test_accuracy"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    idx = {}
+    for run in ("a", "b"):
+        for seed in (0, 7):
+            with np.load(tmp_path / run / "weights" / f"random-seed{seed}.npz") as w:
+                idx[run, seed] = w["indices_19"]
+    np.testing.assert_array_equal(idx["a", 0], idx["b", 0])
+    assert not np.array_equal(idx["a", 0], idx["a", 7])
+
+
+def test_run_probes_never_uses_test_data_for_fitting(digits):
+    Xtr, ytr, Xte, yte = digits
+    kw = dict(selectors=("random", "pca"), fractions=(0.2, 1.0), seeds=(0,), solver="logistic",
+              alphas=[1e-3, 1e-1], save_weights=False)
+    a = run_probes(feature_set(Xtr, ytr, Xte, yte), **kw).results
+    rng = np.random.default_rng(0)
+    b = run_probes(feature_set(Xtr, ytr, Xte * 100 + rng.normal(size=Xte.shape).astype(np.float32),
+                               rng.permutation(yte)), **kw).results
+    cols = ["selector", "fraction", "reg", "train_accuracy", "val_accuracy"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_run_probes_val_split_and_refit(digits):
+    Xtr, ytr, Xte, yte = digits
+    fs = feature_set(Xtr[:1200], ytr[:1200], Xte, yte, val=FeatureSplit(Xtr[1200:], ytr[1200:]))
+    kw = dict(selectors=(), fractions=(1.0,), seeds=(0,), solver="ridge", save_weights=False)
+    plain = run_probes(fs, **kw).results
+    assert (plain.n_train == 1200).all() and (plain.n_val == 200).all()
+    refit = run_probes(fs, refit=True, **kw).results
+    assert (refit.n_train == 1400).all() and refit.refit.all()
+    assert (refit.reg == plain.reg).all()  # chosen on validation before refitting
+
+
+def test_run_probes_sgd_and_absolute_sizes(digits):
+    Xtr, ytr, Xte, yte = digits
+    res = run_probes(feature_set(Xtr, ytr, Xte, yte), fractions=(0.5,), n_neurons=(3,), seeds=(0,), solver="sgd",
+                     solver_options={"epochs": 4, "lr_step": 2}, save_weights=False).results
+    rnd = res[res.selector == "random"]
+    assert sorted(rnd.n_neurons) == [3, 32] and rnd.fraction.min() == pytest.approx(3 / 64)
+    assert (res.n_iter >= 1).all()
+
+
+def test_fractions_sharing_a_size_share_the_fit(digits):
+    Xtr, ytr, Xte, yte = digits
+    res = run_probes(feature_set(Xtr, ytr, Xte, yte), fractions=(0.001, 0.002), seeds=(0,), solver="ridge",
+                     save_weights=False).results
+    rnd = res[res.selector == "random"]
+    assert list(rnd.n_neurons) == [1, 1] and rnd.test_accuracy.nunique() == 1
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_probe(digits, tmp_path):
+    Xtr, ytr, Xte, yte = digits
+    path = tmp_path / "feats.npz"
+    np.savez(path, x_train=Xtr, y_train=ytr, x_test=Xte, y_test=yte)
+    code = main(["probe", str(path), "--fractions", "0.1,1", "--seeds", "1,3", "--selector", "random,prefix",
+                 "--solver", "ridge", "--out", str(tmp_path / "out"), "--csv", "--device", "cpu", "--no-progress",
+                 "--threads", "1"])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(table[table.selector == "random"].seed) == {1, 3}
+    assert {"all", "random", "prefix"} == set(table.selector)
+    assert main(["probe", str(path), "--seeds", "2", "--fractions", "0.5", "--solver", "ridge", "--no-progress",
+                 "--out", str(tmp_path / "out2")]) == 0
+    assert set(pd.read_parquet(tmp_path / "out2" / "results.parquet").seed) == {0, 1}
+
+
+def test_cli_errors_are_one_line(digits, tmp_path, capsys):
+    Xtr, ytr, Xte, yte = digits
+    path = tmp_path / "feats.npz"
+    np.savez(path, x_train=Xtr, y_train=ytr, x_test=Xte, y_test=yte)
+    assert main(["probe", str(path), "--fractions", "0,0.5", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("critmass: error:") and "(0, 1]" in err and "\n" not in err
+    assert main(["probe", str(path), "--seeds", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------- errors
+def test_error_nan_features(digits):
+    Xtr, ytr, Xte, yte = digits
+    bad = Xtr.copy()
+    bad[5, 3] = np.nan
+    with pytest.raises(FeatureError, match="NaN"):
+        run_probes(feature_set(bad, ytr, Xte, yte), fractions=(0.5,), seeds=1)
+    with pytest.raises(FeatureError, match="NaN"):
+        LogisticProbe(alphas=1e-3).fit(bad, ytr)
+
+
+@pytest.mark.parametrize("fraction", [0, 0.0, 1.5, -0.1])
+def test_error_bad_fraction(digits, fraction):
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        run_probes(feature_set(*digits), fractions=(0.1, fraction), seeds=1)
+
+
+def test_error_subset_larger_than_layer(digits):
+    Xtr, ytr, Xte, yte = digits
+    with pytest.raises(ConfigError, match="outside"):
+        run_probes(feature_set(Xtr, ytr, Xte, yte), n_neurons=(65,), fractions=(), seeds=1)
+    with pytest.raises(ConfigError, match="only 64"):
+        RidgeProbe(alphas=1.0, subsets=[np.arange(70) % 64]).fit(Xtr, ytr)
+    with pytest.raises(ConfigError, match="outside"):
+        RidgeProbe(alphas=1.0, subsets=[np.array([0, 64])]).fit(Xtr, ytr)
+
+
+def test_error_unseen_test_classes(digits):
+    Xtr, ytr, Xte, yte = digits
+    keep = ytr != 9
+    with pytest.raises(FeatureError, match="never seen"):
+        run_probes(feature_set(Xtr[keep], ytr[keep], Xte, yte), fractions=(0.5,), seeds=1)
+
+
+def test_error_mismatched_widths(digits):
+    Xtr, ytr, Xte, yte = digits
+    with pytest.raises(FeatureError, match="columns"):
+        run_probes(feature_set(Xtr, ytr, Xte[:, :60], yte), fractions=(0.5,), seeds=1)
+    probe = RidgeProbe(alphas=1.0).fit(Xtr, ytr)
+    with pytest.raises(FeatureError, match="columns"):
+        probe.predict(Xte[:, :60])
+
+
+def test_error_bad_options(digits):
+    Xtr, ytr, Xte, yte = digits
+    with pytest.raises(ConfigError, match="solver"):
+        run_probes(feature_set(Xtr, ytr, Xte, yte), solver="svm")
+    with pytest.raises(ConfigError, match="alphas"):
+        RidgeProbe(alphas=[0.0, 1.0]).fit(Xtr, ytr)
+    with pytest.raises(ConfigError, match="validation"):
+        LogisticProbe(alphas=[1e-3, 1e-2], val_fraction=0).fit(Xtr, ytr)
+    with pytest.raises(ConfigError, match="seeds"):
+        run_probes(feature_set(Xtr, ytr, Xte, yte), seeds=[])
+    with pytest.raises(ConfigError, match="max_iter"):
+        LogisticProbe(alphas=1e-3, max_iter=0).fit(Xtr, ytr)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        LogisticProbe().predict(Xte)
+
+
+def test_logistic_state_budget_splits_batches(digits, monkeypatch):
+    Xtr, ytr, Xte, _ = digits
+    order = np.random.default_rng(3).permutation(64)
+    subsets = [order[:k] for k in (4, 16, 40, 64)]
+    kw = dict(alphas=[1e-3, 1e-2], subsets=subsets, device="cpu", random_state=0)
+    whole = LogisticProbe(**kw).fit(Xtr, ytr)
+    monkeypatch.setattr(_logistic, "_STATE_BUDGET", 30_000)  # forces several L-BFGS batches per chain
+    assert len(_logistic._groups([4, 4, 16, 16, 40, 40, 64, 64], 10, 10)) > 1
+    split = LogisticProbe(**kw).fit(Xtr, ytr)
+    np.testing.assert_array_equal(whole.regs_, split.regs_)
+    agree = (whole.predict_subsets(Xte) == split.predict_subsets(Xte)).mean(axis=1)
+    assert (agree >= 0.99).all()
+
+
+@pytest.mark.parametrize("solver", ["ridge", "logistic"])
+def test_projection_onto_every_direction_probes_like_the_full_layer(solver):
+    # n < D: PCA directions beyond the data's rank carry only rounding noise. Projections act on the
+    # standardised features without rescaling again, so pca / randproj at fraction 1 are rotations (or
+    # invertible maps) of the full layer's probe input and must not fall apart.
+    rng = np.random.default_rng(0)
+    n, d = 120, 200
+    y = rng.integers(0, 3, size=n + 60)
+    X = (rng.normal(size=(n + 60, 8)) + np.eye(3, 8)[y] * 4.0) @ rng.normal(size=(8, d)) + 0.1 * rng.normal(size=(n + 60, d))
+    X = X.astype(np.float32)
+    fs = feature_set(X[:n], y[:n], X[n:], y[n:])
+    res = run_probes(fs, selectors=["pca"], fractions=[1.0], seeds=[0], solver=solver, alphas=1e-2).results
+    full = res.loc[res.selector == "all", "test_accuracy"].item()
+    pca = res.loc[res.selector == "pca", "test_accuracy"].item()
+    assert full > 0.8
+    assert abs(pca - full) <= 1 / 60 + 1e-9  # at most one test sample apart (float rounding)
