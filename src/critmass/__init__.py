@@ -26,12 +26,16 @@ _VERBS = {
     "dr": "critmass.metrics",
 }
 
-__all__ = sorted(_VERBS) + ["__version__"]
+_STAGES = ("models", "data", "features", "subsets", "probes", "similarity", "metrics", "sweep", "report")
+
+__all__ = sorted(_VERBS) + list(_STAGES) + ["__version__"]
 
 
 def __getattr__(name):
     if name in _VERBS:
         return getattr(importlib.import_module(_VERBS[name]), name)
+    if name in _STAGES:
+        return importlib.import_module(f"critmass.{name}")
     raise AttributeError(f"module 'critmass' has no attribute {name!r}")
 
 
