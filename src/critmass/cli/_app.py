@@ -27,7 +27,12 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ):
     _state["debug"] = debug
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # The level goes on the console handler too: stages may lower their own logger's level to feed a
+    # log file (sweeps), and those records must not reach the terminal twice.
+    for handler in logging.root.handlers:
+        handler.setLevel(level)
 
 
 def parse_list(value: str | None, cast=str) -> list:

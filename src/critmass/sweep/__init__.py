@@ -1,0 +1,36 @@
+"""Sweeps: the paper's grid (models x layers x datasets x selectors x fractions x seeds x solvers) from one
+YAML config, split into keyed units that run locally, on Ray or on Slurm, resume after a kill and
+recompute only what a config change touches.
+
+* :func:`load_config` / :class:`SweepConfig`: the validated config (errors name key and line).
+* :func:`plan_sweep` / :class:`Plan`: the units and which of them are done.
+* :func:`run_sweep` / :class:`SweepResult`: run what is not done and merge the shards into
+  ``results.parquet``, ``per_class.parquet`` and ``cka.parquet``.
+* :class:`LocalExecutor`, :class:`RayExecutor`, :class:`SlurmExecutor`: the backends.
+"""
+
+from ._config import SweepConfig, load_config
+from ._executors import Executor, LocalExecutor, RayExecutor, SlurmExecutor, make_executor
+from ._plan import CkaUnit, ExtractUnit, Plan, ProbeUnit, Unit, plan_sweep
+from ._run import SweepResult, merge_shards, run_sweep
+from ._units import execute_unit
+
+__all__ = [
+    "CkaUnit",
+    "Executor",
+    "ExtractUnit",
+    "LocalExecutor",
+    "Plan",
+    "ProbeUnit",
+    "RayExecutor",
+    "SlurmExecutor",
+    "SweepConfig",
+    "SweepResult",
+    "Unit",
+    "execute_unit",
+    "load_config",
+    "make_executor",
+    "merge_shards",
+    "plan_sweep",
+    "run_sweep",
+]

@@ -1,0 +1,547 @@
+"""The sweep config: a YAML file validated by pydantic, refused with the key and line of every error.
+
+A config names the grid (models x layers x datasets x selectors x fractions x seeds x solvers), the
+CKA cells, where results go and how units are executed. Everything is checked before any work runs:
+unknown keys, wrong types, fractions outside (0, 1], unknown selectors / solvers / spec prefixes,
+duplicate entries, missing weights files or data roots. Each error is reported as
+``FILE line N: path.to.key: what is wrong (closest: ...)``, all of them on one line.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .._validation import check_fraction, closest
+from ..exceptions import ConfigError, CritmassError
+
+__all__ = [
+    "EXECUTORS",
+    "SOLVER_NAMES",
+    "CkaOptions",
+    "DatasetEntry",
+    "ExecutorOptions",
+    "ModelEntry",
+    "ProbeOptions",
+    "Resources",
+    "SweepConfig",
+    "load_config",
+]
+
+#: Probe solvers a sweep can run (``critmass.probes.SOLVERS``).
+SOLVER_NAMES = ("logistic", "ridge", "sgd")
+#: Execution backends.
+EXECUTORS = ("local", "ray", "slurm")
+_PAPER_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+Split = Literal["train", "val", "test"]
+Fraction = Annotated[float, AfterValidator(lambda v: check_fraction(v))]
+Selector = Annotated[str, AfterValidator(lambda v: _check_selector(v))]
+Solver = Annotated[str, AfterValidator(lambda v: _check_solver(v))]
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE.match(str(value)):
+        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N; got {value!r}")
+    return str(value)
+
+
+def _unique(values: list, what: str) -> list:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{what} {v!r} is listed twice; list each once")
+        seen.add(v)
+    return values
+
+
+class _Section(BaseModel):
+    # Unknown keys are refused (a typo must not silently fall back to a default).
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelEntry(_Section):
+    """One backbone of the grid: a spec, its weights and the layers to read."""
+
+    spec: str = Field(description="Model spec: timm:NAME, torchvision:NAME, hf:DIR, sbert:DIR or an offline alias.")
+    name: str | None = Field(None, description="Label in the result tables (default: the spec); must be unique.")
+    weights: Path | None = Field(None, description="Local state dict (.pth/.pt/.safetensors) for the architecture.")
+    pretrained: bool = Field(True, description="Load the source's pretrained weights (ignored with `weights`).")
+    layers: list[str] = Field(default_factory=lambda: ["penultimate"], min_length=1,
+        description="Layers to extract: penultimate or module names.")
+    pooling: str = Field("auto", description="Pooling of conv maps / tokens: auto, avg, max, flatten, cls, mean.")
+    image_size: PositiveInt | None = Field(None, description="Override the input resolution (px).")
+    batch_size: PositiveInt | None = Field(None,
+        description="Extraction batch size of this model (default: the top-level one).")
+
+    @field_validator("spec")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        from .._registry import parse_spec
+        from ..models._sources import ALIASES, SOURCES
+
+        parse_spec(v, kind="model", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
+        return v.strip()
+
+    @field_validator("pooling")
+    @classmethod
+    def _pooling(cls, v: str) -> str:
+        from ..models import POOLINGS
+
+        if v not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {v!r}{closest(v, POOLINGS)}")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[str]) -> list[str]:
+        return _unique(v, "layer")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.spec
+
+
+class DatasetEntry(_Section):
+    """One downstream dataset: a spec, where its files are and which splits to extract."""
+
+    spec: str = Field(description="Dataset spec: torchvision:NAME, imagefolder:DIR, hf:NAME, npz:FILE or an alias.")
+    name: str | None = Field(None, description="Label in the result tables (default: the spec); must be unique.")
+    root: Path | None = Field(None, description="Data root of torchvision datasets.")
+    splits: list[Split] = Field(default_factory=lambda: ["train", "test"], min_length=1,
+        description="Splits to extract (probes need train and test).")
+    max_samples: PositiveInt | dict[Split, PositiveInt] | None = Field(
+        None, description="A seeded stratified subset of this many samples per split (or {split: n}).")
+    seed: NonNegativeInt = Field(0, description="Seed of the sub-sampling and of a carved val split.")
+    val_fraction: float = Field(0.1, gt=0, lt=1,
+        description="Share of train carved as 'val' when the dataset has none.")
+    download: bool = Field(False, description="Let torchvision download the dataset into root.")
+
+    @field_validator("spec")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        from .._registry import parse_spec
+        from ..data._sources import ALIASES, SOURCES
+
+        parse_spec(v, kind="dataset", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
+        return v.strip()
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, v: list[str]) -> list[str]:
+        return _unique(v, "split")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.spec
+
+
+class ProbeOptions(_Section):
+    """Options of :func:`critmass.probes.run_probes` shared by every probe unit."""
+
+    alphas: NonNegativeFloat | list[NonNegativeFloat] | None = Field(None,
+        description="Penalty grid (default: the solver's).")
+    val_fraction: float = Field(0.1, ge=0, lt=1,
+        description="Validation share carved from train when there is no val split.")
+    val_seed: NonNegativeInt = Field(0, description="Seed of the carved validation split.")
+    refit: bool = Field(False, description="Refit on train + val after choosing the penalty.")
+    save_weights: bool = Field(True, description="Keep the probe weights in each unit's shard directory.")
+    device: str = Field("auto", description="Device of the probes (auto: CUDA when the worker has one).")
+    solver_options: dict[str, Any] = Field(default_factory=dict,
+        description="Extra estimator parameters, e.g. {max_iter: 50}.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_device(v)
+
+
+class CkaOptions(_Section):
+    """Subset-vs-full CKA cells (``cka: false`` turns them off)."""
+
+    enabled: bool = Field(True, description="Compute CKA of every selector x fraction x seed against the full layer.")
+    debiased: bool = Field(False, description="Also the debiased estimator.")
+    split: Split = Field("train", description="Split CKA is computed on (selectors are fitted on train).")
+    on_constant: Literal["raise", "nan"] = Field("nan", description="What a subset of only constant neurons gives.")
+    selectors: list[Selector] | None = Field(None,
+        description="Selectors of the CKA cells (default: the top-level ones).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, v):
+        return {"enabled": v} if isinstance(v, bool) else v
+
+    @field_validator("selectors")
+    @classmethod
+    def _selectors(cls, v):
+        return None if v is None else _unique(v, "selector")
+
+
+class Resources(_Section):
+    """What one unit asks of a Ray or Slurm worker."""
+
+    cpus: PositiveInt = Field(1, description="CPU cores per unit.")
+    gpus: NonNegativeFloat | None = Field(
+        None, description="GPUs per unit (fractions pack several units on one GPU); default: 1 for extraction "
+        "units when the device is cuda (ray: also auto on a cluster with GPUs), else 0.")
+
+
+class SlurmOptions(_Section):
+    """Extra submitit parameters per unit kind (``slurm_partition``, ``timeout_min``, ``mem_gb``, ...)."""
+
+    extract: dict[str, Any] = Field(default_factory=dict, description="Parameters of the extraction job arrays.")
+    analysis: dict[str, Any] = Field(default_factory=dict, description="Parameters of the probe / CKA job arrays.")
+
+
+class ExecutorOptions(_Section):
+    """Where units run; ``critmass sweep --executor/--workers/--address`` override these."""
+
+    kind: Literal["local", "ray", "slurm"] = Field("local", description="local (processes), ray or slurm (submitit).")
+    workers: PositiveInt | None = Field(None, description="Local worker processes (default: every core).")
+    address: str | None = Field(None, description="Ray cluster address (default: RAY_ADDRESS or a local instance).")
+    cluster: Literal["slurm", "local", "debug"] | None = Field(
+        None, description="submitit cluster (default: slurm when available); local/debug run jobs on this machine.")
+    extract: Resources = Field(default_factory=Resources, description="Resources of an extraction unit.")
+    analysis: Resources = Field(default_factory=lambda: Resources(gpus=0),
+        description="Resources of a probe or CKA unit.")
+    slurm: SlurmOptions = Field(default_factory=SlurmOptions, description="Extra submitit parameters per unit kind.")
+
+
+def _check_selector(name: str) -> str:
+    from ..subsets import list_selectors
+
+    valid = list_selectors()
+    if name not in valid:
+        raise ValueError(f"unknown selector {name!r}{closest(name, valid)}; valid: {', '.join(valid)}")
+    return name
+
+
+def _check_solver(name: str) -> str:
+    if name not in SOLVER_NAMES:
+        raise ValueError(f"unknown solver {name!r}{closest(name, SOLVER_NAMES)}; valid: {', '.join(SOLVER_NAMES)}")
+    return name
+
+
+class SweepConfig(_Section):
+    """A whole study: the grid, the analysis options, the output directory and the executor.
+
+    Relative paths are taken relative to the working directory of :func:`load_config` (or its
+    ``base_dir``) and stored absolute, so workers on other machines see the same files.
+    """
+
+    name: str | None = Field(None, description="Name of the sweep (default: the config file's stem).")
+    output: Path | None = Field(None, description="Run directory (default: runs/<name>).")
+    cache: Path | None = Field(None,
+        description="Feature cache (default: $CRITMASS_CACHE or ~/.cache/critmass/features).")
+    device: str = Field("auto", description="Extraction device: auto, cpu, cuda, cuda:N.")
+    batch_size: PositiveInt = Field(64, description="Extraction batch size (images per forward pass).")
+    num_workers: NonNegativeInt | None = Field(None, description="DataLoader workers per extraction.")
+    dtype: Literal["float32", "float16"] = Field("float32", description="Feature dtype on disk.")
+    amp: Literal["bf16", "fp16"] | None = Field(None, description="Autocast during extraction (GPU).")
+    models: list[ModelEntry] = Field(min_length=1, description="Backbones and their layers.")
+    datasets: list[DatasetEntry] = Field(min_length=1, description="Downstream datasets.")
+    selectors: list[Selector] = Field(default_factory=lambda: ["random"], min_length=1,
+        description="Neuron selectors (critmass.subsets.list_selectors()).")
+    fractions: list[Fraction] = Field(default_factory=lambda: list(_PAPER_FRACTIONS),
+        description="Fractions of the layer in (0, 1] (default: the paper's 15).")
+    n_neurons: list[PositiveInt] | None = Field(None, description="Absolute subset sizes, in addition to fractions.")
+    seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+        description="Seeds of the random selectors (an int N means 0..N-1).")
+    solvers: list[Solver] = Field(default_factory=lambda: ["logistic"],
+        description="Probe solvers: logistic, ridge, sgd ([] for CKA only).")
+    probes: ProbeOptions = Field(default_factory=ProbeOptions, description="Probe options.")
+    cka: CkaOptions = Field(default_factory=CkaOptions, description="CKA on/off and options.")
+    executor: ExecutorOptions = Field(default_factory=ExecutorOptions, description="Execution backend.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_device(v)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, v):
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            if v < 1:
+                raise ValueError(f"seeds must be a positive count (3 means seeds 0, 1, 2) or a list; got {v!r}")
+            return list(range(int(v)))
+        return v
+
+    @field_validator("seeds", "fractions", "n_neurons")
+    @classmethod
+    def _no_repeats(cls, v, info):
+        return None if v is None else _unique(v, info.field_name.rstrip("s"))
+
+    @field_validator("selectors", "solvers")
+    @classmethod
+    def _no_repeated_names(cls, v, info):
+        return _unique(v, info.field_name.rstrip("s"))
+
+    @model_validator(mode="after")
+    def _something_to_do(self):
+        if not self.fractions and not self.n_neurons:
+            raise ValueError("no subset sizes: give fractions (e.g. [0.1, 0.5, 1.0]) or n_neurons")
+        if not self.solvers and not self.cka.enabled:
+            raise ValueError("nothing to compute: solvers is empty and cka is off; add a solver or turn cka on")
+        return self
+
+    _filename: str = PrivateAttr("<dict>")
+    _lines: dict = PrivateAttr(default_factory=dict)
+
+    # ------------------------------------------------------------------ derived values
+    def error(self, path: tuple, msg: str) -> ConfigError:
+        """A :class:`ConfigError` naming the config file, the line of ``path`` and the key."""
+        lines = self._lines
+        line = next((lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in lines), None)
+        where = f" line {line}" if line is not None else ""
+        return ConfigError(f"invalid sweep config {self._filename}{where}: {_dotted(path)}: {msg}")
+
+    @property
+    def cka_selectors(self) -> list[str]:
+        return list(self.cka.selectors or self.selectors)
+
+    def resolved(self) -> dict:
+        """The config with every default filled in, as plain JSON-able data."""
+        return self.model_dump(mode="json")
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _line_map(node, path=(), lines=None, filename="config") -> dict[tuple, int]:
+    """Map each key path (``('models', 0, 'spec')``) to its 1-based line; refuse duplicate keys."""
+    lines = {} if lines is None else lines
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise ConfigError(
+                    f"invalid sweep config {filename} line {key_node.start_mark.line + 1}: {_dotted(path + (key,))}: "
+                    f"key given twice (first on line {seen[key]}); keep one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _line_map(value_node, path + (key,), lines, filename)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, path + (i,), lines, filename)
+    return lines
+
+
+def _dotted(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _model_at(path) -> type[BaseModel] | None:
+    """The pydantic section class that a key path points into (for listing its valid keys)."""
+    cls: type[BaseModel] | None = SweepConfig
+    for p in path:
+        if isinstance(p, int) or cls is None:
+            continue
+        field = cls.model_fields.get(p)
+        cls = _find_model(field.annotation) if field is not None else None
+    return cls
+
+
+def _find_model(ann) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _find_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_errors(exc: ValidationError, data, lines: dict, filename: str) -> str:
+    """One line per pydantic error location, with the YAML line, joined into one message."""
+    found: dict[tuple, list[str]] = {}
+    for err in exc.errors(include_url=False):
+        loc, kind = err["loc"], err["type"]
+        cur, real, missing = data, [], None
+        for i, el in enumerate(loc):
+            if isinstance(cur, dict) and el in cur:
+                real.append(el)
+                cur = cur[el]
+            elif isinstance(cur, list) and isinstance(el, int) and 0 <= el < len(cur):
+                real.append(el)
+                cur = cur[el]
+            elif kind == "missing" and i == len(loc) - 1:
+                missing = el
+            # anything else is a union member tag (e.g. 'int', 'dict[...]'): not a key of the file
+        real = tuple(real)
+        if kind == "extra_forbidden":
+            section = _model_at(real[:-1])
+            valid = list(section.model_fields) if section is not None else []
+            msg = f"unknown key{closest(str(real[-1]), valid)}" + (f"; valid keys: {', '.join(valid)}" if valid else "")
+        elif kind == "missing":
+            msg = f"missing required key {missing!r}"
+            real = real + (missing,) if missing is not None else real
+        else:
+            msg = str(err["msg"])
+            msg = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
+            value = err.get("input")
+            if kind != "value_error" and (value is None or isinstance(value, (str, int, float, bool))):
+                msg += f"; got {value!r}"
+        found.setdefault(real, [])
+        if msg not in found[real]:
+            found[real].append(msg)
+    parts = []
+    for path, msgs in found.items():
+        line = None
+        for n in range(len(path), -1, -1):  # the key itself, else the closest enclosing key
+            line = lines.get(path[:n])
+            if line is not None:
+                break
+        where = f"line {line}: " if line is not None else ""
+        parts.append((line or 0, f"{where}{_dotted(path)}: {' or '.join(msgs)}"))
+    return f"invalid sweep config {filename}: " + "; ".join(text for _, text in sorted(parts, key=lambda p: p[0]))
+
+
+def _resolve_path(p: Path | None, base: Path) -> Path | None:
+    if p is None:
+        return None
+    p = Path(os.path.expandvars(str(p))).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _check_semantics(cfg: SweepConfig, lines: dict, filename: str, base: Path, check_paths: bool) -> SweepConfig:
+    """Cross-entry checks pydantic cannot place on a line by itself: names, files, splits."""
+
+    cfg._filename, cfg._lines = filename, lines
+
+    def fail(path: tuple, msg: str):
+        raise cfg.error(path, msg)
+
+    cfg.output = _resolve_path(cfg.output, base)
+    cfg.cache = _resolve_path(cfg.cache, base)
+    for kind, entries in (("models", cfg.models), ("datasets", cfg.datasets)):
+        seen: dict[str, int] = {}
+        for i, e in enumerate(entries):
+            if e.label in seen:
+                fail((kind, i, "name" if e.name else "spec"),
+                     f"{kind[:-1]} {e.label!r} is also entry {seen[e.label]}; give each entry a distinct `name:`")
+            seen[e.label] = i
+    for e in (*cfg.models, *cfg.datasets):
+        e.name = e.label  # the resolved config states every name
+    for i, m in enumerate(cfg.models):
+        m.weights = _resolve_path(m.weights, base)
+        if check_paths and m.weights is not None and not m.weights.is_file():
+            fail(("models", i, "weights"), f"weights file {str(m.weights)!r} does not exist; give the path to a "
+                 ".pth/.pt/.safetensors state dict")
+    for i, d in enumerate(cfg.datasets):
+        d.root = _resolve_path(d.root, base)
+        if check_paths and d.root is not None and not d.root.exists() and not d.download:
+            fail(("datasets", i, "root"),
+                 f"data root {str(d.root)!r} does not exist; fix the path or set download: true")
+        if cfg.solvers and not {"train", "test"} <= set(d.splits):
+            fail(("datasets", i, "splits"), f"probes need the train and test splits; got {d.splits}; add the missing "
+                 "split(s) or set solvers: []")
+        if cfg.cka.enabled and cfg.cka.split not in d.splits:
+            fail(("datasets", i, "splits"), f"cka.split is {cfg.cka.split!r} but this dataset extracts {d.splits}; "
+                 f"add {cfg.cka.split!r} or change cka.split")
+        if isinstance(d.max_samples, dict) and not set(d.max_samples) <= set(d.splits):
+            extra = sorted(set(d.max_samples) - set(d.splits))
+            fail(("datasets", i, "max_samples"),
+                 f"max_samples names split(s) {extra} that are not in splits {d.splits}")
+    return cfg
+
+
+def load_config(source, *, base_dir=None, check_paths: bool = True) -> SweepConfig:
+    """Read and validate a sweep config.
+
+    Parameters
+    ----------
+    source : path, dict or SweepConfig
+        A YAML file (parsed with ``yaml.safe_load`` semantics), a mapping with the same keys, or an
+        already validated config (returned as is).
+    base_dir : path, optional
+        Directory relative paths in the config are resolved against (default: the working directory).
+    check_paths : bool, default True
+        Refuse ``weights`` files and data ``root`` directories that do not exist (``False`` validates a
+        config on a machine without the data).
+
+    Returns
+    -------
+    SweepConfig
+        With absolute paths, ``name`` defaulting to the file's stem and ``output`` to ``runs/<name>``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, line and key of every problem, e.g.
+        ``invalid sweep config demo.yaml: line 7: models[0].weigths: unknown key (closest: weights); ...``.
+
+    Examples
+    --------
+    >>> cfg = load_config({"models": [{"spec": "timm:resnet18"}], "datasets": [{"spec": "digits"}],
+    ...                    "fractions": [0.1, 1.0], "output": "/tmp/run"})
+    >>> cfg.models[0].layers, cfg.seeds, cfg.solvers
+    (['penultimate'], [0, 1, 2], ['logistic'])
+    """
+    if isinstance(source, SweepConfig):
+        return source
+    base = Path(base_dir).expanduser().resolve() if base_dir is not None else Path.cwd()
+    lines: dict = {}
+    stem = "sweep"
+    if isinstance(source, dict):
+        data, filename = source, "<dict>"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        filename, stem = path.name, path.stem
+        if not path.is_file():
+            raise ConfigError(f"sweep config {str(path)!r} does not exist; pass the path of a YAML file "
+                              "(see examples/demo.yaml)")
+        text = path.read_text(encoding="utf-8")
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"sweep config {filename}{where} is not valid YAML ({problem}); fix the syntax") from None
+        if node is not None:
+            _line_map(node, lines=lines, filename=filename)
+    else:
+        raise ConfigError(f"a sweep config must be a YAML path, a dict or a SweepConfig; got {type(source).__name__}")
+    if data is None:
+        raise ConfigError(f"sweep config {filename} is empty; it needs at least `models:` and `datasets:` "
+                          "(see examples/demo.yaml)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep config {filename} must be a mapping of keys (models:, datasets:, ...); "
+                          f"got a {type(data).__name__}")
+    try:
+        cfg = SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, data, lines, filename)) from None
+    except CritmassError as exc:  # a validator's own check escaped pydantic's wrapping
+        raise ConfigError(f"invalid sweep config {filename}: {exc}") from None
+    if cfg.name is None:
+        cfg.name = stem
+    if cfg.output is None:
+        cfg.output = Path("runs") / cfg.name
+    return _check_semantics(cfg, lines, filename, base, check_paths)

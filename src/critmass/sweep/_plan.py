@@ -1,0 +1,313 @@
+"""Planning: split a sweep's grid into keyed work units and find which are already done.
+
+Three unit kinds, two stages:
+
+* :class:`ExtractUnit`, one per (model, layer, dataset) with all of the dataset's splits: the
+  GPU-heavy forward passes, written into the shared feature cache once and read by every analysis
+  unit of that extraction.
+* :class:`ProbeUnit`, one per (extraction, solver, selector, seed) holding every fraction (the
+  probes of one seed's nested subsets share one fit); a deterministic selector (all, prefix, pca,
+  pca-least, norm-*) is one unit recorded with the first seed. Per-seed units give a cluster many
+  small tasks, lose at most one seed's work when killed, and adding a seed runs only the new seed.
+* :class:`CkaUnit`, one per extraction holding every selector x fraction x seed cell: one pass over
+  the samples builds the Gram statistics that all cells share, so splitting it would repeat the
+  expensive part.
+
+A unit's key hashes everything that determines its output (for analysis units that includes the
+extraction's key) and the critmass version; labels (``name:``), devices, batch sizes and the
+executor are not part of it. A unit is done when its shard directory holds a ``status.json`` with
+``status: ok`` (written last, atomically), so a re-run skips it, a changed config gives changed keys
+only to the units it changes, and a killed sweep resumes with the units that had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .._env import versions
+from ._config import SweepConfig, load_config
+
+__all__ = [
+    "DETERMINISTIC_SELECTORS",
+    "STATUS_FILE",
+    "CkaUnit",
+    "ExtractUnit",
+    "Plan",
+    "ProbeUnit",
+    "Unit",
+    "plan_sweep",
+    "read_status",
+    "unit_key",
+]
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+#: Files a finished unit of each kind leaves in its shard (besides the status).
+OUTPUTS = {"extract": (), "probe": ("results.parquet", "per_class.parquet"), "cka": ("cka.parquet",)}
+#: Selectors whose subsets do not depend on the seed (as in :mod:`critmass.probes`): one unit, first seed.
+DETERMINISTIC_SELECTORS = frozenset({"all", "prefix", "pca", "pca-least", "norm-max", "norm-min"})
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def unit_key(kind: str, payload: dict) -> str:
+    """16 hex digits of SHA-256 over the unit kind, its inputs and the critmass version."""
+    blob = json.dumps({"kind": kind, "critmass": _version(), **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A unit of work: its kind, key, a human-readable label and what its worker needs (plain data)."""
+
+    kind: str
+    key: str
+    label: str
+    #: Key of the extraction an analysis unit reads (``None`` for extraction units).
+    extract_key: str | None = None
+    #: Labels of the result rows: model / dataset names and layer (the key does not depend on them).
+    model: str = ""
+    dataset: str = ""
+    layer: str = ""
+    #: Everything the worker passes to extract / run_probes / cka_curve.
+    params: dict = field(default_factory=dict, compare=False)
+    #: The feature cache entry directory, filled in by the driver once the extraction is done.
+    entry: str | None = field(default=None, compare=False)
+
+    def shard_dir(self, run_dir) -> Path:
+        """``RUN_DIR/shards/<kind>/<key>``: this unit's own files and nobody else's."""
+        return Path(run_dir) / "shards" / self.kind / self.key
+
+    def log_file(self, run_dir) -> Path:
+        return Path(run_dir) / "logs" / self.kind / f"{self.key}.log"
+
+
+class ExtractUnit(Unit):
+    """Marker type of extraction units (``kind == 'extract'``)."""
+
+
+class ProbeUnit(Unit):
+    """Marker type of probe units (``kind == 'probe'``)."""
+
+
+class CkaUnit(Unit):
+    """Marker type of CKA units (``kind == 'cka'``)."""
+
+
+def read_status(unit: Unit, run_dir) -> dict | None:
+    """The unit's ``status.json``, or ``None`` when absent, unreadable or of another key."""
+    path = unit.shard_dir(run_dir) / STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) and status.get("key") == unit.key else None
+
+
+def _weights_stamp(path) -> list | None:
+    # Size and mtime, not a hash: a replaced checkpoint changes the key without reading gigabytes.
+    try:
+        st = os.stat(path)
+    except (TypeError, OSError):  # no weights, or a file not there yet (validated with check_paths=False)
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _entry_complete(entry: str | None, splits) -> bool:
+    return bool(entry) and all((Path(entry) / s / "manifest.json").is_file() for s in splits)
+
+
+@dataclass
+class Plan:
+    """The units of a sweep, in execution order (extractions first), and the state of each.
+
+    ``state[key]`` is ``'done'`` (a shard with ``status: ok``), ``'failed'`` (a previous run recorded an
+    error: it runs again) or ``'todo'``.
+    """
+
+    config: SweepConfig
+    run_dir: Path
+    units: list[Unit]
+    state: dict[str, str]
+    entries: dict[str, str] = field(default_factory=dict)  # extraction key -> cache entry, when done
+
+    def of_kind(self, kind: str) -> list[Unit]:
+        return [u for u in self.units if u.kind == kind]
+
+    @property
+    def todo(self) -> list[Unit]:
+        return [u for u in self.units if self.state[u.key] != "done"]
+
+    def count_cells(self) -> dict[str, int]:
+        """Probes (one per selector x size x seed, plus one full-layer probe per extraction and solver) and
+        CKA cells (selector x size x seed) of the whole grid."""
+        cfg = self.config
+        sizes = len(cfg.fractions) + len(cfg.n_neurons or [])
+        n_ext = len(self.of_kind("extract"))
+        probes = sum(sizes * len(u.params["seeds"]) for u in self.of_kind("probe"))
+        probes += n_ext * len(cfg.solvers)
+        cells = sum(sizes * len(cfg.seeds) * len(u.params["selectors"]) for u in self.of_kind("cka"))
+        return {"probes": probes, "cka_cells": cells}
+
+    def describe(self) -> str:
+        """A few lines: what the grid is, how many units of each kind, how many are done."""
+        cfg = self.config
+        layers = sum(len(m.layers) for m in cfg.models)
+        sizes = len(cfg.fractions) + len(cfg.n_neurons or [])
+        cells = self.count_cells()
+        lines = [
+            f"sweep {cfg.name!r} -> {self.run_dir}",
+            (f"  grid: {len(cfg.models)} model(s) / {layers} layer(s) x {len(cfg.datasets)} dataset(s) x "
+             f"{len(cfg.selectors)} selector(s) x {sizes} size(s) x {len(cfg.seeds)} seed(s) x "
+             f"{len(cfg.solvers)} solver(s); CKA {'on' if cfg.cka.enabled else 'off'}"),
+        ]
+        what = {"extract": "extractions", "probe": f"probe units ({cells['probes']} probes)",
+                "cka": f"CKA units ({cells['cka_cells']} CKA cells)"}
+        for kind in ("extract", "probe", "cka"):
+            units = self.of_kind(kind)
+            done = sum(self.state[u.key] == "done" for u in units)
+            failed = sum(self.state[u.key] == "failed" for u in units)
+            extra = f", {failed} failed before" if failed else ""
+            lines.append(f"  {len(units):>5} {what[kind]}: {done} done, {len(units) - done} to run{extra}")
+        lines.append(f"  {len(self.todo)} of {len(self.units)} units to run")
+        return "\n".join(lines)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per unit: kind, key, label, state."""
+        return pd.DataFrame([{"kind": u.kind, "key": u.key, "label": u.label, "model": u.model, "dataset": u.dataset,
+                              "layer": u.layer, "state": self.state[u.key]} for u in self.units],
+                            columns=["kind", "key", "label", "model", "dataset", "layer", "state"])
+
+
+def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
+    """Split a sweep config into keyed units and look up which are done in the run directory.
+
+    Parameters
+    ----------
+    config : path, dict or SweepConfig
+        See :func:`critmass.sweep.load_config`.
+    out : path, optional
+        Run directory (default: the config's ``output``).
+    check_layers : bool, default False
+        Build each model (random init, no download) and refuse layer names it does not have.
+
+    Returns
+    -------
+    Plan
+    """
+    cfg = load_config(config)
+    run_dir = Path(out).expanduser().resolve() if out is not None else Path(cfg.output)
+    if check_layers:
+        _check_layers(cfg)
+    libs = versions(("torch", "torchvision", "timm", "transformers", "sentence-transformers"))
+    seeds = list(cfg.seeds)
+    fractions = sorted({float(f) for f in cfg.fractions})
+    n_neurons = sorted({int(k) for k in cfg.n_neurons}) if cfg.n_neurons else None
+    probe_opts = {k: v for k, v in cfg.probes.model_dump(mode="json").items() if k != "device"}
+
+    units: list[Unit] = []
+    analysis: list[Unit] = []
+    seen: dict[str, tuple] = {}
+    for i, m in enumerate(cfg.models):
+        for layer in m.layers:
+            for j, d in enumerate(cfg.datasets):
+                ext_id = {
+                    "model": m.spec, "weights": str(m.weights) if m.weights else None,
+                    "weights_stamp": _weights_stamp(m.weights), "pretrained": m.pretrained, "pooling": m.pooling,
+                    "image_size": m.image_size, "layer": layer, "dataset": d.spec,
+                    "root": str(d.root) if d.root else None, "splits": sorted(d.splits),
+                    "max_samples": d.max_samples, "seed": d.seed,
+                    "val_fraction": d.val_fraction if "val" in d.splits else None,
+                    "dtype": cfg.dtype, "amp": cfg.amp, "libs": libs,
+                }
+                ekey = unit_key("extract", ext_id)
+                if ekey in seen:  # two entries that differ only in name / batch size: one would shadow the other
+                    (i0, j0) = seen[ekey]
+                    path, other = (("models", i), f"models[{i0}]") if i != i0 else (("datasets", j), f"datasets[{j0}]")
+                    raise cfg.error(path, f"gives the same features as {other} (only names or batch sizes differ); "
+                                    "remove one of them")
+                seen[ekey] = (i, j)
+                where = f"{m.label} | {d.label} | {layer}"
+                units.append(ExtractUnit(
+                    kind="extract", key=ekey, label=f"extract {where}", model=m.label, dataset=d.label, layer=layer,
+                    params={
+                        "model": m.spec, "dataset": d.spec, "layer": layer, "split": list(d.splits),
+                        "cache": str(cfg.cache) if cfg.cache else None, "data_root": str(d.root) if d.root else None,
+                        "download": d.download, "weights": str(m.weights) if m.weights else None,
+                        "pretrained": m.pretrained, "pooling": m.pooling, "image_size": m.image_size,
+                        "max_samples": d.max_samples, "seed": d.seed, "val_fraction": d.val_fraction,
+                        "batch_size": m.batch_size or cfg.batch_size, "num_workers": cfg.num_workers,
+                        "device": cfg.device, "dtype": cfg.dtype, "amp": cfg.amp,
+                    }))
+                for solver in cfg.solvers:
+                    for sel in cfg.selectors:
+                        for seed_group in ([seeds[:1]] if sel in DETERMINISTIC_SELECTORS else [[s] for s in seeds]):
+                            pid = {"extract": ekey, "solver": solver, "selector": sel, "seeds": seed_group,
+                                   "fractions": fractions, "n_neurons": n_neurons, **probe_opts}
+                            seed_txt = "" if sel in DETERMINISTIC_SELECTORS else f" seed {seed_group[0]}"
+                            analysis.append(ProbeUnit(
+                                kind="probe", key=unit_key("probe", pid), extract_key=ekey,
+                                label=f"probe {where} | {solver} {sel}{seed_txt}", model=m.label, dataset=d.label,
+                                layer=layer, params={**pid, "device": cfg.probes.device}))
+                if cfg.cka.enabled:
+                    cid = {"extract": ekey, "selectors": cfg.cka_selectors, "fractions": fractions,
+                           "n_neurons": n_neurons, "seeds": seeds, "debiased": cfg.cka.debiased,
+                           "split": cfg.cka.split, "on_constant": cfg.cka.on_constant}
+                    analysis.append(CkaUnit(kind="cka", key=unit_key("cka", cid), extract_key=ekey,
+                                            label=f"cka {where} | {', '.join(cfg.cka_selectors)}", model=m.label,
+                                            dataset=d.label, layer=layer, params=cid))
+    units += analysis
+
+    state: dict[str, str] = {}
+    entries: dict[str, str] = {}
+    for u in units:
+        st = read_status(u, run_dir)
+        ok = st is not None and st.get("status") == "ok" and all(
+            (u.shard_dir(run_dir) / name).is_file() for name in OUTPUTS[u.kind])
+        state[u.key] = "done" if ok else ("todo" if st is None or st.get("status") == "ok" else "failed")
+        if u.kind == "extract" and st is not None and st.get("status") == "ok":
+            entries[u.key] = st.get("entry")
+    # An extraction whose cache entry was deleted is done only if nothing still needs its features.
+    pending_users = {u.extract_key for u in analysis if state[u.key] != "done"}
+    for u in units:
+        if u.kind == "extract" and state[u.key] == "done" and u.key in pending_users \
+                and not _entry_complete(entries.get(u.key), u.params["split"]):
+            state[u.key] = "todo"
+            entries.pop(u.key, None)
+    return Plan(config=cfg, run_dir=run_dir, units=units, state=state, entries=entries)
+
+
+def _check_layers(cfg: SweepConfig) -> None:
+    """Refuse layer names a model does not have, before anything runs (models built at random init)."""
+    from ..exceptions import LayerNotFoundError, SpecError
+    from ..models import list_layers
+
+    for i, m in enumerate(cfg.models):
+        if all(layer == "penultimate" for layer in m.layers) and m.spec.count(":") == 0:
+            continue  # offline aliases: nothing to check without loading weights
+        try:
+            valid = set(list_layers(m.spec, pretrained=False, image_size=m.image_size))
+        except SpecError as exc:
+            raise cfg.error(("models", i, "spec"), str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - weights / hub trouble: the extraction unit reports it
+            log.info("layer names of %s not checked (%s: %s)", m.spec, type(exc).__name__, exc)
+            continue
+        for j, layer in enumerate(m.layers):
+            if layer not in valid:
+                from .._validation import closest
+
+                err = cfg.error(("models", i, "layers", j), f"layer {layer!r} not in {m.spec}"
+                                f"{closest(layer, sorted(valid))}; run `critmass layers {m.spec}`")
+                raise LayerNotFoundError(str(err))

@@ -1,0 +1,363 @@
+"""The sweep driver: plan, run the units that are not done, merge the shards into the run's tables.
+
+Run directory layout::
+
+    RUN_DIR/
+        config.resolved.yaml     the config with every default filled in (absolute paths)
+        versions.json            library versions of the driver
+        summary.json             counts, executor, timings, failures of the last run
+        plan.json                every unit: kind, key, label, state (done / failed), error
+        failures.json            the units that failed: label, key, error, log file
+        results.parquet          probe results of all units, deduplicated by key
+        per_class.parquet        per-class test accuracy of the same probes
+        cka.parquet              subset-vs-full CKA cells
+        shards/<kind>/<key>/     one directory per unit: its tables, probe weights, status.json
+        logs/sweep.log           the driver's log; logs/<kind>/<key>.log one log per unit
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .._env import versions
+from .._io import atomic_path, atomic_write_bytes, atomic_write_json
+from ..exceptions import ConfigError
+from ._config import SweepConfig, load_config
+from ._executors import Executor, make_executor
+from ._plan import STATUS_FILE, Plan, Unit, plan_sweep
+from ._units import failed_status
+
+__all__ = ["CKA_KEYS", "RESULT_KEYS", "SweepResult", "merge_shards", "run_sweep"]
+
+log = logging.getLogger("critmass.sweep")
+
+#: Columns that identify a probe row (as in :mod:`critmass.probes`); the merged table is unique on them.
+RESULT_KEYS = ["model", "dataset", "layer", "selector", "fraction", "n_neurons", "seed", "solver"]
+#: Columns that identify a CKA cell.
+CKA_KEYS = ["model", "dataset", "layer", "split", "selector", "fraction", "n_neurons", "seed"]
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did and the merged tables.
+
+    ``results`` / ``per_class`` / ``cka`` are the run directory's tables (empty on a dry run).
+    ``ran`` lists the keys of the units run now, ``failures`` one dict per failed unit (``label``,
+    ``key``, ``kind``, ``error``, ``log``); ``ok`` is true when nothing failed.
+    """
+
+    run_dir: Path
+    plan: Plan
+    results: pd.DataFrame = field(default_factory=pd.DataFrame)
+    per_class: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cka: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        """A few lines: units run / skipped / failed and where the tables are."""
+        lines = [(f"{len(self.ran)} unit(s) run, {len(self.skipped)} already done, {len(self.failures)} failed "
+                  f"in {self.seconds:.1f} s")]
+        if not self.dry_run:
+            lines.append(f"results: {self.run_dir / 'results.parquet'} ({len(self.results)} rows), "
+                         f"per_class.parquet ({len(self.per_class)}), cka.parquet ({len(self.cka)})")
+        for f in self.failures:
+            lines.append(f"FAILED {f['label']} [{f['key']}]: {f['error']} (log: {f['log']})")
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """One driver per run directory: a second one would run the same units twice."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    fh = open(run_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"another `critmass sweep` is running in {run_dir}; wait for it or use another "
+                              "output directory") from None
+        yield
+    finally:
+        fh.close()  # closing releases the lock (also when the process is killed)
+
+
+@contextlib.contextmanager
+def _driver_log(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("critmass")
+    old = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+        handler.close()
+
+
+def _write_parquet(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path, suffix=".parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def _order(values: list[str]) -> dict[str, int]:
+    return {v: i for i, v in enumerate(values)}
+
+
+def _sort(df: pd.DataFrame, plan: Plan, keys: list[str]) -> pd.DataFrame:
+    """Config order for names, numeric order for numbers: the same rows sort the same on every executor."""
+    cfg = plan.config
+    orders = {"model": _order([m.label for m in cfg.models]), "dataset": _order([d.label for d in cfg.datasets]),
+              "layer": _order(list(dict.fromkeys(layer for m in cfg.models for layer in m.layers))),
+              "selector": _order(["all", *cfg.selectors, *cfg.cka_selectors]), "solver": _order(cfg.solvers)}
+
+    def key(col: pd.Series):
+        if col.name in orders:
+            return col.map(lambda v: orders[col.name].get(v, len(orders[col.name])))
+        return col
+
+    return df.sort_values([k for k in keys if k in df.columns], key=key, kind="stable").reset_index(drop=True)
+
+
+def merge_shards(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Merge the shards of the plan's finished units into (results, per_class, cka).
+
+    Only units of the current plan count, so shards of an older config stay on disk without leaking
+    into the tables. Rows get the config's model and dataset names, a ``unit`` column (the shard key)
+    and, for probe weights, paths relative to the run directory. Every probe unit also fits the full
+    layer (``selector='all'``); one such row per (model, dataset, layer, solver) is kept.
+    """
+    from ..probes import PER_CLASS_COLUMNS, RESULT_COLUMNS
+    from ..similarity import CKA_COLUMNS
+
+    run_dir = plan.run_dir
+    res, pcs, ckas = [], [], []
+    for u in plan.units:
+        if u.kind == "extract" or plan.state.get(u.key) != "done":
+            continue
+        shard = u.shard_dir(run_dir)
+        rel = shard.relative_to(run_dir).as_posix()
+        if u.kind == "probe":
+            r = pd.read_parquet(shard / "results.parquet")
+            pc = pd.read_parquet(shard / "per_class.parquet")
+            if "weights_file" in r:
+                r["weights_file"] = [f"{rel}/{p}" if isinstance(p, str) and p else p for p in r["weights_file"]]
+            res.append(r.assign(model=u.model, dataset=u.dataset, unit=u.key))
+            pcs.append(pc.assign(model=u.model, dataset=u.dataset, unit=u.key))
+        else:
+            ckas.append(pd.read_parquet(shard / "cka.parquet").assign(model=u.model, dataset=u.dataset, unit=u.key))
+
+    if res:
+        results = pd.concat(res, ignore_index=True)
+        full = results["selector"] == "all"
+        reference = results[full].sort_values(["seed", "unit"], kind="stable").drop_duplicates(
+            ["model", "dataset", "layer", "solver"])
+        results = pd.concat([reference, results[~full]], ignore_index=True).drop_duplicates(RESULT_KEYS)
+        per_class = pd.concat(pcs, ignore_index=True).merge(results[RESULT_KEYS + ["unit"]], on=RESULT_KEYS + ["unit"])
+        per_class = per_class.drop_duplicates(RESULT_KEYS + ["class"])
+        results, per_class = _sort(results, plan, RESULT_KEYS), _sort(per_class, plan, RESULT_KEYS + ["class"])
+    else:
+        results = pd.DataFrame(columns=[*RESULT_COLUMNS, "unit"])
+        per_class = pd.DataFrame(columns=[*PER_CLASS_COLUMNS, "unit"])
+    if ckas:
+        cka = _sort(pd.concat(ckas, ignore_index=True).drop_duplicates(CKA_KEYS), plan, CKA_KEYS)
+        for col in ("model", "dataset"):
+            cka[col] = cka[col].astype("string")
+    else:
+        cka = pd.DataFrame(columns=[*CKA_COLUMNS, "unit"])
+    return results, per_class, cka
+
+
+def _apply_overrides(cfg: SweepConfig, executor, workers, address) -> SweepConfig:
+    """The config as it will run: CLI executor options replace the file's (and are recorded)."""
+    ex = cfg.executor.model_copy(update={k: v for k, v in (("kind", executor if isinstance(executor, str) else None),
+                                                          ("workers", workers), ("address", address)) if v is not None})
+    if ex.kind not in ("local", "ray", "slurm"):
+        from .._validation import closest
+
+        raise ConfigError(f"unknown executor {ex.kind!r}{closest(str(ex.kind), ('local', 'ray', 'slurm'))}; "
+                          "use local, ray or slurm")
+    if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
+        raise ConfigError(f"workers must be a positive integer; got {workers!r}")
+    new = cfg.model_copy(update={"executor": ex})
+    new._filename, new._lines = cfg._filename, cfg._lines
+    return new
+
+
+def run_sweep(config, *, out=None, executor: str | Executor | None = None, workers: int | None = None,
+              address: str | None = None, dry_run: bool = False, check_layers: bool = True,
+              echo: Callable[[str], None] | None = None) -> SweepResult:
+    """Run a sweep: every (model, layer, dataset) extraction, then its probe and CKA units; resumable.
+
+    Units with a finished shard in the run directory are skipped, so a second call does no work, a
+    changed config runs only the units whose inputs changed, and a killed run continues where it
+    stopped. A unit that fails is recorded (``failures.json``, ``plan.json``) and the others go on.
+
+    Parameters
+    ----------
+    config : path, dict or SweepConfig
+        The sweep config (see :func:`critmass.sweep.load_config` and ``examples/demo.yaml``).
+    out : path, optional
+        Run directory (default: the config's ``output``).
+    executor : {'local', 'ray', 'slurm'} or Executor, optional
+        Backend (default: the config's ``executor.kind``, ``local``).
+    workers : int, optional
+        Local worker processes (default: the config's, else every core). Scripts that use more than
+        one local worker need the ``if __name__ == "__main__":`` guard (spawned processes).
+    address : str, optional
+        Ray cluster address (default: the config's, ``RAY_ADDRESS`` or a new local instance).
+    dry_run : bool
+        Plan only: nothing is run or written.
+    check_layers : bool
+        Refuse layer names a model does not have before running (builds each model at random init).
+    echo : callable, optional
+        Receives the plan and one line per finished unit (the CLI prints them); default: the log.
+
+    Returns
+    -------
+    SweepResult
+
+    Examples
+    --------
+    >>> res = run_sweep("examples/demo.yaml", workers=2)            # doctest: +SKIP
+    >>> res.results.groupby(["model", "dataset", "selector", "fraction"]).test_accuracy.mean()  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        for line in msg.splitlines():
+            log.info(line)  # into RUN_DIR/logs/sweep.log once the run directory exists
+        if echo is not None:
+            echo(msg)
+
+    cfg = _apply_overrides(load_config(config), executor, workers, address)
+    plan = plan_sweep(cfg, out=out, check_layers=check_layers)
+    run_dir = plan.run_dir
+    if echo is not None:
+        echo(plan.describe())  # also logged below, once the run directory's log exists
+    elif dry_run:
+        log.info(plan.describe())
+    done_before = [u.key for u in plan.units if plan.state[u.key] == "done"]
+    if dry_run:
+        return SweepResult(run_dir=run_dir, plan=plan, skipped=done_before, dry_run=True,
+                           seconds=time.perf_counter() - t0)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _run_lock(run_dir), _driver_log(run_dir / "logs" / "sweep.log"):
+        # Re-read the shards under the lock: a driver that just finished may have completed units.
+        plan = plan_sweep(cfg, out=run_dir)
+        done_before = [u.key for u in plan.units if plan.state[u.key] == "done"]
+        resolved = cfg.resolved()
+        resolved["output"] = str(run_dir)
+        atomic_write_bytes(run_dir / "config.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False).encode())
+        extra = versions(("critmass", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pandas",
+                          "pyarrow", "pydantic", "ray", "submitit"))
+        atomic_write_json(run_dir / "versions.json", extra)
+        for line in plan.describe().splitlines():
+            log.info(line)
+        backend = make_executor(executor, cfg.executor, workers=workers, address=address)
+        ran, statuses = _execute(plan, backend, cfg.device, say)
+        results, per_class, cka = merge_shards(plan)
+        _write_parquet(run_dir / "results.parquet", results)
+        _write_parquet(run_dir / "per_class.parquet", per_class)
+        _write_parquet(run_dir / "cka.parquet", cka)
+        failures = [{"label": u.label, "key": u.key, "kind": u.kind, "error": statuses[u.key].get("error"),
+                     "log": str(u.log_file(run_dir))}
+                    for u in plan.units if plan.state[u.key] != "done" and u.key in statuses]
+        atomic_write_json(run_dir / "failures.json", failures)
+        atomic_write_json(run_dir / "plan.json", [
+            {"kind": u.kind, "key": u.key, "label": u.label, "state": plan.state[u.key],
+             "error": statuses.get(u.key, {}).get("error")} for u in plan.units])
+        seconds = time.perf_counter() - t0
+        atomic_write_json(run_dir / "summary.json", {
+            "name": cfg.name, "run_dir": str(run_dir), "executor": backend.describe(), "units": len(plan.units),
+            "ran": len(ran), "skipped": len(done_before), "failed": len(failures), "seconds": round(seconds, 3),
+            **plan.count_cells(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        result = SweepResult(run_dir=run_dir, plan=plan, results=results, per_class=per_class, cka=cka, ran=ran,
+                             skipped=done_before, failures=failures, seconds=seconds)
+        say(result.summary())
+    return result
+
+
+def _execute(plan: Plan, backend: Executor, device: str, say) -> tuple[list[str], dict[str, dict]]:
+    """Submit extractions and every analysis unit whose features are ready; release the rest as
+    their extraction finishes. Returns the keys run and the status of every unit attempted."""
+    run_dir = plan.run_dir
+    todo = plan.todo
+    waiting: dict[str, list[Unit]] = {}
+    first: list[Unit] = []
+    for u in todo:
+        if u.kind == "extract":
+            first.append(u)
+        elif plan.state[u.extract_key] == "done":
+            first.append(replace(u, entry=plan.entries.get(u.extract_key)))
+        else:
+            waiting.setdefault(u.extract_key, []).append(u)
+    ran: list[str] = []
+    statuses: dict[str, dict] = {}
+    total = len(todo)
+    if not total:
+        return ran, statuses
+    by_key = {u.key: u for u in plan.units}
+    backend.start(run_dir, device=device)
+    say(f"running {total} unit(s) on {backend.describe()}")
+    with backend:
+        backend.submit(first)
+        while backend.pending:
+            for st in backend.wait():
+                unit = by_key[st["key"]]
+                ran.append(unit.key)
+                statuses[unit.key] = st
+                ok = st.get("status") == "ok"
+                plan.state[unit.key] = "done" if ok else "failed"
+                _echo_unit(say, len(ran), total, unit, st)
+                if unit.kind != "extract":
+                    continue
+                deps = waiting.pop(unit.key, [])
+                if ok:
+                    plan.entries[unit.key] = st["entry"]
+                    backend.submit([replace(d, entry=st["entry"]) for d in deps])
+                    continue
+                for d in deps:  # no features: these cannot run; record why, the sweep goes on
+                    dst = failed_status(d, f"not run: its extraction failed ({unit.label}: {st.get('error')})")
+                    atomic_write_json(d.shard_dir(run_dir) / STATUS_FILE, dst)
+                    ran.append(d.key)
+                    statuses[d.key] = dst
+                    plan.state[d.key] = "failed"
+                    _echo_unit(say, len(ran), total, d, dst)
+    return ran, statuses
+
+
+def _echo_unit(say, i: int, total: int, unit: Unit, st: dict) -> None:
+    ok = st.get("status") == "ok"
+    secs = st.get("seconds")
+    tail = f" ({secs:.1f} s)" if isinstance(secs, (int, float)) else ""
+    if not ok:
+        tail += f": {st.get('error')}"
+    say(f"[{i:>{len(str(total))}}/{total}] {'ok' if ok else 'FAILED':<6} {unit.label}{tail}")
