@@ -45,6 +45,7 @@ bench: install data
 	$(BIN)/python benchmarks/extract.py
 	$(BIN)/python benchmarks/probes.py
 	$(BIN)/python benchmarks/cka.py
+	$(BIN)/python benchmarks/sweep.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -154,3 +154,15 @@ def test_fashion_mnist_from_debian_package():
     assert len(test) == 10_000 and len(test.classes) == 10 and test[0][0].size == (28, 28)
     sub = load_dataset("fashion-mnist", "train", max_samples=500, seed=0)
     assert len(sub) == 500 and np.bincount(sub.targets).tolist() == [50] * 10
+
+
+def test_datasets_pickle_for_spawned_dataloader_workers(tmp_path):
+    # macOS and Windows start DataLoader workers with 'spawn', which pickles the dataset.
+    import pickle
+
+    _write_pngs(tmp_path / "f", 3)
+    np.savez(tmp_path / "a.npz", x=np.zeros((10, 4, 4), dtype=np.uint8), y=np.arange(10) % 2)
+    for spec in ("textures", "digits", f"imagefolder:{tmp_path / 'f'}", f"npz:{tmp_path / 'a.npz'}"):
+        ds = load_dataset(spec, "train")
+        back = pickle.loads(pickle.dumps(ds))
+        np.testing.assert_array_equal(np.asarray(back[0][0]), np.asarray(ds[0][0]))

@@ -24,6 +24,8 @@ _VERBS = {
     "SGDProbe": "critmass.probes",
     "cka": "critmass.similarity",
     "dr": "critmass.metrics",
+    "run_sweep": "critmass.sweep",
+    "build_report": "critmass.report",
 }
 
 _STAGES = ("models", "data", "features", "subsets", "probes", "similarity", "metrics", "sweep", "report")

@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # keep "[default: ...]" and other brackets in help texts verbatim
 )
 
 _state = {"debug": False}
@@ -49,7 +50,8 @@ def parse_list(value: str | None, cast=str) -> list:
 def main(argv=None) -> int:
     """Console entry point: user errors print one line to stderr and exit 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except CritmassError as exc:
         if _state["debug"]:
             raise
@@ -71,4 +73,4 @@ def main(argv=None) -> int:
             raise
         print(f"critmass: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return int(code) if isinstance(code, int) else 0

@@ -36,6 +36,19 @@ def data_home() -> Path:
     return Path(os.environ.get("CRITMASS_DATA", Path.home() / ".cache" / "critmass" / "data")).expanduser()
 
 
+class _Sample:
+    """Picklable sample getters (DataLoader workers under the 'spawn' start method pickle the dataset)."""
+
+    def __init__(self, source, key=None, convert=None):
+        self.source, self.key, self.convert = source, key, convert
+
+    def __call__(self, i):
+        item = self.source[int(i)]
+        if self.key is not None:
+            item = item[self.key]
+        return self.convert(item) if self.convert is not None else item
+
+
 def _carve_test(targets, split: str, test_fraction: float = 0.2):
     """(indices of `split`) for datasets that ship one pool of labelled samples."""
     train_idx, test_idx = train_val_indices(targets, test_fraction, _FIXED_SPLIT_SEED)
@@ -127,7 +140,7 @@ def _torchvision(name, split, *, root=None, download=False):
             raise DataError(f"torchvision:{name} has splits train, test (a fixed 80/20 split); got {split!r}")
         indices = _carve_test(targets, split)
     info = {"spec": f"torchvision:{name}", "split": split, "root": str(root.resolve())}
-    return LabeledDataset(lambda i: ds[i][0], targets, classes=classes, modality="image", info=info, indices=indices)
+    return LabeledDataset(_Sample(ds, 0), targets, classes=classes, modality="image", info=info, indices=indices)
 
 
 # ---- image folders ----------------------------------------------------------------------------------------
@@ -153,7 +166,7 @@ def _imagefolder(name, split, *, root=None, download=False):
     if not has_splits and split not in ("train", "test"):
         raise DataError(f"image folder {str(base)!r} has splits train, test (fixed 80/20); got {split!r}")
     info = {"spec": f"imagefolder:{base.resolve()}", "split": split}
-    return LabeledDataset(lambda i: ds[i][0], ds.targets, classes=ds.classes, modality="image", info=info, indices=indices)
+    return LabeledDataset(_Sample(ds, 0), ds.targets, classes=ds.classes, modality="image", info=info, indices=indices)
 
 
 # ---- npz arrays -------------------------------------------------------------------------------------------
@@ -195,7 +208,7 @@ def _npz(name, split, *, root=None, download=False):
         raise DataError(f"{str(path)!r}: x has {len(x)} samples but y has {len(y)}")
     modality = "text" if x.dtype.kind in "US" else "image"
     info = {"spec": f"npz:{path.resolve()}", "split": split}
-    return LabeledDataset(lambda i: _to_sample(x[i]), y, classes=None, modality=modality, info=info, indices=indices)
+    return LabeledDataset(_Sample(x, convert=_to_sample), y, classes=None, modality=modality, info=info, indices=indices)
 
 
 # ---- Hugging Face datasets --------------------------------------------------------------------------------
@@ -242,7 +255,7 @@ def _hf(name, split, *, root=None, download=False):
     classes = feats[label_col].names if isinstance(feats[label_col], datasets.ClassLabel) else None
     col = image_col or text_col
     info = {"spec": f"hf:{name}", "split": split}
-    return LabeledDataset(lambda i: ds[int(i)][col], targets, classes=classes, modality="image" if image_col else "text",
+    return LabeledDataset(_Sample(ds, col), targets, classes=classes, modality="image" if image_col else "text",
                           info=info, indices=indices)
 
 
@@ -268,7 +281,7 @@ def _textures(split: str, patch: int = 64) -> LabeledDataset:
     if split not in ("train", "test"):
         raise DataError(f"textures has splits train, test; got {split!r}")
     info = {"spec": "textures", "split": split}
-    return LabeledDataset(lambda i: Image.fromarray(images[i]), labels, classes=names, modality="image", info=info)
+    return LabeledDataset(_Sample(images, convert=Image.fromarray), labels, classes=names, modality="image", info=info)
 
 
 def _digits(split: str) -> LabeledDataset:
@@ -281,7 +294,7 @@ def _digits(split: str) -> LabeledDataset:
     if split not in ("train", "test"):
         raise DataError(f"digits has splits train, test; got {split!r}")
     info = {"spec": "digits", "split": split}
-    return LabeledDataset(lambda i: Image.fromarray(imgs[i]), d.target, classes=[str(i) for i in range(10)],
+    return LabeledDataset(_Sample(imgs, convert=Image.fromarray), d.target, classes=[str(i) for i in range(10)],
                           modality="image", info=info, indices=_carve_test(d.target, split))
 
 
