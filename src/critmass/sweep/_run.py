@@ -33,7 +33,7 @@ from ..exceptions import ConfigError
 from ._config import SweepConfig, load_config
 from ._executors import Executor, make_executor
 from ._plan import STATUS_FILE, Plan, Unit, plan_sweep
-from ._units import failed_status
+from ._units import failed_status, log_to_file
 
 __all__ = ["CKA_KEYS", "RESULT_KEYS", "SweepResult", "merge_shards", "run_sweep"]
 
@@ -101,23 +101,8 @@ def _run_lock(run_dir: Path):
         fh.close()  # closing releases the lock (also when the process is killed)
 
 
-@contextlib.contextmanager
 def _driver_log(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    logger = logging.getLogger("critmass")
-    old = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
-        handler.close()
+    return log_to_file(path)
 
 
 def _write_parquet(path: Path, df: pd.DataFrame) -> None:

@@ -63,27 +63,34 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _unit_log(path: Path):
-    """Send critmass's log records (and warnings) of this unit to its own log file."""
+def log_to_file(path: Path, loggers=("critmass",), *, capture_warnings: bool = False):
+    """Send the records of ``loggers`` (INFO and up) to ``path`` while the context is open."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
-    targets = [logging.getLogger("critmass"), logging.getLogger("py.warnings")]
+    targets = [logging.getLogger(name) for name in loggers]
     old_levels = [t.level for t in targets]
     for t in targets:
         t.addHandler(handler)
         if t.getEffectiveLevel() > logging.INFO:
             t.setLevel(logging.INFO)
-    logging.captureWarnings(True)
+    if capture_warnings:
+        logging.captureWarnings(True)
     try:
         yield
     finally:
-        logging.captureWarnings(False)
+        if capture_warnings:
+            logging.captureWarnings(False)
         for t, lvl in zip(targets, old_levels):
             t.removeHandler(handler)
             t.setLevel(lvl)
         handler.close()
+
+
+def _unit_log(path: Path):
+    """Send critmass's log records (and warnings) of this unit to its own log file."""
+    return log_to_file(path, ("critmass", "py.warnings"), capture_warnings=True)
 
 
 def _run_extract(unit: Unit, shard: Path) -> dict:
