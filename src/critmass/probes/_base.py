@@ -141,6 +141,17 @@ def _row_blocks(X, rows, chunk: int):
 
 _RELATIVE_STD_FLOOR = 1e-5  # below this share of the largest column std a column counts as constant
 
+def standard_scale(Xs: Sequence, rows_list: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales of the given rows, the probes' standardisation.
+
+    Constant columns, and columns whose spread is float rounding (PCA directions beyond the data's rank
+    when n < D), keep scale 1: dividing by ~1e-8 would blow rounding noise up into unit-variance junk.
+    """
+    mean, std = _moments(Xs, rows_list, Xs[0].shape[1])
+    floor = _RELATIVE_STD_FLOOR * (float(std.max()) if std.size else 0.0)
+    return mean, np.where(std > floor, std, 1.0)
+
+
 def _standardize(X, rows, cols, mean, scale, *, dtype, device, transpose: bool = False,
                  chunk: int = 4096) -> torch.Tensor:
     """``(X[rows][:, cols] - mean[cols]) / scale[cols]`` as a (n, len(cols)) tensor, or its transpose."""
@@ -307,14 +318,9 @@ class BaseProbe:
         return 0 if rs is None else int(rs)
 
     def _stats(self, arrays, rows_list):
-        d = arrays[0].shape[1]
-        mean, std = _moments(arrays, rows_list, d)
-        # Always centre (the unpenalised intercept absorbs it); scale only when asked. Constant columns,
-        # and columns whose spread is float rounding (PCA directions beyond the data's rank when n < D),
-        # keep scale 1: dividing by ~1e-8 would blow rounding noise up into unit-variance junk features.
-        floor = _RELATIVE_STD_FLOOR * (float(std.max()) if std.size else 0.0)
-        scale = np.where(std > floor, std, 1.0) if self.standardize else np.ones(d)
-        return mean, scale
+        # Always centre (the unpenalised intercept absorbs it); scale only when asked.
+        mean, scale = standard_scale(arrays, rows_list)
+        return mean, (scale if self.standardize else np.ones_like(scale))
 
     def _fit_select(self, views, fit_rows, y, val, subsets, alphas, device):
         mean, scale = self._stats(views, [fit_rows] * len(views))

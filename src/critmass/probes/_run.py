@@ -21,7 +21,7 @@ from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError
 from ..features import FeatureSet, load_features
 from ..subsets import make_selector
-from ._base import _RELATIVE_STD_FLOOR, check_alphas, resolve_device
+from ._base import check_alphas, resolve_device, standard_scale
 from ._logistic import LogisticProbe
 from ._ridge import RidgeProbe
 from ._sgd import SGDProbe
@@ -350,7 +350,7 @@ def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d) -> list
                 # blown up to unit variance). So a projection onto all D directions is a rotation of the
                 # full layer's probe input and probes exactly like it.
                 if std_space is None:
-                    std_space = _standard_space(X_fit)
+                    std_space = standard_scale([X_fit], [None])
                 mu, sigma = std_space
                 sel.fit((X_fit - mu) / sigma)
             else:
@@ -375,14 +375,6 @@ def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d) -> list
             job.meta += meta
             job.weights.append((name, seed, None))
     return jobs
-
-
-def _standard_space(X) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and scales of the fitting rows, with the probes' rule for (near-)constant columns."""
-    X64 = np.asarray(X, dtype=np.float64)
-    mu, std = X64.mean(0), X64.std(0)
-    sigma = np.where(std > _RELATIVE_STD_FLOOR * (std.max() if std.size else 0.0), std, 1.0)
-    return mu, sigma
 
 
 def _project(X, mean, components) -> np.ndarray:
