@@ -32,10 +32,10 @@ from pathlib import Path
 import pandas as pd
 
 from .._env import versions
+from ..subsets import make_selector
 from ._config import SweepConfig, load_config
 
 __all__ = [
-    "DETERMINISTIC_SELECTORS",
     "STATUS_FILE",
     "CkaUnit",
     "ExtractUnit",
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 #: Files a finished unit of each kind leaves in its shard (besides the status).
 OUTPUTS = {"extract": (), "probe": ("results.parquet", "per_class.parquet"), "cka": ("cka.parquet",)}
-#: Selectors whose subsets do not depend on the seed (as in :mod:`critmass.probes`): one unit, first seed.
-DETERMINISTIC_SELECTORS = frozenset({"all", "prefix", "pca", "pca-least", "norm-max", "norm-min"})
 
 
 def _version() -> str:
@@ -253,10 +251,11 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     }))
                 for solver in cfg.solvers:
                     for sel in cfg.selectors:
-                        for seed_group in ([seeds[:1]] if sel in DETERMINISTIC_SELECTORS else [[s] for s in seeds]):
+                        fixed = make_selector(sel).deterministic  # fitted once: one unit, first seed
+                        for seed_group in ([seeds[:1]] if fixed else [[s] for s in seeds]):
                             pid = {"extract": ekey, "solver": solver, "selector": sel, "seeds": seed_group,
                                    "fractions": fractions, "n_neurons": n_neurons, **probe_opts}
-                            seed_txt = "" if sel in DETERMINISTIC_SELECTORS else f" seed {seed_group[0]}"
+                            seed_txt = "" if fixed else f" seed {seed_group[0]}"
                             analysis.append(ProbeUnit(
                                 kind="probe", key=unit_key("probe", pid), extract_key=ekey,
                                 label=f"probe {where} | {solver} {sel}{seed_txt}", model=m.label, dataset=d.label,
