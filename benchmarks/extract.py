@@ -2,6 +2,7 @@
 
     python benchmarks/extract.py [--model efficientnet-lite0] [--dataset fashion-mnist] [--n 512]
                                  [--image-size 224] [--batch-size 64] [--device auto] [--amp bf16 --channels-last]
+                                 [--no-pretrained]
 
 critmass's number includes everything a user pays: decoding and preprocessing samples (DataLoader
 workers), the forward pass, the finiteness check, writing the memory-mapped cache and checksumming it.
@@ -34,11 +35,12 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", default=None, choices=[None, "bf16", "fp16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--no-pretrained", action="store_true", help="random init (speed only; no weights download)")
     ap.add_argument("--repeats", type=int, default=2, help="best of N for each side")
     args = ap.parse_args()
 
     device = _resolve_device(args.device)
-    backbone = load_model(args.model, image_size=args.image_size)
+    backbone = load_model(args.model, image_size=args.image_size, pretrained=not args.no_pretrained)
     ds = load_dataset(args.dataset, "test", max_samples=args.n)
     n = len(ds)
     # Baseline inputs: the very tensors critmass feeds the model, made before the clock starts.

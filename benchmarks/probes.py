@@ -24,6 +24,7 @@ Usage::
     python benchmarks/probes.py            # full size
     python benchmarks/probes.py --quick    # N=4,000, D=512, sklearn on 1 seed
     python benchmarks/probes.py --n 10000 --d 1024 --sk-seeds 2
+    python benchmarks/probes.py --device cuda,cpu   # critmass on the GPU and on the CPU, same run
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import torch
 from critmass.data._splits import train_val_indices
 from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import alpha_from_C, run_probes
+from critmass.probes._base import resolve_device
 from critmass.subsets import make_selector
 
 FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
@@ -90,7 +92,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sk-max-iter", type=int, default=100, help="scikit-learn max_iter")
     ap.add_argument("--sk-seeds", type=int, default=None, help="run scikit-learn on the first S seeds only and extrapolate")
     ap.add_argument("--max-iter", type=int, default=None, help="critmass L-BFGS max_iter (default: the probe's)")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", help="device(s) for critmass, comma-separated: e.g. cuda,cpu")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for both torch and numpy/scipy BLAS (default: libraries' defaults)")
     ap.add_argument("--quick", action="store_true", help="N=4,000, D=512, scikit-learn on one seed")
@@ -119,13 +121,24 @@ def main(argv=None) -> None:
           f"C = {args.C} (alpha = {alpha:.3g})")
 
     opts = {} if args.max_iter is None else {"max_iter": args.max_iter}
-    t = time.perf_counter()
-    lg = run_probes(fs, fractions=FRACTIONS, seeds=seeds, solver="logistic", alphas=alpha, device=args.device,
-                    solver_options=opts)
-    t_log = time.perf_counter() - t
-    t = time.perf_counter()
-    rg = run_probes(fs, fractions=FRACTIONS, seeds=seeds, solver="ridge", device=args.device)
-    t_ridge = time.perf_counter() - t
+    timed = []  # (name, results, seconds)
+    for device in args.device.split(","):
+        dev = resolve_device(device)
+        label = "" if "," not in args.device else f" [{dev.type}]"
+        if dev.type == "cuda":  # CUDA context and library handles: paid once per process, not per curve
+            small = FeatureSet({s: FeatureSplit(X[:200], y[:200]) for s in ("train", "test")}, fs.meta)
+            for solver in ("logistic", "ridge"):
+                run_probes(small, fractions=(0.5, 1.0), seeds=[0], solver=solver, alphas=alpha if solver == "logistic" else None,
+                           device=device, save_weights=False)
+            print(f"device {torch.cuda.get_device_name(dev)} (warmed up: CUDA context created before timing)")
+        t = time.perf_counter()
+        lg = run_probes(fs, fractions=FRACTIONS, seeds=seeds, solver="logistic", alphas=alpha, device=device,
+                        solver_options=opts)
+        timed.append((f"critmass logistic{label}", lg, time.perf_counter() - t))
+        t = time.perf_counter()
+        rg = run_probes(fs, fractions=FRACTIONS, seeds=seeds, solver="ridge", device=device)
+        timed.append((f"critmass ridge{label}", rg, time.perf_counter() - t))
+    lg = timed[0][1]
 
     sizes = sorted(set(lg.results.loc[lg.results.selector == "random", "n_neurons"]))
     sk_acc, t_sk = sklearn_curve(X[: args.n][fit_rows], y[: args.n][fit_rows], X[args.n :], y[args.n :],
@@ -142,9 +155,9 @@ def main(argv=None) -> None:
     print(f"full-layer test accuracy (critmass logistic): {100 * full:.2f}%; "
           f"smallest subset: {100 * lg.results.test_accuracy.min():.2f}%")
     print(f"sklearn LogisticRegression loop: {t_sk_total:8.1f} s{note}")
-    for name, res, tt in (("critmass logistic", lg, t_log), ("critmass ridge", rg, t_ridge)):
+    for name, res, tt in timed:
         mean, mabs, mx = diffs(res)
-        print(f"{name:18s}: {tt:8.1f} s  speed-up x{t_sk_total / tt:6.1f}  test accuracy - sklearn: "
+        print(f"{name:25s}: {tt:8.2f} s  speed-up x{t_sk_total / tt:6.1f}  test accuracy - sklearn: "
               f"mean {mean:+.2f} pt, mean |.| {mabs:.2f} pt, max |.| {mx:.2f} pt")
     it = lg.results[lg.results.selector == "random"].n_iter
     print(f"critmass logistic L-BFGS iterations per probe: mean {it.mean():.1f}, max {it.max()}")

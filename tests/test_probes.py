@@ -108,32 +108,73 @@ def test_logistic_batched_equals_separate(digits):
         assert (alone.predict(Xte) == batched.predict_subsets(Xte)[i]).mean() >= 0.99
 
 
-def test_nested_objective_equals_direct_computation():
-    """The preconditioned prefix problems (W = L_k^{-T} V) give the loss and gradient of the direct model."""
+@pytest.mark.parametrize("blocked", [True, False])
+def test_objective_equals_direct_computation(blocked):
+    """The preconditioned problems (W = L_k^{-T} V) give the loss and gradient of the direct model, in the
+    chain-by-chain (blocked) layout and in the dense layout that serves problems of several chains at once."""
     rng = np.random.default_rng(0)
     n, d, C = 300, 12, 4
     X = torch.tensor(rng.standard_normal((n, d)), dtype=torch.float64)
     y = torch.tensor(rng.integers(C, size=n))
     G = X.T @ X / n
-    sizes, alpha_of, alphas = [3, 3, 7, 12], [0, 1, 0, 1], [1e-2, 0.3]
-    lowers = [_logistic._cholesky(G, mu) for mu in (0.5, 2.0)]
+    mus = {1e-2: 0.5, 0.3: 2.0}
+    if blocked:  # one chain: the columns in their own order
+        heads = {0: torch.arange(d)}
+        probs = [(0, 3, 1e-2), (0, 3, 0.3), (0, 7, 1e-2), (0, 12, 0.3)]
+    else:  # two chains (two column orders) of the union's columns
+        heads = {0: torch.arange(d), 1: torch.from_numpy(rng.permutation(d))}
+        probs = [(0, 3, 1e-2), (1, 3, 0.3), (1, 7, 1e-2), (0, 9, 0.3), (1, 12, 0.3)]
+    factors = {(c, a): (h, _logistic._cholesky(G[h][:, h], mus[a])) for c, h in heads.items() for a in mus}
     # The leading block of the factor is the factor of the leading block (nested prefixes share it).
-    torch.testing.assert_close(lowers[0][:7, :7], torch.linalg.cholesky(G[:7, :7] + 0.5 * torch.eye(7)))
-    obj = _logistic._NestedLogistic(X.T.contiguous(), y, C, sizes, alpha_of, alphas, lowers)
-    theta = torch.tensor(rng.standard_normal((4, obj.M)) * 0.3)
+    lo = factors[(0, 1e-2)][1]
+    torch.testing.assert_close(lo[:7, :7], torch.linalg.cholesky(G[:7, :7] + 0.5 * torch.eye(7, dtype=G.dtype)))
+    sizes, alphas, keys = [k for _, k, _ in probs], [a for _, _, a in probs], [(c, a) for c, _, a in probs]
+    obj = _logistic._Objective(X.T.contiguous(), y, C, sizes, alphas, keys, factors, blocked=blocked)
+    P = len(probs)
+    theta = torch.tensor(rng.standard_normal((P, obj.M)) * 0.3)
     for p, k in enumerate(sizes):  # rows beyond a problem's size are not parameters
         theta[p, k * C : d * C] = 0
-    loss, grad, _ = obj(theta, np.arange(4))
-    for p, k in enumerate(sizes):
+    idx = np.arange(P) if blocked else np.array([0, 2, 3, 4])  # a subset of active problems, too
+    loss, grad, gmax = obj(theta[idx], idx)
+    for i, p in enumerate(idx):
+        c, k, a = probs[p]
+        h, lower = factors[(c, a)]
         V = theta[p, : d * C].view(d, C)[:k].clone().requires_grad_(True)
         b = theta[p, d * C :].clone().requires_grad_(True)
-        W = torch.linalg.solve_triangular(lowers[alpha_of[p]][:k, :k].T, V, upper=True)
-        direct = torch.nn.functional.cross_entropy(X[:, :k] @ W + b, y) + 0.5 * alphas[alpha_of[p]] * (W**2).sum()
+        W = torch.linalg.solve_triangular(lower[:k, :k].T, V, upper=True)
+        direct = torch.nn.functional.cross_entropy(X[:, h[:k]] @ W + b, y) + 0.5 * a * (W**2).sum()
         direct.backward()
-        torch.testing.assert_close(loss[p], direct.detach())
-        torch.testing.assert_close(grad[p, : d * C].view(d, C)[:k], V.grad)
-        torch.testing.assert_close(grad[p, d * C :], b.grad)
-        assert torch.all(grad[p, k * C : d * C] == 0)
+        torch.testing.assert_close(loss[i], direct.detach())
+        torch.testing.assert_close(grad[i, : d * C].view(d, C)[:k], V.grad)
+        torch.testing.assert_close(grad[i, d * C :], b.grad)
+        assert torch.all(grad[i, k * C : d * C] == 0)
+        gW = torch.autograd.functional.jacobian(  # max-abs gradient in W (the stopping rule's measure)
+            lambda w: torch.nn.functional.cross_entropy(X[:, h[:k]] @ w + b.detach(), y) + 0.5 * a * (w**2).sum(),
+            W.detach())
+        torch.testing.assert_close(gmax[i], torch.maximum(gW.abs().max(), b.grad.abs().max()))
+        z = X[:, h[:k]] @ W.detach() + b.detach()
+        acc, ce = obj.evaluate(theta, X.T.contiguous(), y)
+        assert acc[p] == (z.argmax(1) == y).double().mean().item()
+        np.testing.assert_allclose(ce[p], torch.nn.functional.cross_entropy(z, y).item(), rtol=1e-10)
+
+
+def test_fused_chains_equal_chain_by_chain_fits(digits, monkeypatch):
+    """Problems of several chains fitted together (dense layout) reach the fits made chain by chain."""
+    Xtr, ytr, Xte, _ = digits
+    subsets = []
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(64)
+        subsets += [order[:k] for k in (3, 10, 32, 50, 64)]
+    kw = dict(alphas=[1e-3, 1e-2], subsets=subsets, device="cpu", max_iter=400, tol=1e-7, random_state=0)
+    monkeypatch.setattr(_logistic, "_DENSE_ALL", False)
+    monkeypatch.setattr(_logistic, "_FUSE_MIN_CHAINS", 10**9)
+    apart = LogisticProbe(**kw).fit(Xtr, ytr)
+    for dense_all in (False, True):  # CPU policy (large subsets fused), GPU policy (all fused)
+        monkeypatch.setattr(_logistic, "_DENSE_ALL", dense_all)
+        together = LogisticProbe(**kw).fit(Xtr, ytr)
+        np.testing.assert_array_equal(apart.regs_, together.regs_)
+        agree = (apart.predict_subsets(Xte) == together.predict_subsets(Xte)).mean(axis=1)
+        assert (agree >= 0.99).all(), agree
 
 
 def test_logistic_selects_alpha_on_validation(digits):

@@ -2,7 +2,8 @@
 of subsets into nested chains, choosing the regularisation on validation, refitting and prediction.
 
 A solver only implements ``_prepare`` (statistics shared by all subsets, e.g. one Gram matrix) and
-``_fit_chain`` (fit every (size, alpha) problem of one nested chain of subsets at once).
+``_fit_chain`` (fit every (size, alpha) problem of one nested chain of subsets at once), or ``_fit_chains``
+to fit problems of several chains together.
 """
 
 from __future__ import annotations
@@ -359,9 +360,9 @@ class BaseProbe:
         val_scores = np.full((n, len(grid)), np.nan)
         val_best = np.full(n, np.nan)
         ctx = self._prepare(data)
-        for chain in chains:
-            problems = sorted({(k, float(a)) for i, k, _ in chain.members for a in alphas_per_subset[i]})
-            fitted = self._fit_chain(ctx, data, chain, problems)
+        problems_list = [sorted({(k, float(a)) for i, k, _ in chain.members for a in alphas_per_subset[i]})
+                         for chain in chains]
+        for chain, problems, fitted in zip(chains, problems_list, self._fit_chains(ctx, data, chains, problems_list)):
             index = {p: j for j, p in enumerate(problems)}
             chosen = {}
             for i, k, rows in chain.members:
@@ -398,6 +399,12 @@ class BaseProbe:
 
     def _fit_chain(self, ctx, data: Data, chain: Chain, problems) -> ChainFit:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _fit_chains(self, ctx, data: Data, chains, problems_list):
+        """Fits of every chain (a solver may fit problems of several chains together); lazily, chain by chain,
+        unless overridden."""
+        for chain, problems in zip(chains, problems_list):
+            yield self._fit_chain(ctx, data, chain, problems)
 
     # ------------------------------------------------------------------------------------- checks
     def _check_X(self, X) -> list:

@@ -14,6 +14,11 @@ Why it is fast (see REFERENCE.md, "The maths that makes critmass fast"):
   step computes every probe's logits with one matrix product per block of columns between consecutive
   sizes, so the data are read once, not once per probe. L-BFGS runs per problem (own history, own line
   search), so a batched fit follows the same iterates as separate fits.
+* **Fusing chains.** Those per-block products are thin (10 classes x a few problems) and run at a
+  fraction of the machine's speed. Problems of several chains (seeds) are therefore also fitted together
+  with their weights scattered into the rows of the union of columns, one wide product for all: on a GPU
+  every problem (kernel launches, not flops, are what costs there), on a CPU the subsets of at least half
+  the columns (measured on 20,000 x 2,048: the products run ~2x faster for ~1.3x the flops).
 * **float32** data and weights; the Gram matrix and factorisations in float64.
 
 Warm starts across sizes are deliberately not used: a prefix started from the next smaller solution
@@ -31,7 +36,7 @@ import torch
 
 from .._validation import check_positive_int
 from ..exceptions import ConfigError
-from ._base import BaseProbe, Chain, ChainFit, Data
+from ._base import BaseProbe, ChainFit, Data
 
 __all__ = ["LogisticProbe", "DEFAULT_LOGISTIC_ALPHAS", "alpha_from_C", "C_from_alpha"]
 
@@ -42,6 +47,8 @@ DEFAULT_LOGISTIC_ALPHAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 _MU_EIG = 3.0  # preconditioner shift floor, in units of the mean eigenvalue of the Gram matrix
 _LOGIT_BUDGET = 2**25  # float32 entries of one logits chunk (128 MiB): bounds memory for many classes
+_FUSE_MIN_CHAINS = 2  # on a CPU, fuse large subsets only when at least this many chains have some
+_DENSE_ALL = None  # None: every problem in the dense layout on GPUs only (tests force it on the CPU)
 _STATE_BUDGET = 2**28  # float32 entries of L-BFGS state per batch (1 GiB): problems beyond it run in turns
 
 
@@ -162,45 +169,97 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
 
 
 # ------------------------------------------------------------------------------------------ objective
-class _NestedLogistic:
-    """Mean cross-entropy + alpha/2 ||W||^2 for problems on nested column prefixes of ``XT`` (k_max, n).
+class _Objective:
+    """Mean cross-entropy + alpha/2 ||W||^2 of many problems, for :func:`batched_lbfgs`.
 
-    Problem ``p`` sees the first ``sizes[p]`` rows of ``XT`` and penalty ``alphas[alpha_of[p]]``; problems
-    are sorted by size. Parameters are ``theta = [vec(V) (k_max * C), b (C)]`` with ``W = L^{-T} V``.
+    Problem ``p`` belongs to a chain of nested subsets and sees that chain's first ``sizes[p]`` columns
+    with penalty ``alphas[p]``. Its parameters are ``theta_p = [vec(V) (k_max * C), b (C)]``, with
+    ``W = L^{-T} V`` for the chain's factor ``L`` of that penalty (rows beyond ``sizes[p]`` stay 0: their
+    gradient is 0). ``factors[(chain, alpha)] = (rows, lower)``: ``rows`` (k_c,) are the chain's columns
+    as rows of ``XT``, ``lower`` the Cholesky factor over them; problems sharing a factor share one
+    triangular solve per evaluation (zero rows past a problem's size solve to zero rows).
+
+    Two layouts of the data pass:
+
+    * ``blocked`` (one chain; ``XT`` holds its columns in chain order, problems sorted by size): one
+      product per block of rows between consecutive sizes, each feeding the problems at least that large.
+      No wasted flops, but blocks that feed few problems are thin, slow matrix products.
+    * dense (any chains; ``XT`` holds the union of columns): every problem's weights are scattered into
+      the union's rows (zeros elsewhere) and one wide product serves all of them. For large subsets of
+      several chains (random prefixes of several seeds) this trades up to 2x the flops for products that
+      run several times faster, and reads the data once per step instead of once per chain.
     """
 
-    def __init__(self, XT, y, n_classes, sizes, alpha_of, alphas, lowers):
+    def __init__(self, XT, y, n_classes, sizes, alphas, keys, factors, *, blocked: bool):
         self.XT, self.y = XT, y
-        self.kmax, self.n = XT.shape
+        self.U, self.n = XT.shape
         self.C = int(n_classes)
         self.sizes = np.asarray(sizes, dtype=np.int64)
-        self.alpha_of = np.asarray(alpha_of, dtype=np.int64)
-        self.alphas = torch.as_tensor(alphas, dtype=XT.dtype, device=XT.device)
+        self.kmax = int(self.sizes.max())
+        self.M = self.kmax * self.C + self.C
+        self.blocked = blocked
+        dev, dt = XT.device, XT.dtype
+        self.alphas = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=dt, device=dev)
+        self._keys = list(dict.fromkeys(keys))  # distinct factors, and each problem's factor id
+        self._key_of = np.array([self._keys.index(k) for k in keys], dtype=np.int64)
         # Triangular solves use leading blocks [:k, :k]; as column-major views (transposes of contiguous
         # matrices) LAPACK reads them in place, where row-major slices would be copied on every call.
-        self.Ucm = [lo.contiguous().T for lo in lowers]  # upper factor L^T, column-major
-        self.Lcm = [lo.T.contiguous().T for lo in lowers]  # lower factor L, column-major
-        self.M = self.kmax * self.C + self.C
+        self.factors = {key: (torch.as_tensor(rows, device=dev), lo.contiguous().T, lo.T.contiguous().T)
+                        for key, (rows, lo) in factors.items()}
+        self._arange_C = torch.arange(self.C, device=dev)
 
-    # Column blocks between consecutive sizes: block (r0, r1, a) feeds problems a/C onwards.
-    def _blocks(self, ks: np.ndarray):
-        uniq = np.unique(ks)
-        starts = np.searchsorted(ks, uniq, side="left")
-        lows = np.concatenate([[0], uniq[:-1]])
-        return [(int(r0), int(r1), int(s) * self.C) for r0, r1, s in zip(lows, uniq, starts)]
+    def _parts(self, idx: np.ndarray):
+        """Per factor among the problems ``idx``: (key, local positions, their sizes, k of the solve)."""
+        ids = self._key_of[idx]
+        out = []
+        for kid in np.unique(ids):
+            loc = np.nonzero(ids == kid)[0]
+            ks = self.sizes[idx[loc]]
+            out.append((self._keys[kid], loc, ks, int(ks.max())))
+        return out
 
-    def weights(self, theta, idx):
-        """``W`` (q, k_max_q, C) and ``b`` (q, C) of the problems ``idx`` from their parameters."""
+    def _solve_all(self, theta, idx, parts):
+        """``W`` (q, kmax_q, C) of the problems ``idx``: one triangular solve per factor."""
         q, C = theta.shape[0], self.C
         km = int(self.sizes[idx].max())
         V = theta[:, : self.kmax * C].view(q, self.kmax, C)
         W = torch.zeros((q, km, C), dtype=theta.dtype, device=theta.device)
-        for j, (k, a) in enumerate(zip(self.sizes[idx], self.alpha_of[idx])):
-            W[j, :k] = torch.linalg.solve_triangular(self.Ucm[a][:k, :k], V[j, :k], upper=True)
-        return W, theta[:, self.kmax * C :]
+        for key, loc, _, kg in parts:
+            t = torch.from_numpy(loc).to(theta.device)
+            rhs = V[t, :kg].permute(1, 0, 2).reshape(kg, len(loc) * C)
+            Wg = torch.linalg.solve_triangular(self.factors[key][1][:kg, :kg], rhs, upper=True)
+            W[t, :kg] = Wg.view(kg, len(loc), C).permute(1, 0, 2)
+        return W
+
+    def weights(self, theta, idx):
+        """``W`` (q, k_max_q, C) in chain order and ``b`` (q, C) of the problems ``idx``."""
+        return self._solve_all(theta, idx, self._parts(idx)), theta[:, self.kmax * self.C :]
+
+    def _layout(self, W, idx, parts):
+        """Weights as rows of ``XT``: (rows, q*C), and the blocks of the data pass."""
+        q, km, C = W.shape
+        if self.blocked:
+            return W.permute(1, 0, 2).reshape(km, q * C), self._blocks(self.sizes[idx])
+        Wemb = torch.zeros((self.U, q * C), dtype=W.dtype, device=W.device)
+        for key, loc, _, kg in parts:
+            rows = self.factors[key][0][:kg]
+            cols = (torch.from_numpy(loc).to(W.device)[:, None] * C + self._arange_C).reshape(-1)
+            Wemb[rows[:, None], cols[None, :]] = W[torch.from_numpy(loc).to(W.device), :kg].permute(1, 0, 2).reshape(kg, -1)
+        return Wemb, [(0, self.U, 0)]
+
+    @staticmethod
+    def _blocks_of(ks: np.ndarray, C: int):
+        uniq = np.unique(ks)
+        starts = np.searchsorted(ks, uniq, side="left")
+        lows = np.concatenate([[0], uniq[:-1]])
+        return [(int(r0), int(r1), int(s) * C) for r0, r1, s in zip(lows, uniq, starts)]
+
+    def _blocks(self, ks):
+        """Blocks (r0, r1, a): rows r0:r1 feed the problems from position a/C on (those with k >= r1)."""
+        return self._blocks_of(ks, self.C)
 
     def logits(self, Wflat, blocks, XT, c0, c1):
-        """Logits (q*C, c1-c0) of every problem for samples ``c0:c1``: one product per column block."""
+        """Logits (q*C, c1-c0) of every problem for samples ``c0:c1``: one product per block of rows."""
         r0, r1, _ = blocks[0]
         out = Wflat[r0:r1].T @ XT[r0:r1, c0:c1]
         for r0, r1, a in blocks[1:]:
@@ -211,15 +270,14 @@ class _NestedLogistic:
         return max(256, _LOGIT_BUDGET // max(1, q * self.C))
 
     def __call__(self, theta, idx):
-        q, C, n = theta.shape[0], self.C, self.n
-        ks = self.sizes[idx]
-        W, b = self.weights(theta, idx)
-        km = W.shape[1]
-        Wflat = W.permute(1, 0, 2).reshape(km, q * C)
-        blocks = self._blocks(ks)
-        gWflat = torch.zeros((km, q * C), dtype=theta.dtype, device=theta.device)
-        loss = torch.zeros(q, dtype=theta.dtype, device=theta.device)
-        gb = torch.zeros((q, C), dtype=theta.dtype, device=theta.device)
+        q, C, n, dev = theta.shape[0], self.C, self.n, theta.device
+        parts = self._parts(idx)
+        W = self._solve_all(theta, idx, parts)
+        b = theta[:, self.kmax * C :]
+        Wflat, blocks = self._layout(W, idx, parts)
+        gWflat = torch.zeros_like(Wflat)
+        loss = torch.zeros(q, dtype=theta.dtype, device=dev)
+        gb = torch.zeros((q, C), dtype=theta.dtype, device=dev)
         step = self._chunk(q)
         for c0 in range(0, n, step):
             c1 = min(n, c0 + step)
@@ -227,7 +285,7 @@ class _NestedLogistic:
             Z = self.logits(Wflat, blocks, self.XT, c0, c1).view(q, C, nc).add_(b[:, :, None])
             yc = self.y[c0:c1]
             lse = torch.logsumexp(Z, dim=1)
-            ar = torch.arange(nc, device=Z.device)
+            ar = torch.arange(nc, device=dev)
             loss += (lse - Z[:, yc, ar]).sum(1)
             Z.sub_(lse[:, None, :]).exp_()  # softmax, in place
             Z[:, yc, ar] -= 1.0  # d(CE)/d(logits) = softmax - onehot
@@ -237,24 +295,36 @@ class _NestedLogistic:
                 gWflat[r0:r1, a:] += self.XT[r0:r1, c0:c1] @ D[a:].T
         loss /= n
         gb /= n
-        gW = gWflat.view(km, q, C).permute(1, 0, 2) / n
-        alph = self.alphas[torch.from_numpy(self.alpha_of[idx]).to(theta.device)]
+        alph = self.alphas[torch.from_numpy(idx).to(dev)]
         loss += 0.5 * alph * (W * W).sum((1, 2))
-        gW = gW + alph[:, None, None] * W
-        gmax = torch.maximum(gW.abs().amax((1, 2)), gb.abs().amax(1))
-        # Chain rule through W = L^{-T} V: dV = L^{-1} dW, on each problem's own k rows (the rest stay 0).
-        gV = torch.zeros((q, self.kmax, C), dtype=theta.dtype, device=theta.device)
-        for j, (k, a) in enumerate(zip(ks, self.alpha_of[idx])):
-            gV[j, :k] = torch.linalg.solve_triangular(self.Lcm[a][:k, :k], gW[j, :k], upper=False)
+        gmax = gb.abs().amax(1)
+        # Chain rule through W = L^{-T} V: dV = L^{-1} dW on each problem's own k rows (the rest stay 0).
+        gV = torch.zeros((q, self.kmax, C), dtype=theta.dtype, device=dev)
+        for key, loc, ks, kg in parts:
+            t = torch.from_numpy(loc).to(dev)
+            if self.blocked:
+                gW = gWflat[:kg].view(kg, q, C)[:, t]
+            else:
+                rows = self.factors[key][0][:kg]
+                cols = (t[:, None] * C + self._arange_C).reshape(-1)
+                gW = gWflat[rows[:, None], cols[None, :]].view(kg, len(loc), C)
+            gW = gW / n + alph[t][None, :, None] * W[t, :kg].permute(1, 0, 2)
+            inside = (torch.arange(kg, device=dev)[:, None] < torch.from_numpy(ks).to(dev)[None, :])[:, :, None]
+            gW = gW * inside  # rows past a problem's size are not its parameters
+            gmax[t] = torch.maximum(gmax[t], gW.abs().amax((0, 2)))
+            gVg = torch.linalg.solve_triangular(self.factors[key][2][:kg, :kg], gW.reshape(kg, -1), upper=False)
+            gV[t, :kg] = (gVg.view(kg, len(loc), C) * inside).permute(1, 0, 2)
         return loss, torch.cat([gV.reshape(q, -1), gb], dim=1), gmax
 
     def evaluate(self, theta, XT, y):
-        """Accuracy and mean cross-entropy (no penalty) of every problem on ``(XT, y)``."""
+        """Accuracy and mean cross-entropy (no penalty) of every problem on ``(XT, y)`` (laid out like the
+        training data)."""
         idx = np.arange(theta.shape[0])
         q, C = theta.shape[0], self.C
-        W, b = self.weights(theta, idx)
-        Wflat = W.permute(1, 0, 2).reshape(W.shape[1], q * C)
-        blocks = self._blocks(self.sizes)
+        parts = self._parts(idx)
+        W = self._solve_all(theta, idx, parts)
+        b = theta[:, self.kmax * C :]
+        Wflat, blocks = self._layout(W, idx, parts)
         n = XT.shape[1]
         correct = torch.zeros(q, dtype=torch.float64, device=theta.device)
         ce = torch.zeros(q, dtype=torch.float64, device=theta.device)
@@ -386,45 +456,82 @@ class LogisticProbe(BaseProbe):
             return torch.from_numpy(A @ A.T).double() / XT.shape[1]
         return (XT @ XT.T).double() / XT.shape[1]
 
-    def _fit_chain(self, gram, data: Data, chain: Chain, problems) -> ChainFit:
-        dev = data.X.device
-        head = torch.from_numpy(chain.head).to(dev)
-        XT = data.X[head]  # row gather: contiguous (k_max, n)
-        G = gram[head][:, head]
-        sizes = [k for k, _ in problems]
-        alphas = sorted({a for _, a in problems})
-        alpha_of = [alphas.index(a) for _, a in problems]
-        C = data.n_classes
-        # Preconditioner G + mu I. The Hessian is ~ s G + alpha I with s the softmax curvature (1/C at
-        # the start, smaller once predictions are confident), so mu = alpha / s equalises it; but mu must
-        # not fall far below the typical eigenvalue of G either: whitening low-variance (noise)
-        # directions makes early iterates fit noise first, and on nearly separable features (common for
-        # wide layers) L-BFGS then needs more iterations to reach the same test accuracy. mu >= 3x the
+    def _fit_chains(self, gram, data: Data, chains, problems_list) -> list[ChainFit]:
+        dev, dt, C = data.X.device, data.X.dtype, data.n_classes
+        U = data.X.shape[0]
+        # Preconditioner G + mu I per chain and penalty. The Hessian is ~ s G + alpha I with s the softmax
+        # curvature (1/C at the start, smaller once predictions are confident), so mu = alpha / s equalises
+        # it; but mu must not fall far below the typical eigenvalue of G either: whitening low-variance
+        # (noise) directions makes early iterates fit noise first, and on nearly separable features (common
+        # for wide layers) L-BFGS then needs more iterations to reach the same test accuracy. mu >= 3x the
         # mean eigenvalue was best in our measurements (REFERENCE.md: "The maths that makes critmass fast").
-        mean_eig = float(G.diagonal().mean()) if len(chain.head) else 1.0
-        lowers = [_cholesky(G, max(a * C, _MU_EIG * mean_eig)).to(data.X.dtype) for a in alphas]
-        XvT = data.X_val[head] if data.X_val is not None else None
-        P = len(problems)
-        W_out, b_out = [None] * P, np.zeros((P, C))
-        train_acc, val_acc, val_loss = np.zeros(P), np.full(P, np.nan), np.full(P, np.nan)
-        n_iter = np.zeros(P, dtype=np.int64)
+        factors = {}
+        for c, (chain, problems) in enumerate(zip(chains, problems_list)):
+            head = torch.from_numpy(chain.head).to(dev)
+            G = gram[head][:, head]
+            mean_eig = float(G.diagonal().mean()) if len(chain.head) else 1.0
+            for a in sorted({a for _, a in problems}):
+                factors[(c, a)] = (head, _cholesky(G, max(a * C, _MU_EIG * mean_eig)).to(dt))
+        out = [_Collected(len(p), C) for p in problems_list]
+        # Which problems share one data pass over all columns (dense layout): on a GPU all of them (the
+        # wasted flops of padding small subsets cost less than launching a product per block and chain); on
+        # a CPU the large subsets of several chains (e.g. the 50-100% fractions of every seed), whose
+        # products become wide and fast. The rest are fitted chain by chain on a gathered copy of its columns.
+        dense_all = dev.type != "cpu" if _DENSE_ALL is None else _DENSE_ALL
+        large = [(c, j) for c, problems in enumerate(problems_list) for j, (k, _) in enumerate(problems)
+                 if dense_all or 2 * k >= U]
+        if not dense_all and len({c for c, _ in large}) < _FUSE_MIN_CHAINS:
+            large = []
+        if large:
+            self._fit_group(data, data.X, data.X_val, large, problems_list, factors, out, blocked=False)
+        taken = set(large)
+        for c, (chain, problems) in enumerate(zip(chains, problems_list)):
+            rest = [(c, j) for j in range(len(problems)) if (c, j) not in taken]
+            if not rest:
+                continue
+            km = max(problems[j][0] for _, j in rest)
+            rows = torch.from_numpy(chain.head[:km]).to(dev)
+            XT = data.X[rows]  # row gather: contiguous (k_max, n)
+            XvT = data.X_val[rows] if data.X_val is not None else None
+            local = {key: (torch.arange(km, device=dev), lo[:km, :km]) for key, (_, lo) in factors.items() if key[0] == c}
+            self._fit_group(data, XT, XvT, rest, problems_list, local, out, blocked=True)
+        return [o.chain_fit() for o in out]
+
+    def _fit_group(self, data: Data, XT, XvT, members, problems_list, factors, out, *, blocked: bool) -> None:
+        """Fit the problems ``members`` ((chain, position) pairs) with batched L-BFGS into ``out``."""
+        C = data.n_classes
+        members = sorted(members, key=lambda m: (problems_list[m[0]][m[1]][0], m))  # by size
+        sizes = [problems_list[c][j][0] for c, j in members]
         for grp in _groups(sizes, C, int(self.history)):
-            kg = sizes[grp[-1]]
-            # Problems of a group only see the first kg rows: smaller parameter vectors and factors.
-            low = [lo[:kg, :kg] for lo in lowers]
-            obj = _NestedLogistic(XT[:kg], data.y, C, [sizes[j] for j in grp], [alpha_of[j] for j in grp],
-                                  alphas, low)
-            theta = torch.zeros((len(grp), obj.M), dtype=data.X.dtype, device=dev)
+            mem = [members[i] for i in grp]
+            ks = [sizes[i] for i in grp]
+            kg = max(ks)
+            alphas = [problems_list[c][j][1] for c, j in mem]
+            keys = [(c, a) for (c, _), a in zip(mem, alphas)]
+            used = {key: (rows[:kg], lo[:kg, :kg]) for key, (rows, lo) in factors.items() if key in set(keys)}
+            obj = _Objective(XT[:kg] if blocked else XT, data.y, C, ks, alphas, keys, used, blocked=blocked)
+            theta = torch.zeros((len(mem), obj.M), dtype=data.X.dtype, device=data.X.device)
             theta, its = batched_lbfgs(obj, theta, max_iter=int(self.max_iter), tol=float(self.tol),
                                        history=int(self.history), gamma0=float(C), ftol=float(self.tol))
-            W, b = obj.weights(theta, np.arange(len(grp)))
-            Wn = W.double().cpu().numpy()
-            b_out[grp] = b.double().cpu().numpy()
-            n_iter[grp] = its
-            train_acc[grp] = obj.evaluate(theta, XT[:kg], data.y)[0]
-            if XvT is not None:
-                val_acc[grp], val_loss[grp] = obj.evaluate(theta, XvT[:kg], data.y_val)
-            for j, p in enumerate(grp):
-                W_out[p] = Wn[j, : sizes[p]]
-        return ChainFit(W=W_out, b=b_out, train_accuracy=train_acc, val_accuracy=val_acc, val_loss=val_loss,
-                        n_iter=n_iter)
+            W, b = obj.weights(theta, np.arange(len(mem)))
+            Wn, bn = W.double().cpu().numpy(), b.double().cpu().numpy()
+            train = obj.evaluate(theta, XT[:kg] if blocked else XT, data.y)[0]
+            val = obj.evaluate(theta, XvT[:kg] if blocked else XvT, data.y_val) if XvT is not None else None
+            for i, ((c, j), k) in enumerate(zip(mem, ks)):
+                o = out[c]
+                o.W[j], o.b[j], o.n_iter[j], o.train_accuracy[j] = Wn[i, :k], bn[i], its[i], train[i]
+                if val is not None:
+                    o.val_accuracy[j], o.val_loss[j] = val[0][i], val[1][i]
+
+
+class _Collected:
+    """A chain's results, filled problem by problem (possibly by several fits)."""
+
+    def __init__(self, P: int, C: int):
+        self.W, self.b = [None] * P, np.zeros((P, C))
+        self.train_accuracy, self.val_accuracy, self.val_loss = np.zeros(P), np.full(P, np.nan), np.full(P, np.nan)
+        self.n_iter = np.zeros(P, dtype=np.int64)
+
+    def chain_fit(self) -> ChainFit:
+        return ChainFit(W=self.W, b=self.b, train_accuracy=self.train_accuracy, val_accuracy=self.val_accuracy,
+                        val_loss=self.val_loss, n_iter=self.n_iter)
