@@ -25,7 +25,7 @@ def extract_cmd(
     max_samples: int = typer.Option(None, "--max-samples", help="Stratified subset of this many samples per split."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sub-sampling and of the carved val split."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per forward pass."),
-    num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers [default: cores - 1, max 4]."),
+    num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers [default: cores - 1, max 4; max 8 on a GPU]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 on disk."),
     amp: str = typer.Option(None, "--amp", help="bf16 or fp16 autocast (GPU)."),
