@@ -362,7 +362,8 @@ class BaseProbe:
         ctx = self._prepare(data)
         problems_list = [sorted({(k, float(a)) for i, k, _ in chain.members for a in alphas_per_subset[i]})
                          for chain in chains]
-        for chain, problems, fitted in zip(chains, problems_list, self._fit_chains(ctx, data, chains, problems_list)):
+        fits = self._fit_chains(ctx, data, chains, problems_list)
+        for chain, problems, fitted in zip(chains, problems_list, fits, strict=True):
             index = {p: j for j, p in enumerate(problems)}
             chosen = {}
             for i, k, rows in chain.members:

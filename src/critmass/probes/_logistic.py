@@ -52,11 +52,12 @@ _DENSE_ALL = None  # None: every problem in the dense layout on GPUs only (tests
 _STATE_BUDGET = 2**28  # float32 entries of L-BFGS state per batch (1 GiB): problems beyond it run in turns
 
 
-def _groups(sizes, n_classes: int, history: int) -> list[np.ndarray]:
-    """Split problems (sorted by size) into consecutive batches whose L-BFGS state fits the budget."""
+def _groups(sizes, n_classes: int, history: int, rows: int = 0) -> list[np.ndarray]:
+    """Split problems (sorted by size) into consecutive batches whose L-BFGS state (and, in the dense
+    layout, weights and gradients over ``rows`` rows) fits the budget."""
     groups, cur = [], []
     for j, k in enumerate(sizes):
-        if cur and (len(cur) + 1) * (k + 1) * n_classes * (2 * history + 8) > _STATE_BUDGET:
+        if cur and (len(cur) + 1) * n_classes * ((k + 1) * (2 * history + 8) + 3 * rows) > _STATE_BUDGET:
             groups.append(np.array(cur))
             cur = []
         cur.append(j)
@@ -456,22 +457,26 @@ class LogisticProbe(BaseProbe):
             return torch.from_numpy(A @ A.T).double() / XT.shape[1]
         return (XT @ XT.T).double() / XT.shape[1]
 
-    def _fit_chains(self, gram, data: Data, chains, problems_list) -> list[ChainFit]:
+    def _fit_chains(self, gram, data: Data, chains, problems_list):
         dev, dt, C = data.X.device, data.X.dtype, data.n_classes
         U = data.X.shape[0]
-        # Preconditioner G + mu I per chain and penalty. The Hessian is ~ s G + alpha I with s the softmax
-        # curvature (1/C at the start, smaller once predictions are confident), so mu = alpha / s equalises
-        # it; but mu must not fall far below the typical eigenvalue of G either: whitening low-variance
-        # (noise) directions makes early iterates fit noise first, and on nearly separable features (common
-        # for wide layers) L-BFGS then needs more iterations to reach the same test accuracy. mu >= 3x the
-        # mean eigenvalue was best in our measurements (REFERENCE.md: "The maths that makes critmass fast").
-        factors = {}
-        for c, (chain, problems) in enumerate(zip(chains, problems_list)):
-            head = torch.from_numpy(chain.head).to(dev)
-            G = gram[head][:, head]
-            mean_eig = float(G.diagonal().mean()) if len(chain.head) else 1.0
-            for a in sorted({a for _, a in problems}):
-                factors[(c, a)] = (head, _cholesky(G, max(a * C, _MU_EIG * mean_eig)).to(dt))
+
+        def factors(c, alphas, km):
+            """Preconditioner factors of chain ``c`` over its first ``km`` columns, {(c, alpha): (rows, L)}.
+
+            G + mu I: the Hessian is ~ s G + alpha I with s the softmax curvature (1/C at the start, smaller
+            once predictions are confident), so mu = alpha / s equalises it; but mu must not fall far below
+            the typical eigenvalue of G either: whitening low-variance (noise) directions makes early iterates
+            fit noise first, and on nearly separable features (common for wide layers) L-BFGS then needs more
+            iterations to reach the same test accuracy. mu >= 3x the mean eigenvalue (of the whole chain) was
+            best in our measurements (REFERENCE.md: "The maths that makes critmass fast"). The factor of a
+            leading block is the leading block of the factor, so only the ``km`` columns in use are factored.
+            """
+            head = torch.from_numpy(chains[c].head).to(dev)
+            mean_eig = float(gram[head, head].mean()) if len(head) else 1.0
+            G = gram[head[:km]][:, head[:km]]
+            return {(c, a): (head[:km], _cholesky(G, max(a * C, _MU_EIG * mean_eig)).to(dt)) for a in alphas}
+
         out = [_Collected(len(p), C) for p in problems_list]
         # Which problems share one data pass over all columns (dense layout): on a GPU all of them (the
         # wasted flops of padding small subsets cost less than launching a product per block and chain); on
@@ -483,26 +488,32 @@ class LogisticProbe(BaseProbe):
         if not dense_all and len({c for c, _ in large}) < _FUSE_MIN_CHAINS:
             large = []
         if large:
-            self._fit_group(data, data.X, data.X_val, large, problems_list, factors, out, blocked=False)
+            used = {}
+            for c in sorted({c for c, _ in large}):
+                mine = [problems_list[c][j] for cc, j in large if cc == c]
+                used.update(factors(c, sorted({a for _, a in mine}), max(k for k, _ in mine)))
+            self._fit_group(data, data.X, data.X_val, large, problems_list, used, out, blocked=False)
+            del used
         taken = set(large)
         for c, (chain, problems) in enumerate(zip(chains, problems_list)):
             rest = [(c, j) for j in range(len(problems)) if (c, j) not in taken]
-            if not rest:
-                continue
-            km = max(problems[j][0] for _, j in rest)
-            rows = torch.from_numpy(chain.head[:km]).to(dev)
-            XT = data.X[rows]  # row gather: contiguous (k_max, n)
-            XvT = data.X_val[rows] if data.X_val is not None else None
-            local = {key: (torch.arange(km, device=dev), lo[:km, :km]) for key, (_, lo) in factors.items() if key[0] == c}
-            self._fit_group(data, XT, XvT, rest, problems_list, local, out, blocked=True)
-        return [o.chain_fit() for o in out]
+            if rest:
+                km = max(problems[j][0] for _, j in rest)
+                local = factors(c, sorted({problems[j][1] for _, j in rest}), km)
+                rows = local[next(iter(local))][0]
+                XT = data.X[rows]  # row gather: contiguous (k_max, n)
+                XvT = data.X_val[rows] if data.X_val is not None else None
+                local = {key: (torch.arange(km, device=dev), lo) for key, (_, lo) in local.items()}
+                self._fit_group(data, XT, XvT, rest, problems_list, local, out, blocked=True)
+                del XT, XvT, local
+            yield out[c].chain_fit()  # chain by chain, so progress shows
 
     def _fit_group(self, data: Data, XT, XvT, members, problems_list, factors, out, *, blocked: bool) -> None:
         """Fit the problems ``members`` ((chain, position) pairs) with batched L-BFGS into ``out``."""
         C = data.n_classes
         members = sorted(members, key=lambda m: (problems_list[m[0]][m[1]][0], m))  # by size
         sizes = [problems_list[c][j][0] for c, j in members]
-        for grp in _groups(sizes, C, int(self.history)):
+        for grp in _groups(sizes, C, int(self.history), rows=0 if blocked else XT.shape[0]):
             mem = [members[i] for i in grp]
             ks = [sizes[i] for i in grp]
             kg = max(ks)
