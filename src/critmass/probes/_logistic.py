@@ -236,28 +236,33 @@ class _Objective:
         """``W`` (q, k_max_q, C) in chain order and ``b`` (q, C) of the problems ``idx``."""
         return self._solve_all(theta, idx, self._parts(idx)), theta[:, self.kmax * self.C :]
 
-    def _layout(self, W, idx, parts):
-        """Weights as rows of ``XT``: (rows, q*C), and the blocks of the data pass."""
+    def _dense_index(self, key, t, kg):
+        """Row and column indices of the problems at local positions ``t`` (sharing factor ``key``) in the
+        dense layout's (U, q*C) weights."""
+        rows = self.factors[key][0][:kg]
+        return rows[:, None], (t[:, None] * self.C + self._arange_C).reshape(1, -1)
+
+    def _prologue(self, theta, idx):
+        """What a data pass needs: the factor parts, ``W``, ``b``, the weights as rows of ``XT`` (rows, q*C)
+        and the blocks of the pass."""
+        parts = self._parts(idx)
+        W = self._solve_all(theta, idx, parts)
         q, km, C = W.shape
         if self.blocked:
-            return W.permute(1, 0, 2).reshape(km, q * C), self._blocks(self.sizes[idx])
-        Wemb = torch.zeros((self.U, q * C), dtype=W.dtype, device=W.device)
-        for key, loc, _, kg in parts:
-            rows = self.factors[key][0][:kg]
-            cols = (torch.from_numpy(loc).to(W.device)[:, None] * C + self._arange_C).reshape(-1)
-            Wemb[rows[:, None], cols[None, :]] = W[torch.from_numpy(loc).to(W.device), :kg].permute(1, 0, 2).reshape(kg, -1)
-        return Wemb, [(0, self.U, 0)]
-
-    @staticmethod
-    def _blocks_of(ks: np.ndarray, C: int):
-        uniq = np.unique(ks)
-        starts = np.searchsorted(ks, uniq, side="left")
-        lows = np.concatenate([[0], uniq[:-1]])
-        return [(int(r0), int(r1), int(s) * C) for r0, r1, s in zip(lows, uniq, starts)]
-
-    def _blocks(self, ks):
-        """Blocks (r0, r1, a): rows r0:r1 feed the problems from position a/C on (those with k >= r1)."""
-        return self._blocks_of(ks, self.C)
+            # Blocks (r0, r1, a): rows r0:r1 feed the problems from position a/C on (those with k >= r1).
+            ks = self.sizes[idx]
+            uniq = np.unique(ks)
+            starts = np.searchsorted(ks, uniq, side="left")
+            lows = np.concatenate([[0], uniq[:-1]])
+            blocks = [(int(r0), int(r1), int(s) * C) for r0, r1, s in zip(lows, uniq, starts)]
+            Wflat = W.permute(1, 0, 2).reshape(km, q * C)
+        else:
+            blocks = [(0, self.U, 0)]
+            Wflat = torch.zeros((self.U, q * C), dtype=W.dtype, device=W.device)
+            for key, loc, _, kg in parts:
+                t = torch.from_numpy(loc).to(W.device)
+                Wflat[self._dense_index(key, t, kg)] = W[t, :kg].permute(1, 0, 2).reshape(kg, -1)
+        return parts, W, theta[:, self.kmax * C :], Wflat, blocks
 
     def logits(self, Wflat, blocks, XT, c0, c1):
         """Logits (q*C, c1-c0) of every problem for samples ``c0:c1``: one product per block of rows."""
@@ -272,10 +277,7 @@ class _Objective:
 
     def __call__(self, theta, idx):
         q, C, n, dev = theta.shape[0], self.C, self.n, theta.device
-        parts = self._parts(idx)
-        W = self._solve_all(theta, idx, parts)
-        b = theta[:, self.kmax * C :]
-        Wflat, blocks = self._layout(W, idx, parts)
+        parts, W, b, Wflat, blocks = self._prologue(theta, idx)
         gWflat = torch.zeros_like(Wflat)
         loss = torch.zeros(q, dtype=theta.dtype, device=dev)
         gb = torch.zeros((q, C), dtype=theta.dtype, device=dev)
@@ -306,9 +308,7 @@ class _Objective:
             if self.blocked:
                 gW = gWflat[:kg].view(kg, q, C)[:, t]
             else:
-                rows = self.factors[key][0][:kg]
-                cols = (t[:, None] * C + self._arange_C).reshape(-1)
-                gW = gWflat[rows[:, None], cols[None, :]].view(kg, len(loc), C)
+                gW = gWflat[self._dense_index(key, t, kg)].view(kg, len(loc), C)
             gW = gW / n + alph[t][None, :, None] * W[t, :kg].permute(1, 0, 2)
             inside = (torch.arange(kg, device=dev)[:, None] < torch.from_numpy(ks).to(dev)[None, :])[:, :, None]
             gW = gW * inside  # rows past a problem's size are not its parameters
@@ -320,12 +320,8 @@ class _Objective:
     def evaluate(self, theta, XT, y):
         """Accuracy and mean cross-entropy (no penalty) of every problem on ``(XT, y)`` (laid out like the
         training data)."""
-        idx = np.arange(theta.shape[0])
         q, C = theta.shape[0], self.C
-        parts = self._parts(idx)
-        W = self._solve_all(theta, idx, parts)
-        b = theta[:, self.kmax * C :]
-        Wflat, blocks = self._layout(W, idx, parts)
+        _, _, b, Wflat, blocks = self._prologue(theta, np.arange(q))
         n = XT.shape[1]
         correct = torch.zeros(q, dtype=torch.float64, device=theta.device)
         ce = torch.zeros(q, dtype=torch.float64, device=theta.device)
@@ -499,11 +495,11 @@ class LogisticProbe(BaseProbe):
             rest = [(c, j) for j in range(len(problems)) if (c, j) not in taken]
             if rest:
                 km = max(problems[j][0] for _, j in rest)
-                local = factors(c, sorted({problems[j][1] for _, j in rest}), km)
-                rows = local[next(iter(local))][0]
-                XT = data.X[rows]  # row gather: contiguous (k_max, n)
+                rows = torch.from_numpy(chain.head[:km]).to(dev)
+                XT = data.X[rows]  # row gather: contiguous (k_max, n), so the factors index it by position
                 XvT = data.X_val[rows] if data.X_val is not None else None
-                local = {key: (torch.arange(km, device=dev), lo) for key, (_, lo) in local.items()}
+                local = {key: (torch.arange(km, device=dev), lo)
+                         for key, (_, lo) in factors(c, sorted({problems[j][1] for _, j in rest}), km).items()}
                 self._fit_group(data, XT, XvT, rest, problems_list, local, out, blocked=True)
                 del XT, XvT, local
             yield out[c].chain_fit()  # chain by chain, so progress shows
