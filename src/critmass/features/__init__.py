@@ -1,8 +1,8 @@
 """Feature extraction and the on-disk feature cache."""
 
-from ._store import FeatureSet, FeatureSplit, load_features, save_arrays_as_entry
+from ._store import FeatureSet, FeatureSplit, load_features, sample_ids, save_arrays_as_entry
 
-__all__ = ["FeatureSet", "FeatureSplit", "load_features", "save_arrays_as_entry", "extract"]
+__all__ = ["FeatureSet", "FeatureSplit", "load_features", "sample_ids", "save_arrays_as_entry", "extract"]
 
 
 def __getattr__(name):  # torch-heavy extraction loads lazily

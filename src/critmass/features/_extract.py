@@ -15,10 +15,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .._env import versions
-from .._io import atomic_write_json
+from .._io import atomic_path, atomic_write_json
 from .._validation import check_positive_int
 from ..exceptions import ConfigError, CritmassError, FeatureError
-from ._store import FORMAT_VERSION, MANIFEST, FeatureSet, SplitWriter, load_features, read_manifest, read_split
+from ._store import (FORMAT_VERSION, MANIFEST, SAMPLES, FeatureSet, SplitWriter, load_features, read_manifest, read_split,
+                     split_lock)
 
 __all__ = ["extract", "default_cache_dir", "entry_key"]
 
@@ -100,6 +101,7 @@ def extract(
     max_samples: int | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,
+    carve_test: bool = False,
     batch_size: int = 64,
     num_workers: int | None = None,
     device: str = "auto",
@@ -122,6 +124,9 @@ def extract(
     split : one split name or a list (``["train", "test"]``).
     cache : cache directory (default :func:`default_cache_dir`).
     max_samples : a seeded stratified subset of this many samples per split (an int, or ``{split: n}``).
+    val_fraction, seed : the validation split carved from train when ``val`` is requested and the dataset has
+        none; ``train`` then holds the rest, so no sample is in both.
+    carve_test : hold out a fixed 20% of train as ``test`` for datasets without a test split.
     dtype : ``float32`` (default) or ``float16`` on disk.
     amp : ``bf16`` / ``fp16`` autocast (GPU); part of the cache key because it changes the numbers.
 
@@ -129,7 +134,8 @@ def extract(
     -------
     FeatureSet whose ``meta['source']`` is the cache entry directory.
     """
-    from ..data import load_dataset
+    from ..data import load_splits
+    from ..data._fingerprint import dataset_fingerprint
     from ..models import Backbone, LayerReader, load_model
 
     splits = [split] if isinstance(split, str) else list(split)
@@ -148,15 +154,21 @@ def extract(
     backbone = model if isinstance(model, Backbone) else load_model(
         model, pretrained=pretrained, weights=weights, image_size=image_size)
     reader = LayerReader(backbone, layer, pooling)  # validates the layer before any data is touched
-    datasets = {s: load_dataset(dataset, s, root=data_root, download=download, val_fraction=val_fraction, seed=seed,
-                                max_samples=per_split_max.get(s)) for s in splits}
+    # A carved val is held out of train (never a training row); such an entry is not the whole-train one.
+    datasets = load_splits(dataset, splits, root=data_root, download=download, val_fraction=val_fraction, seed=seed,
+                           max_samples=per_split_max, carve_test=carve_test)
+    val_held_out = any(ds.info.get("val_held_out") or ds.info.get("val_carved_from") for ds in datasets.values())
     libs = versions(("torch", "torchvision", "timm", "transformers", "sentence-transformers"))
     identity = {
         "format_version": FORMAT_VERSION, "model": backbone.spec, "weights": backbone.weights_id, "layer": layer,
         "pooling": pooling, "preprocessing": backbone.preprocessing, "dataset": dataset,
         "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
+        "val_held_out": val_held_out or None, "carve_test": carve_test or None,
         "max_samples": max_samples, "seed": seed if any(per_split_max.values()) else None, "dtype": dtype, "amp": amp, "versions": libs,
     }
+    content = dataset_fingerprint(dataset, data_root)
+    if content is not None:  # file datasets only, so the keys of the others stay as they were
+        identity["dataset_content"] = content
     key = entry_key(identity)
     entry = cache / f"{_slug(backbone.spec)}--{_slug(dataset)}--{_slug(layer)}-{key[:12]}"
     atomic_write_json(entry / "entry.json", {**identity, "key": key})
@@ -167,15 +179,25 @@ def extract(
             split_identity["val_fraction"] = val_fraction
         split_key = entry_key(split_identity)
         split_dir = entry / s
-        manifest = read_manifest(split_dir)
-        if manifest is not None and manifest.get("key") == split_key:
-            read_split(split_dir, verify=verify)  # a corrupt entry is reported, not silently reused
-            log.info("cache hit: %s", split_dir)
+        if _is_hit(split_dir, split_key, verify):
             continue
-        _extract_split(backbone, reader, ds, split_dir, split_key, split_identity, batch_size=batch_size,
-                       num_workers=num_workers, device=dev, dtype=dtype, amp=AMP[amp], channels_last=channels_last,
-                       progress=progress)
+        # Another process may be writing this split: wait for it, then look again before writing.
+        with split_lock(entry / f"{s}.lock"):
+            if _is_hit(split_dir, split_key, verify):
+                continue
+            _extract_split(backbone, reader, ds, split_dir, split_key, split_identity, batch_size=batch_size,
+                           num_workers=num_workers, device=dev, dtype=dtype, amp=AMP[amp],
+                           channels_last=channels_last, progress=progress)
     return load_features(entry, splits=splits, verify=False)
+
+
+def _is_hit(split_dir: Path, split_key: str, verify: bool) -> bool:
+    manifest = read_manifest(split_dir)
+    if manifest is None or manifest.get("key") != split_key:
+        return False
+    read_split(split_dir, verify=verify)  # a corrupt entry is reported, not silently reused
+    log.info("cache hit: %s", split_dir)
+    return True
 
 
 def _extract_split(backbone, reader, ds, split_dir: Path, key: str, identity: dict, *, batch_size, num_workers,
@@ -202,7 +224,7 @@ def _extract_split(backbone, reader, ds, split_dir: Path, key: str, identity: di
         module.to(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
     bar = tqdm(total=len(ds), initial=start, unit="img" if backbone.modality == "image" else "text", unit_scale=True,
-               desc=f"extract {identity['split']}", disable=not progress, dynamic_ncols=True, leave=False)
+               desc=f"extract {identity['split']}", disable=not progress, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter()
     try:
         with torch.inference_mode(), autocast:
@@ -222,5 +244,8 @@ def _extract_split(backbone, reader, ds, split_dir: Path, key: str, identity: di
         bar.close()
         module.train(was_training)
     elapsed = time.perf_counter() - t0
-    writer.commit({**identity, "classes": list(ds.classes), "elapsed_s": round(elapsed, 3),
-                   "images_per_s": round((len(ds) - start) / max(elapsed, 1e-9), 2)})
+    # Which samples of which source split these rows are: lets probes prove train and val are disjoint.
+    with atomic_path(split_dir / SAMPLES, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(ds.indices, dtype=np.int64))
+    writer.commit({**identity, "sample_pool": ds.info.get("pool", identity["split"]), "classes": list(ds.classes),
+                   "elapsed_s": round(elapsed, 3), "images_per_s": round((len(ds) - start) / max(elapsed, 1e-9), 2)})

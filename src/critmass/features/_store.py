@@ -7,6 +7,7 @@ Layout of a cache entry::
         entry.json                 what the entry was extracted from (human readable)
         train/features.npy         (n, d) float32 or float16, np.load(mmap_mode='r') works
         train/labels.npy           (n,) int64
+        train/samples.npy          (n,) int64 index of each row in its source split (sample identities)
         train/manifest.json        written last: its presence means the split is complete
         test/...
 
@@ -14,12 +15,23 @@ While a split is being written, ``features.partial.npy`` / ``labels.partial.npy`
 ``progress.json`` records how many leading rows are complete, so a killed extraction resumes from
 the last complete chunk. The manifest stores shape, dtype and SHA-256 of both files; a split whose
 files disagree with it is reported as corrupt, never read.
+
+Writers of one split take an exclusive lock on ``<entry>/<split>.lock`` (beside the split directory,
+never one of the files that get replaced) and re-read the manifest once they hold it: a second
+extraction of the same entry waits for the first and then reads its result instead of truncating its
+partial files. The holder removes the lock file before releasing it, so a finished cache holds no
+lock files. Before the first row is written the whole split is checked against the free disk space
+and allocated up front: a full disk is one error, not a SIGBUS from a sparse memory map.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +41,15 @@ from numpy.lib.format import open_memmap
 from .._io import atomic_write_json, sha256_file
 from ..exceptions import CacheError, FeatureError
 
-__all__ = ["FeatureSplit", "FeatureSet", "load_features", "SplitWriter", "FORMAT_VERSION"]
+__all__ = ["FeatureSplit", "FeatureSet", "load_features", "SplitWriter", "FORMAT_VERSION", "sample_ids", "split_lock"]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 FEATURES, LABELS, MANIFEST, PROGRESS = "features.npy", "labels.npy", "manifest.json", "progress.json"
+SAMPLES = "samples.npy"  # (n,) int64: each row's index in its source split (manifest['sample_pool'])
 PARTIAL_FEATURES, PARTIAL_LABELS = "features.partial.npy", "labels.partial.npy"
+_SPACE_MARGIN = 1 << 20  # npy headers, progress.json, manifest: well under a MiB
 
 
 @dataclass(frozen=True)
@@ -242,8 +258,28 @@ class SplitWriter:
     def _open(self, n_features: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.n_features = int(n_features)
-        self._x = open_memmap(self.dir / PARTIAL_FEATURES, mode="w+", dtype=self.dtype, shape=(self.n, self.n_features))
-        self._y = open_memmap(self.dir / PARTIAL_LABELS, mode="w+", dtype=np.int64, shape=(self.n,))
+        needed = self.n * self.n_features * self.dtype.itemsize + self.n * 8 + _SPACE_MARGIN
+        free = shutil.disk_usage(self.dir).free
+        if needed > free:
+            raise self._no_space(needed, free)
+        try:
+            self._x = open_memmap(self.dir / PARTIAL_FEATURES, mode="w+", dtype=self.dtype, shape=(self.n, self.n_features))
+            self._y = open_memmap(self.dir / PARTIAL_LABELS, mode="w+", dtype=np.int64, shape=(self.n,))
+            for name in (PARTIAL_FEATURES, PARTIAL_LABELS):  # sparse files would SIGBUS when the disk fills
+                _allocate(self.dir / name)
+        except OSError as exc:
+            free = shutil.disk_usage(self.dir).free
+            self.discard()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._no_space(needed, free) from None
+            raise
+
+    def _no_space(self, needed: int, free: int) -> CacheError:
+        return CacheError(
+            f"not enough disk space for cache split {str(self.dir)!r}: it needs {needed:,} bytes "
+            f"({needed / 2**30:.2f} GiB), {free:,} bytes are free; free space there or point CRITMASS_CACHE "
+            "(or --cache) at a disk with room"
+        )
 
     def write(self, feats: np.ndarray, labels: np.ndarray) -> None:
         """Append a chunk of rows (``feats`` (b, d), ``labels`` (b,)) and make it durable."""
@@ -287,10 +323,80 @@ class SplitWriter:
         return manifest
 
     def discard(self) -> None:
+        self._x = self._y = None
         for name in (PARTIAL_FEATURES, PARTIAL_LABELS, PROGRESS):
             (self.dir / name).unlink(missing_ok=True)
-        self._x = self._y = None
+        with contextlib.suppress(OSError):  # an empty split dir would read as an incomplete split
+            self.dir.rmdir()
         self.rows_done = 0
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the blocks of ``path`` now (ENOSPC here, not SIGBUS later); silently skipped where unsupported."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def split_lock(path):
+    """Hold an exclusive inter-process lock on ``path`` (waiting for another holder).
+
+    POSIX: ``flock`` on a file that the holder unlinks before releasing; a waiter that then wakes on the
+    unlinked inode sees the path no longer names it and retries, so the lock stays exclusive and no lock
+    file outlives its holders. Elsewhere: :class:`filelock.FileLock`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        from filelock import FileLock
+
+        with FileLock(str(path)):
+            yield
+        return
+    fd = _flock(path, fcntl)
+    try:
+        yield
+    finally:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # while still holding it: see the docstring
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _flock(path: Path, fcntl) -> int:
+    waited = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    log.info("waiting for another process writing %s", path.with_suffix(""))
+                    waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed this inode; lock the current one
 
 
 def save_arrays_as_entry(entry_dir, arrays: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> Path:
@@ -303,3 +409,22 @@ def save_arrays_as_entry(entry_dir, arrays: dict[str, tuple[np.ndarray, np.ndarr
         w.commit({**meta, "split": split})
     atomic_write_json(entry_dir / "entry.json", meta)
     return entry_dir
+
+
+def sample_ids(fs: FeatureSet, split: str) -> tuple[str, np.ndarray] | None:
+    """``(source split, row indices into it)`` of a cached split, or None where they were not recorded."""
+    sp = fs[split]
+    pool = sp.manifest.get("sample_pool")
+    source = fs.meta.get("source")
+    path = Path(source) / split / SAMPLES if source else None
+    if pool is None or path is None or not path.is_file():
+        return None
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CacheError(f"corrupt cache split {str(path.parent)!r}: cannot read {SAMPLES} ({exc}); delete it "
+                         "and run `critmass extract` again") from None
+    if ids.shape != (sp.n_samples,):
+        raise CacheError(f"corrupt cache split {str(path.parent)!r}: {SAMPLES} has {ids.shape[0] if ids.ndim else 0} "
+                         f"ids for {sp.n_samples} rows; delete it and run `critmass extract` again")
+    return str(pool), ids
