@@ -6,7 +6,28 @@ from pathlib import Path
 
 import typer
 
+from ..exceptions import ConfigError
 from ._app import app, parse_list
+
+
+def parse_max_samples(value: str | None) -> int | dict[str, int] | None:
+    """``"4000"`` -> 4000; ``"train=4000,test=1000"`` -> ``{"train": 4000, "test": 1000}``."""
+    if value is None or not value.strip():
+        return None
+    fix = "pass one number (4000) or split=number pairs (train=4000,test=1000)"
+    try:
+        if "=" not in value:
+            return int(value)
+        out = {}
+        for part in parse_list(value):
+            name, _, n = part.partition("=")
+            name = name.strip()
+            if name not in ("train", "val", "test") or name in out:
+                raise ValueError(name)
+            out[name] = int(n)
+        return out
+    except ValueError:
+        raise ConfigError(f"--max-samples {value!r} is not understood; {fix}") from None
 
 
 @app.command("extract")
@@ -22,7 +43,10 @@ def extract_cmd(
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Load pretrained weights (default) or random init."),
     pooling: str = typer.Option("auto", "--pooling", help="auto, avg, max, flatten, cls, mean or none."),
     image_size: int = typer.Option(None, "--image-size", help="Override the model's input size (px)."),
-    max_samples: int = typer.Option(None, "--max-samples", help="Stratified subset of this many samples per split."),
+    max_samples: str = typer.Option(None, "--max-samples", help="Stratified subset per split: one number for every "
+                                    "split (4000) or per split (train=4000,test=1000)."),
+    carve_test: bool = typer.Option(False, "--carve-test", help="For datasets without a test split: hold out a fixed "
+                                    "20% of train as test."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sub-sampling and of the carved val split."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per forward pass."),
     num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers [default: cores - 1, max 4; max 8 on a GPU]."),
@@ -37,7 +61,7 @@ def extract_cmd(
 
     fs = extract(model, dataset, layer=layer, split=parse_list(split), cache=cache, data_root=data_root,
                  download=download, weights=weights, pretrained=pretrained, pooling=pooling, image_size=image_size,
-                 max_samples=max_samples, seed=seed, batch_size=batch_size, num_workers=num_workers, device=device,
+                 max_samples=parse_max_samples(max_samples), carve_test=carve_test, seed=seed, batch_size=batch_size, num_workers=num_workers, device=device,
                  dtype=dtype, amp=amp, channels_last=channels_last, progress=not quiet)
     for name, sp in fs.splits.items():
         speed = sp.manifest.get("images_per_s")

@@ -22,13 +22,18 @@ from ..exceptions import DataError, SpecError
 from ._base import LabeledDataset, stratified_subset
 from ._splits import train_val_indices
 
-__all__ = ["SOURCES", "ALIASES", "load_dataset", "list_dataset_sources", "SPLITS", "data_home"]
+__all__ = ["SOURCES", "ALIASES", "load_dataset", "load_splits", "list_dataset_sources", "SPLITS", "data_home",
+           "MissingSplit"]
 
 SOURCES: Registry = Registry("dataset source")
 ALIASES: dict[str, str] = {}
 SPLITS = ("train", "val", "test")
 _FIXED_SPLIT_SEED = 0  # test splits carved from datasets without one must not move with the user's seed
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class MissingSplit(DataError):
+    """The dataset does not offer this split (as opposed to a dataset that cannot be read at all)."""
 
 
 def data_home() -> Path:
@@ -118,11 +123,11 @@ def _torchvision(name, split, *, root=None, download=False):
     kwargs = dict(_EXTRA_KW.get(name, {}))
     if kind[0] == "train_bool":
         if split not in ("train", "test"):
-            raise DataError(f"torchvision:{name} has splits train, test (val is carved from train); got {split!r}")
+            raise MissingSplit(f"torchvision:{name} has splits train, test (val is carved from train); got {split!r}")
         kwargs["train"] = split == "train"
     elif kind[0] == "split":
         if split not in kind[1]:
-            raise DataError(f"torchvision:{name} has splits {', '.join(kind[1])}; got {split!r}")
+            raise MissingSplit(f"torchvision:{name} has splits {', '.join(kind[1])}; got {split!r}")
         kwargs["split"] = kind[1][split]
     if name != "ImageNet":  # ImageNet cannot be downloaded by torchvision
         kwargs["download"] = download
@@ -137,7 +142,7 @@ def _torchvision(name, split, *, root=None, download=False):
     indices = None
     if kind[0] == "none":
         if split not in ("train", "test"):
-            raise DataError(f"torchvision:{name} has splits train, test (a fixed 80/20 split); got {split!r}")
+            raise MissingSplit(f"torchvision:{name} has splits train, test (a fixed 80/20 split); got {split!r}")
         indices = _carve_test(targets, split)
     info = {"spec": f"torchvision:{name}", "split": split, "root": str(root.resolve())}
     return LabeledDataset(_Sample(ds, 0), targets, classes=classes, modality="image", info=info, indices=indices)
@@ -157,14 +162,14 @@ def _imagefolder(name, split, *, root=None, download=False):
     has_splits = (base / "train").is_dir() and (base / "test").is_dir()
     folder = base / split if has_splits else base
     if has_splits and not folder.is_dir():
-        raise DataError(f"image folder {str(base)!r} has no {split!r} sub-folder; it has train, test")
+        raise MissingSplit(f"image folder {str(base)!r} has no {split!r} sub-folder; it has train, test")
     try:
         ds = ImageFolder(str(folder))
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"cannot read image folder {str(folder)!r}: {str(exc).splitlines()[0]}") from None
     indices = None if has_splits else _carve_test(ds.targets, split)
     if not has_splits and split not in ("train", "test"):
-        raise DataError(f"image folder {str(base)!r} has splits train, test (fixed 80/20); got {split!r}")
+        raise MissingSplit(f"image folder {str(base)!r} has splits train, test (fixed 80/20); got {split!r}")
     info = {"spec": f"imagefolder:{base.resolve()}", "split": split}
     return LabeledDataset(_Sample(ds, 0), ds.targets, classes=ds.classes, modality="image", info=info, indices=indices)
 
@@ -200,7 +205,7 @@ def _npz(name, split, *, root=None, download=False):
     elif "x" in data and "y" in data:
         x, y = data["x"], data["y"]
         if split not in ("train", "test"):
-            raise DataError(f"{str(path)!r} holds one pool x, y split 80/20 into train, test; got {split!r}")
+            raise MissingSplit(f"{str(path)!r} holds one pool x, y split 80/20 into train, test; got {split!r}")
         indices = _carve_test(y, split)
     else:
         raise DataError(f"{str(path)!r} must hold arrays x, y or x_{split}, y_{split}; it holds {sorted(data)}")
@@ -223,11 +228,13 @@ def _hf(name, split, *, root=None, download=False):
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             obj = datasets.load_from_disk(str(path))
         else:
-            obj = datasets.load_dataset(name, cache_dir=root)
+            # Never run a dataset's loading script (datasets >= 4 no longer runs any and drops the flag).
+            obj = datasets.load_dataset(name, cache_dir=root, trust_remote_code=False)
     except Exception as exc:
         raise DataError(f"cannot load Hugging Face dataset {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
                         "pass a local directory or pre-populate the HF cache (HF_DATASETS_OFFLINE=1)") from None
-    names = {"train": ("train",), "val": ("validation", "val"), "test": ("test", "validation")}
+    # Each of our splits maps to one source split: 'validation' is never also served as 'test'.
+    names = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
     indices = None
     if isinstance(obj, datasets.DatasetDict):
         avail = [s for s in names.get(split, ()) if s in obj]
@@ -236,8 +243,11 @@ def _hf(name, split, *, root=None, download=False):
         elif list(obj) == ["train"] and split in ("train", "test"):
             ds = obj["train"]
             indices = "carve"
+        elif split == "test" and "train" in obj:
+            raise MissingSplit(f"Hugging Face dataset {name!r} has splits {', '.join(obj)} and no test split; pass "
+                               "--carve-test (carve_test=True) to hold out a fixed 20% of train as test")
         else:
-            raise DataError(f"Hugging Face dataset {name!r} has splits {', '.join(obj)}; got {split!r}")
+            raise MissingSplit(f"Hugging Face dataset {name!r} has splits {', '.join(obj)}; got {split!r}")
     else:
         ds, indices = obj, "carve"
     feats = ds.features
@@ -250,7 +260,7 @@ def _hf(name, split, *, root=None, download=False):
     targets = np.asarray(ds[label_col], dtype=np.int64)
     if indices == "carve":
         if split not in ("train", "test"):
-            raise DataError(f"Hugging Face dataset {name!r} has one split, carved 80/20 into train, test; got {split!r}")
+            raise MissingSplit(f"Hugging Face dataset {name!r} has one split, carved 80/20 into train, test; got {split!r}")
         indices = _carve_test(targets, split)
     classes = feats[label_col].names if isinstance(feats[label_col], datasets.ClassLabel) else None
     col = image_col or text_col
@@ -279,7 +289,7 @@ def _textures(split: str, patch: int = 64) -> LabeledDataset:
                     images.append(img[row : row + patch, col : col + patch])
                     labels.append(c)
     if split not in ("train", "test"):
-        raise DataError(f"textures has splits train, test; got {split!r}")
+        raise MissingSplit(f"textures has splits train, test; got {split!r}")
     info = {"spec": "textures", "split": split}
     return LabeledDataset(_Sample(images, convert=Image.fromarray), labels, classes=names, modality="image", info=info)
 
@@ -292,7 +302,7 @@ def _digits(split: str) -> LabeledDataset:
     d = load_digits()
     imgs = (d.images * (255.0 / 16.0)).round().astype(np.uint8)
     if split not in ("train", "test"):
-        raise DataError(f"digits has splits train, test; got {split!r}")
+        raise MissingSplit(f"digits has splits train, test; got {split!r}")
     info = {"spec": "digits", "split": split}
     return LabeledDataset(_Sample(imgs, convert=Image.fromarray), d.target, classes=[str(i) for i in range(10)],
                           modality="image", info=info, indices=_carve_test(d.target, split))
@@ -321,7 +331,8 @@ ALIASES.update({k: v[1] for k, v in _ALIAS_LOADERS.items()})
 
 
 def load_dataset(spec: str, split: str = "train", *, root=None, download: bool = False, val_fraction: float = 0.1,
-                 seed: int = 0, max_samples: int | None = None) -> LabeledDataset:
+                 seed: int = 0, max_samples: int | None = None, hold_out_val: bool = False,
+                 carve_test: bool = False) -> LabeledDataset:
     """Load one split of a dataset as raw samples (PIL images or strings) with integer labels.
 
     Parameters
@@ -329,10 +340,18 @@ def load_dataset(spec: str, split: str = "train", *, root=None, download: bool =
     spec : ``torchvision:CIFAR10``, ``imagefolder:DIR``, ``hf:NAME_OR_DIR``, ``npz:FILE`` or an offline alias
         (``fashion-mnist``, ``textures``, ``digits``).
     split : ``train`` / ``test`` as the dataset defines them; ``val`` is the dataset's official validation
-        split if it has one, else a seeded stratified ``val_fraction`` of train (``train`` stays whole:
-        probes carve the same validation rows from cached train features).
+        split if it has one, else a seeded stratified ``val_fraction`` of train.
+    hold_out_val : for ``split='train'`` of a dataset without an official validation split, return train
+        minus the rows ``split='val'`` carves (as scikit-learn's ``train_test_split`` does), so the two never
+        share a sample. :func:`load_splits` sets it whenever ``val`` is requested with ``train``.
+    carve_test : for a dataset that has train but no test split (e.g. a Hugging Face dataset with only
+        train and validation), ``test`` is a fixed 20% of train and ``train`` the rest. Without it such a
+        ``test`` request is an error: a validation split is never silently served as test.
     root : data root for torchvision datasets; ``download`` lets torchvision fetch it there.
     max_samples : keep a seeded stratified subset of this many samples (for quick runs).
+
+    Every returned dataset's ``info['pool']`` names the source split its ``indices`` point into, so sample
+    identities of two splits can be compared.
     """
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
@@ -341,21 +360,44 @@ def load_dataset(spec: str, split: str = "train", *, root=None, download: bool =
     source, name = parse_spec(spec, kind="dataset", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
 
     def get(s):
-        if not source:
-            return _ALIAS_LOADERS[name][0](s, root=root, download=download)
-        return SOURCES.get(source)(name, s, root=root, download=download)
+        ds = _ALIAS_LOADERS[name][0](s, root=root, download=download) if not source else SOURCES.get(source)(
+            name, s, root=root, download=download)
+        ds.info.setdefault("pool", s)
+        return ds
 
-    carved = False
-    try:
-        ds = get(split)
-    except DataError:
-        if split != "val":
-            raise
-        carved = True
-    if carved:
+    def official(s):
+        try:
+            return get(s)
+        except MissingSplit:
+            return None
+
+    def train_pool():
+        """Train as the dataset defines it, minus the test rows carved from it with ``carve_test``."""
         train = get("train")
-        _, val_idx = train_val_indices(train.targets, val_fraction, seed)
-        ds = train.subset(val_idx, split="val", val_carved_from="train", val_fraction=val_fraction, val_seed=seed)
+        if carve_test and official("test") is None:
+            train = train.subset(_carve_test(train.targets, "train"), test_carved_from="train")
+        return train
+
+    def carved_val(train):
+        return train_val_indices(train.targets, val_fraction, seed)
+
+    if split == "test":
+        ds = official("test")
+        if ds is None:
+            if not carve_test:
+                get("test")  # re-raise the source's own message: which splits it has, how to get a test split
+            train = get("train")
+            ds = train.subset(_carve_test(train.targets, "test"), split="test", test_carved_from="train")
+    elif split == "val":
+        ds = official("val")
+        if ds is None:
+            train = train_pool()
+            ds = train.subset(carved_val(train)[1], split="val", val_carved_from="train", val_fraction=val_fraction,
+                              val_seed=seed)
+    else:
+        ds = train_pool()
+        if hold_out_val and official("val") is None:
+            ds = ds.subset(carved_val(ds)[0], val_held_out=True, val_fraction=val_fraction, val_seed=seed)
     if max_samples is not None:
         if int(max_samples) < 1:
             raise DataError(f"max_samples must be >= 1; got {max_samples}")
@@ -364,6 +406,17 @@ def load_dataset(spec: str, split: str = "train", *, root=None, download: bool =
     if len(ds) == 0:
         raise DataError(f"{spec} split {split!r} is empty")
     return ds
+
+
+def load_splits(spec: str, splits, *, max_samples=None, **kwargs) -> dict[str, LabeledDataset]:
+    """:func:`load_dataset` for several splits that are used together: a carved ``val`` is held out of ``train``.
+
+    ``max_samples`` is one number for every split or ``{split: n}``.
+    """
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    per_split = max_samples if isinstance(max_samples, dict) else {s: max_samples for s in splits}
+    return {s: load_dataset(spec, s, max_samples=per_split.get(s), hold_out_val="val" in splits, **kwargs)
+            for s in splits}
 
 
 def list_dataset_sources() -> dict[str, str]:
