@@ -25,6 +25,10 @@ class Backbone:
     samples to the batch ``run`` takes; for text models ``preprocess`` is None and ``collate``
     tokenizes a list of strings. ``penultimate(batch)`` returns the pooled input to the classifier
     head. ``identity`` holds what the cache key needs (spec, weights id, preprocessing config).
+
+    ``weights_id`` goes into feature-cache keys and manifests: ``random-init:seed0``, ``sha256:<16 hex>`` of a
+    local weights file or model directory's content, or ``pretrained:<repo>@<commit>`` with the hub commit the
+    cached snapshot resolved to (``pretrained:<name>`` where no commit is known, e.g. torchvision's URLs).
     """
 
     spec: str

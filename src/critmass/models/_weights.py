@@ -13,11 +13,19 @@ from ..exceptions import WeightsError
 __all__ = ["load_state_dict", "apply_state_dict", "file_digest", "efficientnet_lite_to_timm"]
 
 
+# What a local model directory's identity is made of: weights, configs, tokenizer vocabularies
+# (vocab.txt, merges.txt, spiece.model) and remote-code modules -- all change the features.
+_DIGEST_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json", ".txt", ".model", ".py"})
+
+
 def file_digest(path, chunk: int = 1 << 22) -> str:
-    """``sha256:<first 16 hex>`` of a file, or of every weight file in a directory."""
+    """``sha256:<first 16 hex>`` of a file, or of the content (and relative names) of every weight, config and
+    tokenizer file in a directory (a local model dir's identity: it changes whenever those files do)."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json"}
+        (p for p in path.rglob("*") if p.is_file() and p.suffix in _DIGEST_SUFFIXES
+         and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(path).parts)),
+        key=lambda p: p.relative_to(path).as_posix(),
     )
     h = hashlib.sha256()
     for f in files:
