@@ -9,6 +9,7 @@ to fit problems of several chains together.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,9 +20,20 @@ from .._validation import check_features, check_labels
 from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError, NotFittedError
 
-__all__ = ["BaseProbe", "resolve_device", "check_alphas"]
+__all__ = ["BaseProbe", "resolve_device", "check_alphas", "ConstantSubsetWarning"]
 
 logger = logging.getLogger(__name__)
+
+_EPS = float(np.finfo(np.float64).eps)
+#: Two validation losses (of different penalties with equal validation accuracy) within this relative
+#: distance count as equal: the stronger penalty wins. Float32 summation order (BLAS kernel, threads)
+#: moves a validation cross-entropy by ~1e-6 relative; penalties 10x apart differ by far more.
+_VAL_LOSS_RTOL = 1e-2
+_CONSTANT_FIX = "drop constant neurons first (x[:, x.std(0) > 0])"
+
+
+class ConstantSubsetWarning(UserWarning):
+    """A probe's subset holds only zero-variance neurons: it can learn nothing but the class prior."""
 
 
 def resolve_device(device) -> torch.device:
@@ -117,6 +129,7 @@ class ChainFit:
     val_accuracy: np.ndarray
     val_loss: np.ndarray
     n_iter: np.ndarray
+    reg_applied: np.ndarray | None = None  # penalty actually applied per problem (None: the nominal alpha)
 
 
 @dataclass
@@ -148,9 +161,21 @@ def standard_scale(Xs: Sequence, rows_list: Sequence) -> tuple[np.ndarray, np.nd
     Constant columns, and columns whose spread is float rounding (PCA directions beyond the data's rank
     when n < D), keep scale 1: dividing by ~1e-8 would blow rounding noise up into unit-variance junk.
     """
-    mean, std = _moments(Xs, rows_list, Xs[0].shape[1])
+    mean, std, _ = _moments(Xs, rows_list, Xs[0].shape[1])
+    return mean, _scale_of(std)
+
+
+def _scale_of(std: np.ndarray) -> np.ndarray:
     floor = _RELATIVE_STD_FLOOR * (float(std.max()) if std.size else 0.0)
-    return mean, np.where(std > floor, std, 1.0)
+    return np.where(std > floor, std, 1.0)
+
+
+def constant_columns(std: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
+    """Columns with zero variance up to the rounding of their float64 mean (the rule CKA uses,
+    critmass.similarity): a constant float32 column centres to exact zeros, a constant float64 one
+    (0.1 repeated) can leave ~1e-17 residues."""
+    resid = n * _EPS * np.abs(mean)
+    return std <= resid
 
 
 def _standardize(X, rows, cols, mean, scale, *, dtype, device, transpose: bool = False,
@@ -176,8 +201,8 @@ def _standardize(X, rows, cols, mean, scale, *, dtype, device, transpose: bool =
 
 
 def _moments(Xs: Sequence, rows_list: Sequence, d: int, chunk: int = 8192):
-    """Mean and standard deviation (float64 accumulators) of the given rows of one or more arrays,
-    in two streamed passes (numpy's float64-accumulating sums are ~10x faster than torch's here)."""
+    """Mean, standard deviation (float64 accumulators) and row count of the given rows of one or more
+    arrays, in two streamed passes (numpy's float64-accumulating sums are ~10x faster than torch's here)."""
     n, total = 0, np.zeros(d)
     for X, rows in zip(Xs, rows_list):
         for _, block in _row_blocks(X, rows, chunk):
@@ -190,7 +215,26 @@ def _moments(Xs: Sequence, rows_list: Sequence, d: int, chunk: int = 8192):
             b = block.numpy()
             b = b if b.dtype in (np.float32, np.float64) else b.astype(np.float32)
             sq += np.square(b - mean.astype(b.dtype)).sum(0, dtype=np.float64)
-    return mean, np.sqrt(sq / n)
+    return mean, np.sqrt(sq / n), n
+
+
+def _select(cand, val_accuracy, val_loss, alphas, n_val: int):
+    """The chosen problem among ``cand`` (one subset's penalties): the highest validation accuracy; among
+    accuracies within half a sample of it (equal counts of correct samples), the lowest validation loss,
+    where losses within ``_VAL_LOSS_RTOL`` of the lowest count as equal; among those, the strongest penalty.
+
+    Deterministic under float summation noise: a recomputation in another order (other BLAS kernel or
+    thread count) can move a loss by ~1e-6 relative, which neither reorders penalties of equal accuracy
+    nor breaks an exact tie differently.
+    """
+    acc = np.array([val_accuracy[j] for j in cand], dtype=np.float64)
+    loss = np.array([val_loss[j] for j in cand], dtype=np.float64)
+    tie = acc >= acc.max() - 0.5 / max(int(n_val), 1)
+    if np.isfinite(loss[tie]).all():
+        low = loss[tie].min()
+        tie &= loss <= low + _VAL_LOSS_RTOL * abs(low)
+    pick = max(np.nonzero(tie)[0], key=lambda i: (alphas[i], -i))
+    return cand[pick]
 
 
 class BaseProbe:
@@ -278,7 +322,7 @@ class BaseProbe:
                               "set val_fraction > 0, or pass a single alpha")
 
         chosen = self._fit_select(views, fit_rows, y, val, subsets, alphas, device)
-        W, b, train_acc, n_iter, reg, val_scores, val_best, mean, scale = chosen
+        W, b, train_acc, n_iter, reg, applied, val_scores, val_best, mean, scale = chosen
         n_train = len(fit_rows)
         if self.refit and val is not None:
             # Refit on train + validation with each subset's chosen alpha (DINOv2's protocol).
@@ -293,7 +337,7 @@ class BaseProbe:
             rows = np.arange(len(y_all))
             mean, scale = self._stats(arrays, [rows] * len(arrays))
             data = self._data(arrays, rows, y_all, None, subsets, mean, scale, device)
-            W, b, train_acc, n_iter, _, _, _ = self._fit_all(data, subsets, [np.array([r]) for r in reg])
+            W, b, train_acc, n_iter, _, applied, _, _ = self._fit_all(data, subsets, [np.array([r]) for r in reg])
             n_train = len(rows)
 
         self.mean_, self.scale_ = mean, scale
@@ -304,6 +348,7 @@ class BaseProbe:
             self.coefs_.append(w.T.copy())
             self.intercepts_[i] = b[i] - mean[s] @ w
         self.regs_ = np.asarray(reg, dtype=np.float64)
+        self.regs_applied_ = np.asarray(applied, dtype=np.float64)
         self.val_scores_ = val_scores
         self.scores_ = val_best
         self.train_scores_ = train_acc
@@ -312,22 +357,46 @@ class BaseProbe:
         self.n_val_ = 0 if val is None else int(len(val[1]))
         if self.subsets is None:
             self.coef_, self.intercept_, self.reg_ = self.coefs_[0], self.intercepts_[0], float(self.regs_[0])
+            self.reg_applied_ = float(self.regs_applied_[0])
         return self
 
     def _split_seed(self) -> int:
         rs = getattr(self, "random_state", 0)
         return 0 if rs is None else int(rs)
 
-    def _stats(self, arrays, rows_list):
+    def _stats(self, arrays, rows_list, *, check_constant: bool = False, subsets=None):
         # Always centre (the unpenalised intercept absorbs it); scale only when asked.
-        mean, scale = standard_scale(arrays, rows_list)
+        mean, std, n = _moments(arrays, rows_list, arrays[0].shape[1])
+        if check_constant:
+            self._check_constant(constant_columns(std, mean, n), n, subsets)
+        scale = _scale_of(std)
         return mean, (scale if self.standardize else np.ones_like(scale))
 
+    @staticmethod
+    def _check_constant(constant: np.ndarray, n: int, subsets) -> None:
+        """Refuse training rows on which every neuron is constant; warn (once) about subsets of only
+        constant neurons, whose probes can learn nothing but the class prior."""
+        if constant.all():
+            raise FeatureError(
+                f"the training features have zero variance (all {constant.size} neurons are constant over the "
+                f"{n} rows the probe is fitted on), so a probe cannot learn from them; check the layer and the "
+                "extraction")
+        if constant.any() and subsets is not None:
+            dead = [i for i, s in enumerate(subsets) if constant[s].all()]
+            if dead:
+                sizes = ", ".join(str(len(subsets[i])) for i in dead[:5]) + (", ..." if len(dead) > 5 else "")
+                warnings.warn(
+                    f"{len(dead)} of {len(subsets)} subsets (first: subset {dead[0]}; sizes {sizes}) hold only "
+                    f"constant (zero-variance) neurons ({int(constant.sum())} of the layer's {constant.size} are "
+                    "constant), so their probes can "
+                    f"learn only the class prior; {_CONSTANT_FIX}", ConstantSubsetWarning, stacklevel=5)
+
     def _fit_select(self, views, fit_rows, y, val, subsets, alphas, device):
-        mean, scale = self._stats(views, [fit_rows] * len(views))
+        mean, scale = self._stats(views, [fit_rows] * len(views), check_constant=True, subsets=subsets)
         data = self._data(views, fit_rows, y, val, subsets, mean, scale, device)
-        W, b, train_acc, n_iter, reg, val_scores, val_best = self._fit_all(data, subsets, [alphas] * len(subsets))
-        return W, b, train_acc, n_iter, reg, val_scores, val_best, mean, scale
+        W, b, train_acc, n_iter, reg, applied, val_scores, val_best = self._fit_all(
+            data, subsets, [alphas] * len(subsets))
+        return W, b, train_acc, n_iter, reg, applied, val_scores, val_best, mean, scale
 
     def _data(self, views, rows, y, val, subsets, mean, scale, device) -> Data:
         union = np.unique(np.concatenate(subsets))
@@ -356,7 +425,7 @@ class BaseProbe:
         n = len(subsets)
         W = [None] * n
         b = np.zeros((n, data.n_classes))
-        train_acc, n_iter, reg = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n)
+        train_acc, n_iter, reg, applied = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n)
         val_scores = np.full((n, len(grid)), np.nan)
         val_best = np.full(n, np.nan)
         ctx = self._prepare(data)
@@ -369,8 +438,8 @@ class BaseProbe:
             for i, k, rows in chain.members:
                 cand = [index[(k, float(a))] for a in alphas_per_subset[i]]
                 if data.X_val is not None:
-                    # Highest validation accuracy; ties go to the lower validation loss.
-                    best = max(cand, key=lambda j: (fitted.val_accuracy[j], -fitted.val_loss[j]))
+                    best = _select(cand, fitted.val_accuracy, fitted.val_loss, [problems[j][1] for j in cand],
+                                   len(data.y_val))
                     for j in cand:
                         g = np.searchsorted(grid, problems[j][1])
                         if g < len(grid) and grid[g] == problems[j][1]:
@@ -381,6 +450,7 @@ class BaseProbe:
                 W[i] = np.asarray(fitted.W[best], dtype=np.float64)[rows]
                 b[i] = fitted.b[best]
                 n_iter[i], reg[i] = fitted.n_iter[best], problems[best][1]
+                applied[i] = reg[i] if fitted.reg_applied is None else fitted.reg_applied[best]
                 chosen[i] = best
             if callable(fitted.train_accuracy):  # evaluated for the chosen problems only
                 js = sorted(set(chosen.values()))
@@ -391,7 +461,7 @@ class BaseProbe:
                 train_acc[i] = acc[best]
             if self._progress is not None:
                 self._progress(len(chain.members))
-        return W, b, train_acc, n_iter, reg, val_scores, val_best
+        return W, b, train_acc, n_iter, reg, applied, val_scores, val_best
 
     _progress: Callable[[int], None] | None = None  # set by run_probes to drive its progress bar
 

@@ -10,13 +10,38 @@ prefix (the leading block of the factor is the prefix's factor); otherwise one e
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from ._base import BaseProbe, Chain, ChainFit, Data
-from ._logistic import _cholesky
 
 __all__ = ["RidgeProbe", "DEFAULT_RIDGE_ALPHAS"]
+
+logger = logging.getLogger(__name__)
+
+#: Warn when the jitter that made a Cholesky factorisation succeed exceeds this share of alpha.
+_JITTER_WARN = 1e-3
+
+
+def _shifted_cholesky(G: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float]:
+    """Lower Cholesky factor of ``G + s I`` and the shift ``s`` applied: ``alpha`` when that factorises
+    (``G`` is PSD, so it does unless ``alpha`` is below the rounding of ``G``), else ``alpha`` plus a
+    jitter growing tenfold from ``k * eps`` x the mean diagonal."""
+    k = G.shape[0]
+    scale = max(float(G.diagonal().abs().mean()) if k else 1.0, 1e-300)
+    A = G.clone()
+    diag = A.diagonal()
+    jitter = 0.0
+    for _ in range(16):
+        diag.copy_(G.diagonal() + (alpha + jitter))
+        L, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:
+            return L, float(alpha + jitter)
+        jitter = max(10.0 * jitter, max(k, 1) * float(torch.finfo(G.dtype).eps) * scale)
+    raise FloatingPointError("cannot factorise the Gram matrix (non-finite features?)")
+
 
 #: Default penalty grid: (1/2n)||Y - XW - b||^2 + (alpha/2)||W||^2 on standardised features.
 DEFAULT_RIDGE_ALPHAS = tuple(10.0 ** np.arange(-4, 4))
@@ -36,7 +61,8 @@ class RidgeProbe(BaseProbe):
     Parameters
     ----------
     alphas : float or sequence of float, default 1e-4 ... 1e3 (8 values)
-        Penalty grid (> 0), chosen per subset on validation accuracy (ties: lower validation MSE).
+        Penalty grid (> 0), chosen per subset on validation accuracy (ties: lower validation MSE; MSEs
+        within 1% count as tied, then the stronger penalty wins).
     subsets, standardize, val_fraction, refit, device, random_state
         As in :class:`~critmass.probes.LogisticProbe`.
 
@@ -44,6 +70,10 @@ class RidgeProbe(BaseProbe):
     ----------
     coef_, intercept_, reg_, coefs_, intercepts_, regs_, scores_, val_scores_, train_scores_, ...
         As in :class:`~critmass.probes.LogisticProbe` (``n_iter_`` is 0).
+    regs_applied_ : ndarray (n_subsets,)  (``reg_applied_`` for a single probe)
+        The penalty actually applied, in the units of ``regs_``: ``alpha`` plus the jitter a Cholesky
+        factorisation needed when ``G + alpha I`` was numerically singular (a warning is logged when the
+        jitter exceeds 0.1% of alpha); equal to ``regs_`` otherwise.
 
     Examples
     --------
@@ -84,7 +114,7 @@ class RidgeProbe(BaseProbe):
             G = torch.from_numpy(A @ A.T)
         else:
             G = XT @ XT.T
-        return G / n, XT @ Y / n, Y.mean(0)
+        return G / n, XT @ Y / n, Y.mean(0)  # float64 throughout (RidgeProbe._dtype)
 
     def _fit_chain(self, ctx, data: Data, chain: Chain, problems) -> ChainFit:
         G, B, ybar = ctx
@@ -95,14 +125,21 @@ class RidgeProbe(BaseProbe):
         alphas = sorted({a for _, a in problems})
         kmax = len(chain.head)
         W: dict[tuple[int, float], torch.Tensor] = {}
+        applied = {a: a for a in alphas}  # the penalty each alpha's factorisation actually applied
         # Cholesky ~ k^3/3 flops per alpha for the whole chain; eigh ~ 4 k^3 per size for every alpha.
         if len(sizes) > 1 and len(alphas) * kmax**3 / 3 < 4 * sum(k**3 for k in sizes):
             for a in alphas:
-                L = _cholesky(Gc, a, floor=0.0)  # exact unless G + alpha I is numerically singular
+                L, applied[a] = _shifted_cholesky(Gc, a)  # exact unless G + alpha I is numerically singular
                 Z = torch.linalg.solve_triangular(L, Bc, upper=False)  # forward substitution, shared by prefixes
                 for k, a2 in problems:
                     if a2 == a:
                         W[(k, a)] = torch.linalg.solve_triangular(L[:k, :k].T, Z[:k], upper=True)
+            worst = max(alphas, key=lambda a: (applied[a] - a) / a)
+            if applied[worst] - worst > _JITTER_WARN * worst:
+                logger.warning(
+                    "ridge: G + alpha I of a %d-neuron chain was numerically singular at alpha=%.3g; factorised "
+                    "with alpha=%.3g instead (recorded in regs_applied_ / reg_applied); use larger alphas",
+                    kmax, worst, applied[worst])
         else:
             for k in sizes:
                 lam, Q = torch.linalg.eigh(Gc[:k, :k])
@@ -141,4 +178,5 @@ class RidgeProbe(BaseProbe):
 
         b = np.tile(ybar.cpu().numpy(), (P, 1))
         return ChainFit(W=[W[p].cpu().numpy() for p in problems], b=b, train_accuracy=train_accuracy,
-                        val_accuracy=val_acc, val_loss=val_loss, n_iter=np.zeros(P, dtype=np.int64))
+                        val_accuracy=val_acc, val_loss=val_loss, n_iter=np.zeros(P, dtype=np.int64),
+                        reg_applied=np.array([applied[a] for _, a in problems]))

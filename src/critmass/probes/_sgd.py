@@ -59,8 +59,8 @@ class SGDProbe(BaseProbe):
 
     Attributes
     ----------
-    coef_, intercept_, reg_, coefs_, intercepts_, regs_, scores_, val_scores_, train_scores_
-        As in :class:`~critmass.probes.LogisticProbe`.
+    coef_, intercept_, reg_, coefs_, intercepts_, regs_, regs_applied_, scores_, val_scores_, train_scores_
+        As in :class:`~critmass.probes.LogisticProbe` (``regs_applied_`` equals ``regs_``).
     n_iter_ : ndarray (n_subsets,)
         The kept epoch (1-based) of each probe.
 
@@ -171,5 +171,5 @@ class SGDProbe(BaseProbe):
             yc = y[a : a + chunk]
             correct += (Z.argmax(2) == yc[:, None]).sum(0)
             logp = torch.log_softmax(Z, dim=2)
-            ce -= logp.gather(2, yc[:, None, None].expand(-1, P, 1)).squeeze(2).sum(0).double()
+            ce -= logp.gather(2, yc[:, None, None].expand(-1, P, 1)).squeeze(2).double().sum(0)
         return correct / X.shape[0], ce / X.shape[0]
