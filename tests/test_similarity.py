@@ -19,9 +19,23 @@ from critmass.similarity import (
     projection_cka,
     subset_cka,
 )
+from critmass.data._splits import train_val_indices
+from critmass.probes._base import standard_scale
 from critmass.subsets import make_selector
 
 TOL = 1e-8
+
+
+def probe_view(name, seed, x_fit, x, k):
+    """The k-subset of selector ``name`` as the probes define it, applied to ``x`` (float64): column
+    selectors fitted on the raw fit rows; projections fitted on the standardised fit rows, applied to the
+    standardised ``x`` (the probe's projected input, without rescaling the projected columns)."""
+    sel = make_selector(name, random_state=seed)
+    if not sel.is_projection:
+        return np.asarray(x, np.float64)[:, sel.fit(x_fit).subset(k)[0]]
+    mu, sigma = standard_scale([np.asarray(x_fit, np.float32)], [None])
+    sel.fit((np.asarray(x_fit, np.float64) - mu) / sigma)
+    return (((np.asarray(x, np.float64) - mu) / sigma) - sel.mean_) @ sel.components_[:, :k]
 
 
 # ------------------------------------------------------------------------- naive reference values
@@ -248,10 +262,10 @@ def test_cka_curve_table_matches_naive_values():
     assert set(df["n_neurons"]) == {1, 5, 10}
     assert (df["n_features"] == 10).all()
     np.testing.assert_allclose(df.loc[df.selector == "all", "cka"], 1.0, atol=1e-12)
+    assert (df["n_fit"] == 40).all() and (df["val_fraction"] == 0.0).all()  # an array: fitted on all its rows
     for _, row in df.iterrows():
-        sel = make_selector(row.selector, random_state=int(row.seed)).fit(x)
-        idx, proj = sel.subset(int(row.n_neurons))
-        part = x[:, idx] if idx is not None else (x.astype(np.float64) - x.mean(0)) @ proj
+        # Projections: the probes' definition (fitted on standardised rows), not PCA of the raw features.
+        part = probe_view(row.selector, int(row.seed), x, x, int(row.n_neurons))
         assert abs(row.cka - naive_cka(part, x)) < TOL
         assert abs(row.cka_debiased - naive_cka_debiased(part, x)) < TOL
 
@@ -267,9 +281,11 @@ def test_cka_curve_without_debiased_leaves_nan_and_reads_cache_entries(tmp_path)
         ["timm:tiny", "toy", "penultimate", "train"]]
     assert df["seed"].tolist() == [1, 1, 2, 2]
     test = cka_curve(load_features(entry), selectors="random,pca", fractions=[0.5], seeds=1, split="test")
-    pca = make_selector("pca").fit(x)  # fitted on train, applied to test
-    want = naive_cka((xt.astype(np.float64) - xt.mean(0)) @ pca.components_[:, :4], xt)
+    # Fitted on train's fit rows (train minus the probes' carved 10% validation), applied to test.
+    fit_rows, _ = train_val_indices(y, 0.1, seed=0)
+    want = naive_cka(probe_view("pca", 0, x[fit_rows], xt, 4), xt)
     assert abs(test.loc[test.selector == "pca", "cka"].item() - want) < TOL
+    assert (test["n_fit"] == len(fit_rows)).all() and (test["val_fraction"] == 0.1).all()
     assert (test["split"] == "test").all()
 
 
@@ -342,7 +358,9 @@ def test_constant_subsets_raise_or_give_nan():
     assert abs(got[2] - naive_cka_debiased(x[:, [2, 4]], x)) < TOL  # a constant neuron adds nothing
     dead_first = x[:, [2, 0, 1, 3, 4, 5]]
     with pytest.raises(FeatureError, match="holds only constant"):
-        cka_curve(dead_first, selectors=["prefix"], fractions=[1, 2], seeds=1)
+        cka_curve(dead_first, selectors=["prefix"], fractions=[1, 2], seeds=1, on_constant="raise")
+    # The default (critmass._defaults.DEFAULT_ON_CONSTANT, shared with the sweep) gives NaN.
+    assert np.isnan(cka_curve(dead_first, selectors=["prefix"], fractions=[1, 2], seeds=1)["cka"].iloc[0])
     df = cka_curve(dead_first, selectors=["prefix"], fractions=[1, 2], seeds=1, on_constant="nan", debiased=True)
     assert np.isnan(df["cka"].iloc[0]) and np.isnan(df["cka_debiased"].iloc[0])
     assert abs(df["cka"].iloc[1] - naive_cka(x[:, [2, 0]], x)) < TOL

@@ -7,24 +7,18 @@ from typing import Optional
 
 import typer
 
+from .._defaults import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_ON_CONSTANT,
+    DEFAULT_SEEDS,
+    DEFAULT_VAL_FRACTION,
+    DEFAULT_VAL_SEED,
+    parse_seeds,
+)
 from ..exceptions import ConfigError
 from ._app import app, parse_list
 
-_CURVE_ONLY = ("--fractions", "--seeds", "--selector", "--out", "--on-constant")
-
-
-def _parse_seeds(value: str | None):
-    """'5' is a count (seeds 0..4); '1,2,3' (any comma) lists the seeds themselves."""
-    if value is None:
-        return 5
-    if "," in value:
-        return parse_list(value, int)
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(
-            f"--seeds must be a count (5) or a comma-separated list of seeds (1,2,3); got {value!r}"
-        ) from None
+_CURVE_ONLY = ("--fractions", "--seeds", "--selector", "--out", "--on-constant", "--val-fraction", "--val-seed")
 
 
 @app.command("cka")
@@ -36,24 +30,34 @@ def cka_command(
     fractions: Optional[str] = typer.Option(
         None, "--fractions", help="Comma-separated fractions in (0, 1] (default: the paper's 15)."),
     seeds: Optional[str] = typer.Option(
-        None, "--seeds", help="Seed count (5 = seeds 0..4, the default) or a comma list (1,2,3)."),
+        None, "--seeds", help=f"Seed count ({DEFAULT_SEEDS} = seeds 0..{DEFAULT_SEEDS - 1}, the default) or a comma "
+                                "list (1,2,3; '3,' is seed 3)."),
     selector: Optional[str] = typer.Option(
         None, "--selector", help="Comma-separated selectors, e.g. random,pca,randproj (default: random)."),
     debiased: bool = typer.Option(
         False, "--debiased", help="Use / also compute the debiased (unbiased HSIC) estimator."),
-    split: str = typer.Option("train", "--split", help="Split to compute CKA on (selectors are fitted on train)."),
+    split: str = typer.Option("train", "--split", help="Split to compute CKA on (selectors are fitted on train's "
+                                                       "fit rows, as the probes fit them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory for cka.parquet (curve mode)."),
     on_constant: Optional[str] = typer.Option(
-        None, "--on-constant", help="raise (default) or nan for subsets of only constant neurons."),
+        None, "--on-constant", help=f"nan or raise for subsets of only constant neurons (default: "
+                                    f"{DEFAULT_ON_CONSTANT})."),
+    val_fraction: Optional[float] = typer.Option(
+        None, "--val-fraction", help=f"Share of train carved as validation before the selectors are fitted, as "
+                                     f"`critmass probe` carves it (default {DEFAULT_VAL_FRACTION}; ignored with a val "
+                                     "split)."),
+    val_seed: Optional[int] = typer.Option(
+        None, "--val-seed", help=f"Seed of that validation split (default {DEFAULT_VAL_SEED})."),
     chunk_size: Optional[int] = typer.Option(
         None, "--chunk-size", help="Rows per chunk when streaming the features."),
 ):
     """CKA of random / PCA / projected neuron subsets against the full layer, written to DIR/cka.parquet;
     or, given two feature sets, the CKA between them (one number)."""
-    from ..similarity import DEFAULT_FRACTIONS, cka_between, cka_curve
+    from ..similarity import cka_between, cka_curve
 
     if other is not None:
-        given = [flag for flag, v in zip(_CURVE_ONLY, (fractions, seeds, selector, out, on_constant)) if v is not None]
+        curve_values = (fractions, seeds, selector, out, on_constant, val_fraction, val_seed)
+        given = [flag for flag, v in zip(_CURVE_ONLY, curve_values) if v is not None]
         if given:
             raise ConfigError(
                 f"{', '.join(given)} apply to the subset curve of one feature set; drop them when comparing two"
@@ -68,10 +72,12 @@ def cka_command(
         features,
         selectors=parse_list(selector) if selector is not None else ("random",),
         fractions=parse_list(fractions, float) if fractions is not None else DEFAULT_FRACTIONS,
-        seeds=_parse_seeds(seeds),
+        seeds=parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS, name="--seeds"),
         debiased=debiased,
         split=split,
-        on_constant=on_constant or "raise",
+        on_constant=on_constant if on_constant is not None else DEFAULT_ON_CONSTANT,
+        val_fraction=val_fraction if val_fraction is not None else DEFAULT_VAL_FRACTION,
+        val_seed=val_seed if val_seed is not None else DEFAULT_VAL_SEED,
         chunk_size=chunk_size,
     )
     from .._io import atomic_path
@@ -79,4 +85,6 @@ def cka_command(
     path = Path(out) / "cka.parquet"
     with atomic_path(path, suffix=".parquet") as tmp:
         df.to_parquet(tmp, index=False)
-    typer.echo(f"wrote {len(df)} CKA values to {path}")
+    undefined = int(df["cka"].isna().sum())
+    note = f" ({undefined} undefined, NaN: subsets of only constant neurons)" if undefined else ""
+    typer.echo(f"wrote {len(df)} CKA values to {path}{note}")

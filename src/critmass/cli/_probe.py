@@ -7,25 +7,15 @@ from pathlib import Path
 
 import typer
 
+from .._defaults import DEFAULT_FRACTIONS, DEFAULT_SEEDS, DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, fractions_text
+from .._defaults import parse_seeds as _parse_seeds
 from ..exceptions import ConfigError
 from ._app import app, parse_list
 
-_DEFAULT_FRACTIONS = "0.0005,0.001,0.002,0.003,0.004,0.005,0.01,0.05,0.1,0.2,0.3,0.5,0.8,0.9,1"
 
-
-def parse_seeds(value: str) -> list[int]:
-    """'5' -> seeds 0..4; '1,2,3' (any comma) -> exactly those seeds."""
-    text = str(value).strip()
-    if "," not in text:
-        try:
-            n = int(text)
-        except ValueError:
-            raise ConfigError(f"--seeds must be a count (e.g. 5 for seeds 0..4) or a comma list (e.g. 1,2,3); "
-                              f"got {value!r}") from None
-        if n < 1:
-            raise ConfigError(f"--seeds must be a positive count or a comma list of seeds; got {value!r}")
-        return list(range(n))
-    return parse_list(text, int)
+def parse_seeds(value) -> list[int]:
+    """'5' -> seeds 0..4; '1,2,3' (any comma) -> exactly those seeds (:func:`critmass._defaults.parse_seeds`)."""
+    return _parse_seeds(value, name="--seeds")
 
 
 @app.command("probe")
@@ -34,15 +24,18 @@ def probe(
                                               "x_test, y_test (optionally x_val, y_val)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for results.parquet, per_class.parquet "
                                                       "and weights/."),
-    fractions: str = typer.Option(_DEFAULT_FRACTIONS, "--fractions", help="Comma-separated fractions in (0, 1]."),
-    seeds: str = typer.Option("3", "--seeds", help="Seed count N (seeds 0..N-1) or a comma list (1,2,3)."),
+    fractions: str = typer.Option(fractions_text(DEFAULT_FRACTIONS), "--fractions",
+                                   help="Comma-separated fractions in (0, 1] (default: the paper's 15)."),
+    seeds: str = typer.Option(str(DEFAULT_SEEDS), "--seeds",
+                              help="Seed count N (seeds 0..N-1; default 5) or a comma list (1,2,3; '3,' is seed 3)."),
     selector: str = typer.Option("random", "--selector", help="Comma-separated selectors (critmass.subsets."
                                                               "list_selectors()); 'all' is always added."),
     solver: str = typer.Option("logistic", "--solver", help="logistic | ridge | sgd."),
     alphas: str = typer.Option(None, "--alphas", help="Comma-separated penalty grid (default: the solver's)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation "
-                                                                  "(when the features have no val split)."),
-    val_seed: int = typer.Option(0, "--val-seed", help="Seed of the validation split."),
+    val_fraction: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction",
+                                       help="Share of train held out for validation (when the features have no "
+                                            "val split)."),
+    val_seed: int = typer.Option(DEFAULT_VAL_SEED, "--val-seed", help="Seed of the validation split."),
     refit: bool = typer.Option(False, "--refit", help="Refit on train + validation after choosing the penalty."),
     epochs: int = typer.Option(None, "--epochs", help="SGD epochs (default 50)."),
     lr_step: int = typer.Option(None, "--lr-step", help="SGD epochs between lr x0.1 decays (default 10)."),

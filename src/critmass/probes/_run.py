@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 import sys
 import time
 from collections.abc import Sequence
@@ -19,9 +18,9 @@ from .._io import atomic_path
 from .._validation import check_features, check_fraction, check_labels, closest, resolve_sizes
 from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError
-from ..features import FeatureSet, load_features
+from ..features import FeatureSet, load_features, sample_ids
 from ..subsets import make_selector
-from ._base import check_alphas, resolve_device, standard_scale
+from ._base import check_alphas, resolve_device
 from ._logistic import LogisticProbe
 from ._ridge import RidgeProbe
 from ._sgd import SGDProbe
@@ -32,17 +31,19 @@ logger = logging.getLogger(__name__)
 
 SOLVERS = {"logistic": LogisticProbe, "ridge": RidgeProbe, "sgd": SGDProbe}
 
-#: The fractions of the authors' scripts (Nanda et al. 2023).
-DEFAULT_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
+# The fractions of the authors' scripts and the 5 seeds: defined once, in critmass._defaults.
+from .._defaults import DEFAULT_FRACTIONS, DEFAULT_SEEDS, parse_seeds  # noqa: E402
 
 #: Selectors whose subsets do not depend on the seed: fitted once, recorded with the first seed.
 
-KEYS = ["model", "dataset", "layer", "selector", "fraction", "n_neurons", "seed", "solver"]
+# weights (the backbone's weights id: file hash, checkpoint or hub revision) and pooling tell two
+# checkpoints, or two poolings, of one architecture and layer apart.
+KEYS = ["model", "weights", "dataset", "layer", "pooling", "selector", "fraction", "n_neurons", "seed", "solver"]
 RESULT_COLUMNS = KEYS + [
-    "n_features", "reg", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
+    "n_features", "reg", "reg_applied", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
     "n_train", "n_val", "n_test", "n_classes", "n_iter", "refit", "weights_file", "config", "versions",
 ]
-PER_CLASS_COLUMNS = KEYS + ["class", "accuracy", "support"]
+PER_CLASS_COLUMNS = KEYS + ["class", "class_name", "accuracy", "support"]
 
 
 @dataclass
@@ -100,18 +101,8 @@ class _Job:
 
 
 def _parse_seeds(seeds) -> list[int]:
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"seeds must be a positive count or a list of seeds; got {seeds!r}")
-        return list(range(int(seeds)))
-    out = []
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
-            raise ConfigError(f"seeds must be non-negative integers; got {s!r}")
-        out.append(int(s))
-    if not out:
-        raise ConfigError("seeds is empty; pass at least one seed (e.g. seeds=(0, 1, 2))")
-    return list(dict.fromkeys(out))
+    """The one seed rule of every command (:func:`critmass._defaults.parse_seeds`)."""
+    return parse_seeds(seeds)
 
 
 def _check_split(fs: FeatureSet, split: str, d: int | None, classes=None):
@@ -128,13 +119,43 @@ def _check_split(fs: FeatureSet, split: str, d: int | None, classes=None):
     return x, y
 
 
+def _class_name(names, c) -> str:
+    """The dataset's own name of integer class ``c`` where the manifest recorded it, else its index."""
+    c = int(c)
+    return str(names[c]) if names is not None and 0 <= c < len(names) else str(c)
+
+
+def _check_disjoint(fs: FeatureSet, fit: str, held_out: str) -> None:
+    """Refuse a feature set whose ``held_out`` rows are also ``fit`` rows (compared by sample identity).
+
+    A validation split that shares samples with train turns validation accuracy into training accuracy and
+    picks the weakest penalty; the check uses the sample ids recorded at extraction, never feature values.
+    """
+    a, b = sample_ids(fs, fit), sample_ids(fs, held_out)
+    fix = (f"re-extract with `critmass extract ... --split train,val,test` (train then holds val out), or drop "
+           f"the {held_out} split so the probes carve one from train")
+    source = fs.meta.get("source")
+    if a is not None and b is not None:
+        shared = np.intersect1d(a[1], b[1]).size if a[0] == b[0] else 0
+        if shared:
+            raise FeatureError(f"feature set {source}: {shared} of its {len(b[1])} {held_out} samples are also "
+                               f"{fit} samples; {fix}")
+        return
+    # Entries written before sample ids were recorded: a val carved from train overlaps a train kept whole.
+    fit_info = fs[fit].manifest.get("dataset_info") or {}
+    held_info = fs[held_out].manifest.get("dataset_info") or {}
+    if held_info.get("val_carved_from") == fit and not fit_info.get("val_held_out"):
+        raise FeatureError(f"feature set {source}: its {held_out} split was carved from {fit} but {fit} was "
+                           f"kept whole, so every {held_out} sample is also a {fit} sample; {fix}")
+
+
 def _rows(x, rows):
     """Rows of a (possibly memory-mapped) array as float32 in memory."""
     return np.asarray(x[rows] if rows is not None else x, dtype=np.float32)
 
 
 def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: Sequence[float] = DEFAULT_FRACTIONS,
-               seeds=(0, 1, 2), solver: str = "logistic", out=None, n_neurons: Sequence[int] | None = None,
+               seeds=DEFAULT_SEEDS, solver: str = "logistic", out=None, n_neurons: Sequence[int] | None = None,
                alphas=None, val_fraction: float = 0.1, val_seed: int = 0, refit: bool = False,
                device: str = "auto", csv: bool = False, save_weights: bool = True, progress: bool = False,
                solver_options: dict | None = None, n_threads: int | None = None) -> ProbeResults:
@@ -150,7 +171,9 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
     carved by :func:`critmass.data._splits.train_val_indices` (stratified, ``val_seed``), the same for every
     selector and seed. The regularisation is chosen per probe on validation accuracy; by default the probe
     fitted on the training part is the one tested (the paper's protocol; ``refit=True`` refits on
-    train + validation, DINOv2's). Test data are used for nothing but the test columns.
+    train + validation, DINOv2's). Test data are used for nothing but the test columns. A feature set
+    whose ``val`` split shares samples with ``train`` (by the sample ids recorded at extraction) is
+    refused: its validation accuracy would be training accuracy.
 
     Deterministic selectors (all, prefix, pca, pca-least, norm-max, norm-min) run once, recorded with the
     first seed; random ones (random, randproj, randproj-uniform) once per seed. Fractions that give the
@@ -166,7 +189,7 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
     fractions : sequence of float
         Fractions of the layer's neurons in (0, 1]; ``k = max(1, round(f * D))``.
     seeds : int or sequence of int
-        Seeds of the random selectors; an int ``N`` means ``0 .. N-1``.
+        Seeds of the random selectors; an int ``N`` means ``0 .. N-1`` (default 5: seeds 0..4, as the paper).
     solver : {'logistic', 'ridge', 'sgd'}
     out : path, optional
         Directory for ``results.parquet``, ``per_class.parquet`` (``.csv`` too with ``csv``) and, with
@@ -255,6 +278,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
 
     # Validation split: the feature set's own, else carved from train (the same for every probe).
     if "val" in fs:
+        _check_disjoint(fs, "train", "val")
         x_val, y_val = _check_split(fs, "val", d, classes)
         fit_rows, val_rows, val_source = None, None, "split"
     elif val_fraction:
@@ -276,6 +300,11 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
     }
     config_json = json.dumps(config, sort_keys=True, default=str)
     versions_json = json.dumps(versions(), sort_keys=True)
+
+    train_manifest = fs["train"].manifest
+    weights_id = str(train_manifest.get("weights") or fs.meta.get("weights") or "")
+    pooling = str(fs.meta.get("pooling") or train_manifest.get("pooling") or "")
+    class_names = train_manifest.get("classes")
 
     jobs = _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d)
     total = sum(len(j.subsets) for j in jobs)
@@ -305,18 +334,19 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
                     supports.append(int(in_c.sum()))
                     recalls.append(float(correct[in_c].mean()) if in_c.any() else float("nan"))
                 for f in frs:
-                    key = dict(model=str(fs.meta.get("model")), dataset=str(fs.meta.get("dataset")),
-                               layer=str(fs.meta.get("layer")), selector=sel, fraction=float(f), n_neurons=int(k),
-                               seed=int(seed), solver=solver)
+                    key = dict(model=str(fs.meta.get("model")), weights=weights_id, dataset=str(fs.meta.get("dataset")),
+                               layer=str(fs.meta.get("layer")), pooling=pooling, selector=sel, fraction=float(f),
+                               n_neurons=int(k), seed=int(seed), solver=solver)
                     rows.append({
-                        **key, "n_features": d, "reg": float(est.regs_[i]),
+                        **key, "n_features": d, "reg": float(est.regs_[i]), "reg_applied": float(est.regs_applied_[i]),
                         "train_accuracy": float(est.train_scores_[i]), "val_accuracy": float(est.scores_[i]),
                         "test_accuracy": float(correct.mean()), "mean_per_class_recall": float(np.nanmean(recalls)),
                         "n_train": int(est.n_train_), "n_val": int(est.n_val_), "n_test": int(len(y_test)),
                         "n_classes": int(len(est.classes_)), "n_iter": int(est.n_iter_[i]), "refit": bool(refit),
                         "weights_file": files.get((sel, seed)), "config": config_json, "versions": versions_json,
                     })
-                    per_class += [{**key, "class": int(c), "accuracy": r, "support": s}
+                    per_class += [{**key, "class": int(c), "class_name": _class_name(class_names, c), "accuracy": r,
+                                   "support": s}
                                   for c, r, s in zip(est.classes_, recalls, supports)]
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     order = {s: i for i, s in enumerate(selectors)}
@@ -333,47 +363,34 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
 def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d) -> list[_Job]:
     """Group the probes into estimator fits that share work.
 
-    Column selectors of all seeds go into one fit (one Gram matrix; each seed's nested subsets form one
-    chain); SGD is split per seed because the seed also orders its minibatches. Projections change the
-    features, so each (projection, seed) is its own fit on the projected features.
+    The subsets come from :func:`critmass.subsets.plan_subsets`, the one definition shared with CKA:
+    selectors fitted on the fit rows, projections fitted in the probes' standardised space and expressed
+    in raw units as ``(X - mean) @ components``. Column selectors of all seeds go into one fit (one Gram
+    matrix; each seed's nested subsets form one chain); SGD is split per seed because the seed also
+    orders its minibatches. Projections change the features, so each (projection, seed) is its own fit
+    on the projected features (projected lazily, one projected copy at a time, and not rescaled again).
     """
-    sizes = sorted(size_fracs)
-    std_space = None
+    from ..subsets import plan_subsets
+
     column_jobs: dict[int, _Job] = {}
     jobs: list[_Job] = []
-    for name in selectors:
-        for seed in ([seeds[0]] if make_selector(name).deterministic else seeds):
-            sel = make_selector(name, random_state=seed)
-            if sel.is_projection:
-                # Projections act on the standardised features the probes of column subsets see, and the
-                # projected columns are not rescaled again (that would whiten: low-variance directions
-                # blown up to unit variance). So a projection onto all D directions is a rotation of the
-                # full layer's probe input and probes exactly like it.
-                if std_space is None:
-                    std_space = standard_scale([X_fit], [None])
-                mu, sigma = std_space
-                sel.fit((X_fit - mu) / sigma)
-            else:
-                sel.fit(X_fit)
-            ks = [d] if name == "all" else [k for k in sizes if k <= sel.max_size]
-            if not ks:
-                raise ConfigError(f"selector {name!r} offers at most {sel.max_size} dimensions; pass smaller sizes")
-            meta = [(name, seed, k, [1.0] if name == "all" else size_fracs[k]) for k in ks]
-            if sel.is_projection:  # projected lazily, when its turn comes (one projected copy at a time)
-                # (X - mu) / sigma @ V  ==  (X - mu') @ (V / sigma), with mu' = mu + sigma * selector mean
-                proj = {"components": sel.components_[:, : max(ks)] / sigma[:, None], "mean": mu + sigma * sel.mean_}
-                job = _Job(X_fit, X_val, X_test, [np.arange(k) for k in ks], meta, seed, projection=proj)
-                job.weights.append((name, seed, proj))
-                jobs.append(job)
-                continue
-            group = seed if solver == "sgd" else 0
-            if group not in column_jobs:
-                column_jobs[group] = _Job(X_fit, X_val, X_test, [], [], seed if solver == "sgd" else seeds[0])
-                jobs.append(column_jobs[group])
-            job = column_jobs[group]
-            job.subsets += [sel.order_[:k].copy() for k in ks]
-            job.meta += meta
-            job.weights.append((name, seed, None))
+    for fitted in plan_subsets(selectors, seeds, size_fracs, X_fit):
+        name, seed = fitted.selector, fitted.seed
+        meta = [(name, seed, k, frs) for k, frs in zip(fitted.sizes, fitted.fractions)]
+        if fitted.is_projection:
+            proj = {"components": fitted.components, "mean": fitted.mean}
+            job = _Job(X_fit, X_val, X_test, [np.arange(k) for k in fitted.sizes], meta, seed, projection=proj)
+            job.weights.append((name, seed, proj))
+            jobs.append(job)
+            continue
+        group = seed if solver == "sgd" else 0
+        if group not in column_jobs:
+            column_jobs[group] = _Job(X_fit, X_val, X_test, [], [], seed if solver == "sgd" else seeds[0])
+            jobs.append(column_jobs[group])
+        job = column_jobs[group]
+        job.subsets += [idx.copy() for idx in fitted.indices]
+        job.meta += meta
+        job.weights.append((name, seed, None))
     return jobs
 
 
@@ -397,6 +414,7 @@ def _save_weights(weights_dir: Path, est, job: _Job) -> dict:
             arrays[f"coef_{k}"] = est.coefs_[i].astype(np.float32)
             arrays[f"intercept_{k}"] = est.intercepts_[i].astype(np.float32)
             arrays[f"reg_{k}"] = np.float64(est.regs_[i])
+            arrays[f"reg_applied_{k}"] = np.float64(est.regs_applied_[i])
         arrays["n_neurons"] = np.array(sorted(int(k) for (sel, s, k, _) in job.meta if (sel, s) == (name, seed)))
         rel = Path("weights") / f"{name}-seed{seed}.npz"
         path = weights_dir.parent / rel

@@ -9,7 +9,6 @@ duplicate entries, missing weights files or data roots. Each error is reported a
 
 from __future__ import annotations
 
-import numbers
 import os
 import re
 import typing
@@ -31,6 +30,14 @@ from pydantic import (
     model_validator,
 )
 
+from .._defaults import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_ON_CONSTANT,
+    DEFAULT_SEEDS,
+    DEFAULT_VAL_FRACTION,
+    DEFAULT_VAL_SEED,
+    parse_seeds,
+)
 from .._validation import check_fraction, closest
 from ..exceptions import ConfigError, CritmassError
 
@@ -51,7 +58,7 @@ __all__ = [
 SOLVER_NAMES = ("logistic", "ridge", "sgd")
 #: Execution backends.
 EXECUTORS = ("local", "ray", "slurm")
-_PAPER_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
+_PAPER_FRACTIONS = DEFAULT_FRACTIONS  # the one grid of critmass._defaults
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 Split = Literal["train", "val", "test"]
@@ -161,9 +168,9 @@ class ProbeOptions(_Section):
 
     alphas: NonNegativeFloat | list[NonNegativeFloat] | None = Field(None,
         description="Penalty grid (default: the solver's).")
-    val_fraction: float = Field(0.1, ge=0, lt=1,
+    val_fraction: float = Field(DEFAULT_VAL_FRACTION, ge=0, lt=1,
         description="Validation share carved from train when there is no val split.")
-    val_seed: NonNegativeInt = Field(0, description="Seed of the carved validation split.")
+    val_seed: NonNegativeInt = Field(DEFAULT_VAL_SEED, description="Seed of the carved validation split.")
     refit: bool = Field(False, description="Refit on train + val after choosing the penalty.")
     save_weights: bool = Field(True, description="Keep the probe weights in each unit's shard directory.")
     device: str = Field("auto", description="Device of the probes (auto: CUDA when the worker has one).")
@@ -182,7 +189,8 @@ class CkaOptions(_Section):
     enabled: bool = Field(True, description="Compute CKA of every selector x fraction x seed against the full layer.")
     debiased: bool = Field(False, description="Also the debiased estimator.")
     split: Split = Field("train", description="Split CKA is computed on (selectors are fitted on train).")
-    on_constant: Literal["raise", "nan"] = Field("nan", description="What a subset of only constant neurons gives.")
+    on_constant: Literal["raise", "nan"] = Field(DEFAULT_ON_CONSTANT,
+        description="What a subset of only constant neurons gives.")
     selectors: list[Selector] | None = Field(None,
         description="Selectors of the CKA cells (default: the top-level ones).")
 
@@ -265,8 +273,8 @@ class SweepConfig(_Section):
     fractions: list[Fraction] = Field(default_factory=lambda: list(_PAPER_FRACTIONS),
         description="Fractions of the layer in (0, 1] (default: the paper's 15).")
     n_neurons: list[PositiveInt] | None = Field(None, description="Absolute subset sizes, in addition to fractions.")
-    seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
-        description="Seeds of the random selectors (an int N means 0..N-1).")
+    seeds: list[NonNegativeInt] = Field(default_factory=lambda: parse_seeds(DEFAULT_SEEDS), min_length=1,
+        description="Seeds of the random selectors (an int N means 0..N-1; default 5: 0..4).")
     solvers: list[Solver] = Field(default_factory=lambda: ["logistic"],
         description="Probe solvers: logistic, ridge, sgd ([] for CKA only).")
     probes: ProbeOptions = Field(default_factory=ProbeOptions, description="Probe options.")
@@ -281,11 +289,11 @@ class SweepConfig(_Section):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seed_count(cls, v):
-        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-            if v < 1:
-                raise ValueError(f"seeds must be a positive count (3 means seeds 0, 1, 2) or a list; got {v!r}")
-            return list(range(int(v)))
-        return v
+        # The one seed rule of every command (critmass._defaults.parse_seeds), as a pydantic error.
+        try:
+            return parse_seeds(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("seeds", "fractions", "n_neurons")
     @classmethod
@@ -500,7 +508,7 @@ def load_config(source, *, base_dir=None, check_paths: bool = True) -> SweepConf
     >>> cfg = load_config({"models": [{"spec": "timm:resnet18"}], "datasets": [{"spec": "digits"}],
     ...                    "fractions": [0.1, 1.0], "output": "/tmp/run"})
     >>> cfg.models[0].layers, cfg.seeds, cfg.solvers
-    (['penultimate'], [0, 1, 2], ['logistic'])
+    (['penultimate'], [0, 1, 2, 3, 4], ['logistic'])
     """
     if isinstance(source, SweepConfig):
         return source

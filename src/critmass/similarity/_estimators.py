@@ -16,49 +16,25 @@ and ``CKA = HSIC(A, B) / sqrt(HSIC(A, A) HSIC(B, B))``. For ``A = X_S`` (a colum
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import numbers
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .._validation import check_fraction, check_positive_int, resolve_sizes
+from .._defaults import check_on_constant
 from ..exceptions import ConfigError, FeatureError
-from ..features import FeatureSet, FeatureSplit, load_features
 from ._gram import (
     GramStats,
     check_matrix,
     chunk_rows,
     column_means,
     constant_columns,
-    gram_stats,
+    gram_stats,  # noqa: F401 - the doctests below use it
     iter_rows,
 )
 
-__all__ = [
-    "DEFAULT_FRACTIONS",
-    "CKA_COLUMNS",
-    "cka",
-    "cka_between",
-    "cka_curve",
-    "subset_cka",
-    "projection_cka",
-]
+__all__ = ["cka", "projection_cka", "subset_cka"]
 
-log = logging.getLogger(__name__)
-
-#: The fractions of the authors' scripts (Nanda et al. 2023).
-DEFAULT_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
-#: Columns of the table :func:`cka_curve` returns, keys first.
-CKA_COLUMNS = (
-    "model", "dataset", "layer", "split", "selector", "fraction", "n_neurons", "n_features", "seed",
-    "cka", "cka_debiased",
-)
-_ON_CONSTANT = ("raise", "nan")
 _METHODS = ("auto", "features", "samples")
 _EPS = np.finfo(np.float64).eps
 _CONSTANT_FIX = "drop constant neurons first (x[:, x.std(0) > 0]) or pass on_constant='nan' (CLI: --on-constant nan)"
@@ -79,11 +55,8 @@ def _check_n(n: int, debiased: bool) -> None:
     if n < 2:
         raise FeatureError(f"CKA needs at least 2 samples to centre the features; got n={n}; pass more samples")
 
-
 def _check_on_constant(on_constant: str) -> str:
-    if on_constant not in _ON_CONSTANT:
-        raise ConfigError(f"on_constant must be one of {', '.join(_ON_CONSTANT)}; got {on_constant!r}")
-    return on_constant
+    return check_on_constant(on_constant)
 
 
 def _check_stats(stats: GramStats, debiased: bool, *, need_fourth: bool = True) -> None:
@@ -553,223 +526,3 @@ def cka(x, y, *, debiased: bool = False, method: str = "auto", chunk_size: int |
             "so debiased CKA is undefined; use more samples or the biased estimator"
         )
     return float(h_ab / np.sqrt(h_aa * h_bb))
-
-
-# ------------------------------------------------------------------------------- feature sets
-def _recorded_dataset(fs: FeatureSet) -> str | None:
-    """The dataset a feature set records, or None when a .npz without one defaulted to its file stem."""
-    ds = fs.meta.get("dataset")
-    src = fs.meta.get("source") or ""
-    if src.endswith(".npz") and fs.meta.get("model") == f"npz:{Path(src).stem}" and ds == Path(src).stem:
-        return None
-    return ds
-
-
-def _as_feature_set(features, splits) -> FeatureSet:
-    if isinstance(features, FeatureSet):
-        return features
-    if isinstance(features, (str, os.PathLike)):
-        return load_features(features, splits=splits)
-    raise ConfigError(
-        f"expected a feature set (cache entry directory, .npz path or FeatureSet); got {type(features).__name__}"
-    )
-
-
-def _check_same_samples(a: FeatureSet, b: FeatureSet, split: str) -> None:
-    """Refuse two feature sets that are not the same samples in the same order."""
-    sa, sb = a[split], b[split]
-    name_a, name_b = a.meta.get("source", "A"), b.meta.get("source", "B")
-    fix = "extract both from the same dataset split (same subset and order)"
-    if sa.n_samples != sb.n_samples:
-        raise FeatureError(f"{name_a} has {sa.n_samples} {split} samples but {name_b} has {sb.n_samples}; {fix}")
-    da, db = _recorded_dataset(a), _recorded_dataset(b)
-    if da is not None and db is not None and da != db:
-        raise FeatureError(f"{name_a} was extracted from dataset {da!r} but {name_b} from {db!r}; {fix}")
-    ma, mb = sa.manifest.get("split", split), sb.manifest.get("split", split)
-    if ma != mb:
-        raise FeatureError(f"{name_a} holds split {ma!r} but {name_b} holds {mb!r}; {fix}")
-    ya, yb = np.asarray(sa.y), np.asarray(sb.y)
-    if not np.array_equal(ya, yb):
-        diff = np.nonzero(ya != yb)[0]
-        raise FeatureError(
-            f"the {split} labels of {name_a} and {name_b} differ at {diff.size} of {ya.size} rows (first at row "
-            f"{int(diff[0])}), so the samples are different or in a different order; {fix}"
-        )
-
-
-def cka_between(features_a, features_b, *, split: str = "train", debiased: bool = False, method: str = "auto",
-                chunk_size: int | None = None) -> float:
-    """Linear CKA between two feature sets of the same samples (cross-model or cross-layer).
-
-    Parameters
-    ----------
-    features_a, features_b : FeatureSet or path
-        Cache entry directories, ``.npz`` files or loaded :class:`~critmass.features.FeatureSet` s.
-    split : str, default "train"
-        Which split of both to compare.
-    debiased, method, chunk_size
-        As in :func:`cka`.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    FeatureError
-        The two sets are not the same samples in the same order: different sample counts, recorded
-        datasets or split names, or different label sequences.
-    """
-    a, b = _as_feature_set(features_a, [split]), _as_feature_set(features_b, [split])
-    _check_same_samples(a, b, split)
-    return cka(a[split].x, b[split].x, debiased=debiased, method=method, chunk_size=chunk_size)
-
-
-# ------------------------------------------------------------------------------------- curves
-def _resolve_seeds(seeds) -> list[int]:
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        return list(range(check_positive_int(seeds, name="seeds")))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
-        raise ConfigError(f"seeds must be a count (5 means seeds 0..4) or a non-empty list of ints; got {seeds!r}")
-    out = []
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise ConfigError(f"seeds must be integers; got {s!r}")
-        out.append(int(s))
-    return out
-
-
-def _resolve_selectors(selectors) -> list[str]:
-    names = [s.strip() for s in selectors.split(",")] if isinstance(selectors, str) else list(selectors)
-    names = [s for s in names if s]
-    if not names or not all(isinstance(s, str) for s in names):
-        raise ConfigError(
-            f"selectors must be a non-empty list of selector names (e.g. ['random', 'pca']); got {selectors!r}"
-        )
-    return list(dict.fromkeys(names))
-
-
-def _resolve_input(features, split: str):
-    """(x to compare, x to fit selectors on, key columns) from a path, FeatureSet, FeatureSplit or array."""
-    keys = {"model": None, "dataset": None, "layer": None, "split": None}
-    if isinstance(features, FeatureSplit):
-        m = features.manifest
-        keys.update({k: m.get(k) for k in ("model", "dataset", "layer")}, split=m.get("split", split))
-        return features.x, features.x, keys
-    if isinstance(features, (FeatureSet, str, os.PathLike)):
-        fs = _as_feature_set(features, list(dict.fromkeys([split, "train"])))
-        x = fs[split].x
-        # Selectors are fitted on the train split, as the probes fit them, whatever split CKA uses.
-        x_fit = fs["train"].x if "train" in fs else x
-        keys.update({k: fs.meta.get(k) for k in ("model", "dataset", "layer")}, split=split)
-        return x, x_fit, keys
-    return features, features, keys
-
-
-def _components_key(basis: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(basis).view(np.uint8)).hexdigest()
-
-
-def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, seeds=5, debiased: bool = False,
-              split: str = "train", on_constant: str = "raise", chunk_size: int | None = None) -> pd.DataFrame:
-    """Subset-vs-full linear CKA of a layer for every selector, fraction and seed (a tidy table).
-
-    One pass over the samples builds the layer's Gram statistics; every subset after that costs
-    ``O(k D)`` and reads no samples (debiased projections read them once per distinct basis).
-
-    Parameters
-    ----------
-    features : path, FeatureSet, FeatureSplit or array-like of shape (n_samples, n_neurons)
-        A cache entry directory or ``.npz`` (see :func:`critmass.features.load_features`), a loaded
-        feature set, or a feature matrix (memmaps are streamed).
-    selectors : str or sequence of str, default ("random",)
-        Names from :func:`critmass.subsets.list_selectors` (a comma-separated string works too).
-        Column selectors give ``X[:, order_[:k]]``, projections ``X @ components_[:, :k]``; ``'all'``
-        gives one row at fraction 1.
-    fractions : sequence, default :data:`DEFAULT_FRACTIONS`
-        Fractions in (0, 1] (``k = max(1, round(f D))``) or integer neuron counts.
-    seeds : int or sequence of int, default 5
-        A count (5 means seeds 0..4) or explicit seeds; each fits the selector with that ``random_state``.
-    debiased : bool, default False
-        Also compute the debiased estimator (column ``cka_debiased``; NaN otherwise).
-    split : str, default "train"
-        Split of a feature set to compute CKA on; selectors are always fitted on ``train`` when present.
-    on_constant : {"raise", "nan"}, default "raise"
-        What a subset of only zero-variance neurons (undefined CKA) gives.
-    chunk_size : int, optional
-        Rows per chunk of the passes over the samples.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (selector, fraction, seed) with columns :data:`CKA_COLUMNS`: ``model, dataset, layer,
-        split, selector, fraction, n_neurons, n_features, seed, cka, cka_debiased``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> x = np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32)
-    >>> df = cka_curve(x, fractions=[0.5, 1.0], seeds=2)
-    >>> df[["fraction", "n_neurons", "seed"]].to_dict("list")
-    {'fraction': [0.5, 1.0, 0.5, 1.0], 'n_neurons': [10, 20, 10, 20], 'seed': [0, 0, 1, 1]}
-    """
-    from ..subsets import make_selector  # the subsets stage is optional for the rest of this module
-
-    names = _resolve_selectors(selectors)
-    seed_list = _resolve_seeds(seeds)
-    _check_on_constant(on_constant)
-    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (Sequence, np.ndarray)) or len(fractions) == 0:
-        raise ConfigError(f"fractions must be a non-empty list of numbers in (0, 1]; got {fractions!r}")
-    x, x_fit, keys = _resolve_input(features, split)
-    x = check_matrix(x)
-    n, d = x.shape
-    _check_n(n, debiased)
-    sizes = resolve_sizes(list(fractions), d)
-    fracs = [k / d if isinstance(f, numbers.Integral) and not isinstance(f, bool) else check_fraction(f)
-             for f, k in zip(fractions, sizes)]
-    # Unknown names fail here, before the expensive pass (the registry lists the valid ones).
-    protos = {name: make_selector(name) for name in names}
-    need_fourth = debiased and any(not p.is_projection for p in protos.values())
-    stats = gram_stats(x, debiased=need_fourth, chunk_size=chunk_size)
-    _check_stats(stats, False)
-    log.info("Gram statistics of %d x %d features accumulated", n, d)
-
-    rows = []
-    proj_cache: dict[tuple, tuple] = {}
-    for name in names:
-        # A selector that declares itself deterministic (no use of random_state) is fitted once.
-        deterministic = bool(getattr(type(protos[name]), "deterministic", False))
-        fitted = None
-        for seed in seed_list:
-            if fitted is None or not deterministic:
-                fitted = make_selector(name, random_state=seed).fit(x_fit)
-            sel = fitted
-            ks, fs_ = ([d], [1.0]) if name == "all" else (sizes, fracs)
-            if sel.is_projection:
-                basis = _check_basis(sel.components_, d)
-                ks_used = [min(k, basis.shape[1]) for k in ks]
-                if ks_used != list(ks):
-                    log.warning("selector %r has %d components; larger sizes are clipped to it", name, basis.shape[1])
-                key = (_components_key(basis), tuple(ks_used))
-                if key not in proj_cache:  # deterministic bases (PCA) are computed (and read x) only once
-                    proj_cache[key] = _projection_values(stats, basis, ks_used, debiased=debiased, x=x,
-                                                         on_constant=on_constant, chunk_size=chunk_size)
-                biased, deb = proj_cache[key]
-            else:
-                order = np.asarray(sel.order_)
-                ks_used = list(ks)
-                weights = _subset_weights([order[:k] for k in ks_used], d)
-                biased, deb = _subset_values(stats, weights, debiased=debiased, on_constant=on_constant)
-            for j, (f, k) in enumerate(zip(fs_, ks_used)):
-                rows.append({
-                    **keys, "selector": name, "fraction": float(f), "n_neurons": int(k), "n_features": int(d),
-                    "seed": int(seed), "cka": float(biased[j]),
-                    "cka_debiased": float(deb[j]) if deb is not None else np.nan,
-                })
-        log.info("CKA curve of selector %r done", name)
-    df = pd.DataFrame(rows, columns=list(CKA_COLUMNS))
-    for col in ("model", "dataset", "layer", "split", "selector"):
-        df[col] = df[col].astype("string")
-    return df.astype({"fraction": "float64", "n_neurons": "int64", "n_features": "int64", "seed": "int64",
-                      "cka": "float64", "cka_debiased": "float64"})
-
