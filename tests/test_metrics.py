@@ -52,7 +52,11 @@ def make_results(rng, *, models=(("m1", 200),), datasets=("d1",), layers=("penul
 
 
 def brute_dr(df, delta, *, selector="random", per_seed=False):
-    """Paper's DR read off the grid, by plain loops. Returns {(model, dataset, layer): (...)}."""
+    """Paper's DR read off the grid, by plain loops. Returns {(model, dataset, layer): (...)}.
+
+    Fractions that round to the same k are one fit: the curve is over sizes k, f* = k* / n_features
+    (a seed's rows of one k averaged, then the mean over seeds).
+    """
     out = {}
     for key in {(r.model, r.dataset, r.layer) for r in df.itertuples()}:
         g = [r for r in df.itertuples() if (r.model, r.dataset, r.layer) == key]
@@ -63,15 +67,16 @@ def brute_dr(df, delta, *, selector="random", per_seed=False):
         seeds = sorted({r.seed for r in sub}) if per_seed else [None]
         res = []
         for seed in seeds:
-            by_frac = {}
+            by_k = {}
             for r in sub:
                 if seed is None or r.seed == seed:
-                    by_frac.setdefault(r.fraction, []).append((r.test_accuracy, r.n_neurons))
+                    by_k.setdefault(r.n_neurons, {}).setdefault(r.seed, []).append(r.test_accuracy)
             fstar, kstar, reached = 1.0, n_features, False
-            for f in sorted(by_frac):
-                mean = sum(a for a, _ in by_frac[f]) / len(by_frac[f])
-                if mean >= delta * full:
-                    fstar, kstar, reached = f, by_frac[f][0][1], True
+            for k in sorted(by_k):
+                per = [sum(a) / len(a) for a in by_k[k].values()]
+                mean = sum(per) / len(per)
+                if mean >= delta * full - 1e-12:
+                    fstar, kstar, reached = k / n_features, k, True
                     break
             res.append((1 - fstar, fstar, kstar, reached, full))
         out[key] = res if per_seed else res[0]
@@ -139,8 +144,8 @@ def test_bootstrap_ci_contains_estimate_and_is_reproducible():
     b = dr(df, 0.9, random_state=7)
     pd.testing.assert_frame_equal(a, b)
     assert (a["dr_ci_low"] <= a["dr"]).all() and (a["dr"] <= a["dr_ci_high"]).all()
-    # CI endpoints are DRs of resampled curves, hence 1 - a tested fraction (or 0).
-    grid = {round(1 - f, 12) for f in FRACTIONS}
+    # CI endpoints are DRs of resampled curves, hence 1 - a tested size k / D (or 0).
+    grid = {round(1 - max(1, round(f * d)) / d, 12) for f in FRACTIONS for d in (200, 100)}
     assert set(a["dr_ci_low"].round(12)) | set(a["dr_ci_high"].round(12)) <= grid
     # A group's interval does not depend on which other groups are in the table.
     only = dr(df[df["dataset"] == "d2"], 0.9, random_state=7)
@@ -368,7 +373,7 @@ def test_read_results_errors(tmp_path):
 def test_dr_table_layout(small):
     two_layers = pd.concat([small, small.assign(layer="block3")])
     table = dr_table(two_layers, 0.9, spread="none")
-    assert list(table.columns) == ["model", "layer", "n_features", "d1", "d2"]
+    assert list(table.columns) == ["model", "layer", "n_features", "n_seeds", "d1", "d2"]
     expected = brute_dr(two_layers, 0.9)
     for r in table.itertuples(index=False):
         for ds in ("d1", "d2"):
@@ -397,7 +402,7 @@ def test_cli_dr_prints_table(tmp_path, capsys):
     assert "DR at delta=0.9" in out
     lines = [line for line in out.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["model", "n_features", "cifar10", "pets"]
+    assert header == ["model", "n_features", "n_seeds", "cifar10", "pets"]
     assert len(lines) == 4  # header, rule, two models
     for line in lines[2:]:
         cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
@@ -409,7 +414,8 @@ def test_cli_dr_prints_table(tmp_path, capsys):
     for r in csv.itertuples(index=False):
         assert r.n_features == {"vit_s16": 384, "resnet18": 512}[r.model]
         for ds in ("cifar10", "pets"):
-            assert getattr(r, ds) == pytest.approx(expected[(r.model, ds, "penultimate")][0])
+            # cells are shown with 2 digits; DR = 1 - k/D is not a 2-digit number in general
+            assert getattr(r, ds) == pytest.approx(expected[(r.model, ds, "penultimate")][0], abs=0.005)
 
     assert main(["dr", str(tmp_path), "--format", "latex", "--interpolate"]) == 0
     assert r"\begin{tabular}" in capsys.readouterr().out

@@ -171,8 +171,9 @@ def test_accuracy_figure_has_a_panel_per_model_dataset_and_a_line_per_selector(r
         lines = _lines(ax)
         assert set(lines) == {*SELECTORS, "full layer"}, lines
         assert ax.get_xscale() == "log"
-        for sel in SELECTORS:  # the line is the mean over seeds at each fraction
-            want = sub[sub["selector"] == sel].groupby("fraction")["test_accuracy"].mean()
+        for sel in SELECTORS:  # the line is the mean over seeds at each size, at the fraction used (k / D)
+            rows = sub[sub["selector"] == sel]
+            want = rows.groupby(rows["n_neurons"] / rows["n_features"])["test_accuracy"].mean()
             x, y = lines[sel].get_data()
             np.testing.assert_allclose(x, want.index)
             np.testing.assert_allclose(y, want.to_numpy())
@@ -212,7 +213,9 @@ def test_cka_figure_same_layout_with_full_layer_at_one(run):
         assert lines["full layer"].get_ydata()[0] == 1.0
         model, dataset = title.split(" | ")
         sub = run.cka[(run.cka["model"] == model) & (run.cka["dataset"] == dataset) & (run.cka["selector"] == "pca")]
-        np.testing.assert_allclose(lines["pca"].get_ydata(), sub.groupby("fraction")["cka"].mean().to_numpy())
+        want = sub.groupby(sub["n_neurons"] / sub["n_features"])["cka"].mean()  # one point per size k
+        np.testing.assert_allclose(lines["pca"].get_xdata(), want.index)
+        np.testing.assert_allclose(lines["pca"].get_ydata(), want.to_numpy())
     with pytest.raises(DataError, match="no CKA rows for split 'test'"):
         plot_cka(run.cka, split="test")
 
@@ -328,7 +331,7 @@ def test_report_writes_every_figure_and_table(report, run_dir):
 def test_table1_values_equal_the_results(report, run):
     want = dr(run.results, 0.9, selector="random", n_boot=200)
     csv = pd.read_csv(report.tables["table1.csv"])
-    assert list(csv.columns) == ["model", "n_features", *sorted(DATASETS)]
+    assert list(csv.columns) == ["model", "n_features", "n_seeds", *sorted(DATASETS)]
     for _, r in want.iterrows():
         row = csv[csv["model"] == r["model"]]
         assert int(row["n_features"].iloc[0]) == MODELS[r["model"]]
@@ -341,7 +344,7 @@ def test_table1_values_equal_the_results(report, run):
     for _, r in want.iterrows():
         assert f"{r['dr']:.2f} [{r['dr_ci_low']:.2f}, {r['dr_ci_high']:.2f}]" in md
     assert "| model" in md and "DR(δ = 0.9)" in md
-    assert r"\begin{tabular}{llll}" in tex and r"\caption{" in tex and r"timm:vit\_small\_patch16\_224" in tex
+    assert r"\begin{tabular}{lllll}" in tex and r"\caption{" in tex and r"timm:vit\_small\_patch16\_224" in tex
     long = pd.read_csv(report.tables["critical_mass.csv"])
     assert len(long) == len(MODELS) * len(DATASETS) * len(SELECTORS)
     pc = pd.read_csv(report.tables["per_class.csv"])
@@ -419,7 +422,7 @@ def test_cli_report(tmp_path, capsys):
     assert (path / "report" / "report.html").is_file() and "open " in out
     assert (path / "report" / "figures" / "dr_heatmap.png").is_file()
     assert not list((path / "report").rglob("*.pdf"))
-    assert pd.read_csv(path / "report" / "tables" / "table1.csv").iloc[0, 2] == pytest.approx(
+    assert pd.read_csv(path / "report" / "tables" / "table1.csv").iloc[0, 3] == pytest.approx(
         dr(pd.read_parquet(path / "results.parquet"), 0.8, n_boot=0).sort_values(["model", "dataset"])["dr"].iloc[0])
 
 

@@ -22,12 +22,15 @@ def report_command(
     interpolate: bool = typer.Option(
         False, "--interpolate", help="Interpolate DR in log-fraction instead of reading it off the tested grid."),
     random_state: int = typer.Option(0, "--random-state", help="Seed of the bootstrap."),
+    select_on: str = typer.Option(
+        "test", "--select-on",
+        help="Curve f* is read off: test (as the paper's Table 1) or val (the validation curve)."),
 ):
     """Figures (PNG/PDF), the paper's Table 1 (Markdown/LaTeX/CSV) and one self-contained report.html."""
     from ..report import build_report
 
     rep = build_report(run_dir, delta=delta, out=out, formats=parse_list(formats), selector=selector, n_boot=n_boot,
-                       interpolate=interpolate, random_state=random_state)
+                       interpolate=interpolate, random_state=random_state, select_on=select_on)
     typer.echo(f"wrote {len(rep.figures)} figures ({', '.join(parse_list(formats))}) to {rep.out / 'figures'}, "
                f"{len(rep.tables)} tables to {rep.out / 'tables'}")
     typer.echo(f"open {rep.html}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob as _glob
 import numbers
 import os
 import zlib
@@ -14,10 +15,13 @@ import pandas as pd
 from .._validation import check_random_state, closest
 from ..exceptions import ConfigError, DataError
 
-__all__ = ["GROUP_KEYS", "FULL_SELECTOR", "read_results"]
+__all__ = ["GROUP_KEYS", "OPTIONAL_KEYS", "FULL_SELECTOR", "read_results", "group_keys", "class_label"]
 
 #: One probe "group": a layer of a model probed on a dataset with one solver.
 GROUP_KEYS = ("model", "dataset", "layer", "solver")
+#: Keys newer probe tables carry: the weights (file hash or checkpoint name) and the pooling of the layer.
+#: When present they split groups too, so two checkpoints of one architecture are two groups (rows).
+OPTIONAL_KEYS = ("weights", "pooling")
 #: The selector name of the full-layer probe (fraction 1.0, n_neurons == n_features).
 FULL_SELECTOR = "all"
 RESULT_COLUMNS = (*GROUP_KEYS, "selector", "fraction", "n_neurons", "n_features", "seed", "test_accuracy")
@@ -55,6 +59,61 @@ def read_results(path: str | os.PathLike, *, name: str = "results.parquet") -> p
         ) from None
 
 
+def group_keys(df: pd.DataFrame) -> list[str]:
+    """The group keys of a table: :data:`GROUP_KEYS` plus those of :data:`OPTIONAL_KEYS` it has."""
+    return [*GROUP_KEYS, *(k for k in OPTIONAL_KEYS if k in df.columns)]
+
+
+def class_label(cls, name=None) -> str:
+    """A class as tables and notes show it: its own name when known (``"Shirt"``), else ``"class 4"``."""
+    if name is not None and not (isinstance(name, float) and np.isnan(name)) and str(name) != "":
+        return str(name)
+    return f"class {cls}"
+
+
+def _expand(path) -> list[Path]:
+    text = os.fspath(path)
+    if _glob.has_magic(text) and not Path(text).exists():
+        hits = sorted(_glob.glob(text, recursive=True))
+        if not hits:
+            raise DataError(f"no file or directory matches {text!r}; check the pattern (quote it to let critmass "
+                            "expand it)")
+        return [Path(h) for h in hits]
+    return [Path(text)]
+
+
+def read_many(paths, *, name: str = "results.parquet") -> pd.DataFrame:
+    """Read and concatenate probe tables from several files, directories or glob patterns.
+
+    Rows listed twice (the same file reached by two patterns) are kept once; the same probe with
+    different results in two files is an error, since the bootstrap would count it twice.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = list(dict.fromkeys(p.resolve() for path in paths for p in _expand(path)))
+    if not files:
+        raise DataError(f"no {name} given; pass one or more files, run directories or glob patterns")
+    tables = [read_results(p, name=name).assign(_source=str(p)) for p in files]
+    if len(tables) == 1:
+        return tables[0].drop(columns="_source")
+    df = pd.concat(tables, ignore_index=True, sort=False)
+    for k in OPTIONAL_KEYS:
+        if k in df.columns:  # older files lack the column: one shared "unknown" value, not NaN (groupby drops NaN)
+            df[k] = df[k].astype(object).where(df[k].notna(), "")
+    keys = [c for c in (*group_keys(df), "selector", "fraction", "n_neurons", "seed", "class") if c in df.columns]
+    value = [c for c in ("test_accuracy", "val_accuracy", "accuracy") if c in df.columns]
+    df = df.drop_duplicates(subset=[*keys, *value])
+    dup = df.duplicated(subset=keys, keep=False).to_numpy()
+    if dup.any():
+        r = df[dup].iloc[0]
+        srcs = sorted(set(df[dup & (df[keys] == r[keys]).all(axis=1).to_numpy()]["_source"]))
+        raise DataError(
+            f"probe {'/'.join(str(r[k]) for k in keys)} appears with different results in {' and '.join(srcs)}; "
+            "pass each run once (or give the runs distinct weights / pooling columns)"
+        )
+    return df.drop(columns="_source").reset_index(drop=True)
+
+
 def check_table(df, required: Sequence[str], *, name: str) -> pd.DataFrame:
     """Refuse a non-DataFrame, an empty table, missing columns and missing values in them."""
     if not isinstance(df, pd.DataFrame):
@@ -80,6 +139,9 @@ def check_table(df, required: Sequence[str], *, name: str) -> pd.DataFrame:
     df = df.copy()
     # Fractions written by different jobs may differ in the last bits; group on a rounded copy.
     df["fraction"] = df["fraction"].astype(float).round(12)
+    for k in OPTIONAL_KEYS:
+        if k in df.columns:
+            df[k] = df[k].astype(object).where(df[k].notna(), "").astype(str)
     return df
 
 
@@ -119,7 +181,7 @@ def check_selectors(df: pd.DataFrame, selector, *, default_all: bool) -> list[st
 
 def check_full_rows(df: pd.DataFrame, *, name: str) -> None:
     """Every group needs full-layer ('all') rows: DR and drops are relative to them."""
-    has_full = df.assign(_full=df["selector"] == FULL_SELECTOR).groupby(list(GROUP_KEYS), sort=True)["_full"].any()
+    has_full = df.assign(_full=df["selector"] == FULL_SELECTOR).groupby(group_keys(df), sort=True)["_full"].any()
     if not has_full.all():
         key = has_full.index[~has_full.to_numpy()][0]
         raise DataError(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ._common import ACC_TOL, GROUP_KEYS, RESULT_COLUMNS, check_selectors, check_table
+from ._common import ACC_TOL, RESULT_COLUMNS, check_selectors, check_table, group_keys
 
 __all__ = ["pareto_frontier"]
 
@@ -48,11 +48,12 @@ def pareto_frontier(results: pd.DataFrame, *, selector: str | Sequence[str] | No
     df = check_table(results, RESULT_COLUMNS, name="results table")
     selectors = check_selectors(df, selector, default_all=True)
     df = df[df["selector"].isin(selectors)]
-    points = (df.groupby([*GROUP_KEYS, "selector", "n_neurons"], sort=True)
+    keys = group_keys(df)
+    points = (df.groupby([*keys, "selector", "n_neurons"], sort=True)
               .agg(fraction=("fraction", "min"), accuracy=("test_accuracy", "mean"), n_seeds=("seed", "nunique"))
               .reset_index())
     keep = np.zeros(len(points), dtype=bool)
-    for idx in points.groupby(list(GROUP_KEYS), sort=True).indices.values():
+    for idx in points.groupby(keys, sort=True).indices.values():
         keep[idx] = _non_dominated(points["n_neurons"].to_numpy()[idx], points["accuracy"].to_numpy(float)[idx])
-    out = points[keep].sort_values([*GROUP_KEYS, "n_neurons", "selector"]).reset_index(drop=True)
-    return out[[*GROUP_KEYS, "selector", "fraction", "n_neurons", "accuracy", "n_seeds"]]
+    out = points[keep].sort_values([*keys, "n_neurons", "selector"]).reset_index(drop=True)
+    return out[[*keys, "selector", "fraction", "n_neurons", "accuracy", "n_seeds"]]

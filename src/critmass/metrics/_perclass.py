@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import ConfigError, DataError
-from ._common import FULL_SELECTOR, GROUP_KEYS, PER_CLASS_COLUMNS, check_full_rows, check_selectors, check_table
+from ._common import FULL_SELECTOR, PER_CLASS_COLUMNS, check_full_rows, check_selectors, check_table, group_keys
 
 __all__ = ["gini", "class_drops", "per_class_summary"]
 
-_CELL = [*GROUP_KEYS, "selector", "fraction"]
+def _cell_keys(df: pd.DataFrame) -> list[str]:
+    return [*group_keys(df), "selector", "fraction"]
 
 
 def gini(values) -> float:
@@ -69,7 +70,9 @@ def class_drops(per_class: pd.DataFrame, *, selector: str | Sequence[str] | None
     -------
     pandas.DataFrame
         One row per group, selector, fraction and class with columns model, dataset, layer, solver,
-        selector, fraction, n_neurons, class, full_accuracy, accuracy, drop (and support).
+        selector, fraction, n_neurons, class, full_accuracy, accuracy, drop (and support; and
+        class_name, the dataset's own name of the class, when the table has that column; the
+        optional weights / pooling group keys likewise).
 
     Raises
     ------
@@ -80,13 +83,20 @@ def class_drops(per_class: pd.DataFrame, *, selector: str | Sequence[str] | None
     df = check_table(per_class, PER_CLASS_COLUMNS, name="per-class table")
     selectors = check_selectors(df, selector, default_all=False)
     check_full_rows(df, name="per-class table")
-    keys = list(GROUP_KEYS)
+    keys = group_keys(df)
+    cell = _cell_keys(df)
+    named = "class_name" in df.columns
+    if named:  # the dataset's own class names ("Shirt"); a missing one falls back to the index
+        df["class_name"] = [str(n) if isinstance(n, str) and n else f"class {c}"
+                            for c, n in zip(df["class"], df["class_name"])]
     full = (df[df["selector"] == FULL_SELECTOR].groupby([*keys, "class"], sort=True)["accuracy"].mean()
             .rename("full_accuracy").reset_index())
     aggs = {"n_neurons": ("n_neurons", "max"), "accuracy": ("accuracy", "mean")}
     if "support" in df.columns:
         aggs["support"] = ("support", "max")
-    sub = df[df["selector"].isin(selectors)].groupby([*_CELL, "class"], sort=True).agg(**aggs).reset_index()
+    if named:
+        aggs["class_name"] = ("class_name", "first")
+    sub = df[df["selector"].isin(selectors)].groupby([*cell, "class"], sort=True).agg(**aggs).reset_index()
     out = sub.merge(full, on=[*keys, "class"], how="left", validate="many_to_one")
     lost = out["full_accuracy"].isna().to_numpy()
     if lost.any():
@@ -96,8 +106,8 @@ def class_drops(per_class: pd.DataFrame, *, selector: str | Sequence[str] | None
             "probe the full layer and the subsets on the same test set"
         )
     out["drop"] = out["full_accuracy"] - out["accuracy"]
-    cols = [*_CELL, "n_neurons", "class", *(["support"] if "support" in df.columns else []),
-            "full_accuracy", "accuracy", "drop"]
+    cols = [*cell, "n_neurons", "class", *(["class_name"] if named else []),
+            *(["support"] if "support" in df.columns else []), "full_accuracy", "accuracy", "drop"]
     return out[cols]
 
 
@@ -119,16 +129,18 @@ def per_class_summary(per_class: pd.DataFrame, *, selector: str | Sequence[str] 
         mean-over-seeds class accuracy), mean_drop, drop_std (population std over classes),
         max_drop, max_drop_class, gini (of the class accuracies), full_gini (the same for the full
         layer), worst_class and worst_class_accuracy (lowest class accuracy; ties go to the lowest
-        class id).
+        class id); with a class_name column also max_drop_class_name and worst_class_name.
     """
     drops = class_drops(per_class, selector=selector)
+    cell = [c for c in _cell_keys(drops)]
+    named = "class_name" in drops.columns
     rows = []
-    for key, g in drops.groupby(_CELL, sort=True):
+    for key, g in drops.groupby(cell, sort=True):
         g = g.sort_values("class")
         acc, drop = g["accuracy"].to_numpy(float), g["drop"].to_numpy(float)
         worst, most = int(np.argmin(acc)), int(np.argmax(drop))
         rows.append({
-            **dict(zip(_CELL, key)),
+            **dict(zip(cell, key)),
             "n_neurons": int(g["n_neurons"].iloc[0]),
             "n_classes": len(g),
             "mean_accuracy": float(acc.mean()),
@@ -140,5 +152,7 @@ def per_class_summary(per_class: pd.DataFrame, *, selector: str | Sequence[str] 
             "full_gini": gini(g["full_accuracy"].to_numpy(float)),
             "worst_class": g["class"].iloc[worst],
             "worst_class_accuracy": float(acc[worst]),
+            **({"max_drop_class_name": g["class_name"].iloc[most],
+                "worst_class_name": g["class_name"].iloc[worst]} if named else {}),
         })
     return pd.DataFrame(rows)

@@ -8,9 +8,10 @@ import pandas as pd
 
 from .._validation import closest
 from ..exceptions import ConfigError
-from ._dr import dr
+from ._common import OPTIONAL_KEYS
+from ._dr import dr, duplicate_sizes, n_resample_values
 
-__all__ = ["dr_table", "format_table"]
+__all__ = ["dr_table", "format_table", "table_notes"]
 
 SPREADS = ("ci", "std", "none")
 FORMATS = ("markdown", "csv", "latex")
@@ -25,14 +26,51 @@ def _cell(r, spread: str, digits: int) -> str:
     return text
 
 
+def row_keys(res: pd.DataFrame) -> list[str]:
+    """Table 1 rows: the model, with whatever else varies (layer, solver, weights, pooling), and its width."""
+    extra = [k for k in ("layer", "solver", *OPTIONAL_KEYS) if k in res.columns and res[k].nunique() > 1]
+    return ["model", *extra, "n_features"]
+
+
+def seeds_cell(values) -> str | int:
+    """The n_seeds of a Table 1 row: one number, or ``"3-5"`` when the datasets of the row differ."""
+    v = sorted({int(x) for x in values})
+    return v[0] if len(v) == 1 else f"{v[0]}-{v[-1]}"
+
+
+def table_notes(results: pd.DataFrame, res: pd.DataFrame, *, selector: str, spread: str = "ci",
+                select_on: str = "test") -> list[str]:
+    """Plain-text notes that go with Table 1: which curve f* is read off, small seed counts, duplicate sizes."""
+    notes = [("f* read off the validation curve (threshold: delta x full-layer validation accuracy); "
+              "DR and k* from it, test accuracy reported at f*") if select_on == "val" else
+             "f* read off the test curve, as in the paper's Table 1 (use select_on='val' / --select-on val "
+             "for the validation curve)"]
+    if spread == "ci" and len(res):
+        n = int(res["n_seeds"].min())
+        if n < 5:
+            notes.append(f"{n} seed(s): a bootstrap CI over seeds takes at most {n_resample_values(n)} distinct "
+                         "values (5 seeds, as in the paper: 126)")
+    dups = duplicate_sizes(results, selector=selector)
+    if len(dups):
+        shown = dups.drop_duplicates(subset=["n_neurons", "n_features", "fractions"]).head(4)
+        more = len(dups) - len(shown)
+        notes.append("fractions that round to the same k are one fit and count once, at k / n_features: "
+                     + "; ".join(f"{r.fractions} give k = {r.n_neurons} of {r.n_features} "
+                                 f"(f = {r.fraction_effective:.3g})" for r in shown.itertuples())
+                     + (f"; and {more} more" if more > 0 else ""))
+    return notes
+
+
 def dr_table(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "random", interpolate: bool = False,
              spread: str = "ci", digits: int = 2, n_boot: int = 1000, ci: float = 0.95,
-             random_state=0) -> pd.DataFrame:
+             random_state=0, select_on: str = "test") -> pd.DataFrame:
     """DR at ``delta`` laid out like Table 1 of Nanda et al. (2023), as display strings.
 
-    Rows are models (with the layer when the table has several layers, the solver when it has
-    several solvers) and their feature length ``n_features``; columns are datasets; a cell is DR,
-    e.g. ``"0.70 [0.50, 0.80]"``. A model not probed on a dataset gets an empty cell.
+    Rows are models (with the layer, solver, weights or pooling when the table has several) and
+    their feature length ``n_features`` and number of seeds ``n_seeds`` (with n seeds a bootstrap
+    CI takes at most C(2n - 1, n) distinct values: 10 for 3); columns are datasets; a cell is DR,
+    e.g. ``"0.70 [0.50, 0.80]"``. A model not probed on a dataset gets an empty cell. DR is computed
+    on the fraction of neurons actually used, k / n_features (see :func:`critmass.metrics.dr_curve`).
 
     Parameters
     ----------
@@ -49,14 +87,22 @@ def dr_table(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "rand
         Omitted where it is undefined (one seed, or ``n_boot=0``).
     digits : int, default 2
         Decimals of every number.
-    n_boot, ci, random_state
-        As in :func:`critmass.metrics.dr_curve`.
+    n_boot, ci, random_state, select_on
+        As in :func:`critmass.metrics.dr_curve` (``select_on="test"``, the default, is the paper's reading).
 
     Returns
     -------
     pandas.DataFrame
         String cells; render it with :func:`format_table`.
     """
+    return dr_table_rows(results, delta, selector=selector, interpolate=interpolate, spread=spread, digits=digits,
+                         n_boot=n_boot, ci=ci, random_state=random_state, select_on=select_on)[0]
+
+
+def dr_table_rows(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "random", interpolate: bool = False,
+                  spread: str = "ci", digits: int = 2, n_boot: int = 1000, ci: float = 0.95, random_state=0,
+                  select_on: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`dr_table` and the :func:`critmass.metrics.dr` rows it shows (for notes and numeric twins)."""
     if spread not in SPREADS:
         raise ConfigError(f"spread must be one of {', '.join(SPREADS)}; got {spread!r}{closest(spread, SPREADS)}")
     if not isinstance(digits, int) or isinstance(digits, bool) or not 0 <= digits <= 10:
@@ -64,12 +110,23 @@ def dr_table(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "rand
     if not isinstance(selector, str):
         raise ConfigError(f"dr_table shows one selector; got {selector!r}; call it once per selector")
     res = dr(results, delta, selector=selector, interpolate=interpolate, n_boot=n_boot if spread == "ci" else 0,
-             ci=ci, random_state=random_state)
-    row_keys = ["model", *(k for k in ("layer", "solver") if res[k].nunique() > 1), "n_features"]
-    res["cell"] = [_cell(r, spread, digits) for r in res.itertuples()]
-    table = res.pivot(index=row_keys, columns="dataset", values="cell").fillna("").reset_index()
+             ci=ci, random_state=random_state, select_on=select_on)
+    return _layout(res, "cell", lambda r: _cell(r, spread, digits), fill="").astype(str), res
+
+
+def _layout(res: pd.DataFrame, column: str, value, *, fill=None) -> pd.DataFrame:
+    """Pivot DR rows into Table 1: row keys, n_seeds, one column per dataset."""
+    keys = row_keys(res)
+    res = res.copy()
+    res[column] = [value(r) for r in res.itertuples()]
+    table = res.pivot(index=keys, columns="dataset", values=column).reset_index()
     table.columns.name = None
-    return table.astype(str)
+    seeds = res.groupby(keys, sort=True)["n_seeds"].agg(seeds_cell).rename("n_seeds").reset_index()
+    table = table.merge(seeds, on=keys, how="left")
+    datasets = [c for c in table.columns if c not in (*keys, "n_seeds")]
+    if fill is not None:
+        table[datasets] = table[datasets].fillna(fill)
+    return table[[*keys, "n_seeds", *datasets]]
 
 
 def _markdown(df: pd.DataFrame) -> str:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..metrics._common import ACC_TOL, FULL_SELECTOR, GROUP_KEYS
+from ..metrics._common import ACC_TOL, FULL_SELECTOR, GROUP_KEYS, OPTIONAL_KEYS, class_label
 from ._style import order_selectors, panel_keys, panel_title
 
 __all__ = ["interpret_accuracy", "interpret_cka", "interpret_dr_curve", "interpret_class_drops", "interpret_gini",
@@ -83,11 +83,12 @@ def interpret_cka(cka: pd.DataFrame, dr_long: pd.DataFrame, delta: float, metric
         text = f"CKA with the full layer reaches {delta:g}: " + "; ".join(parts) + "."
         model, dataset = g["model"].iloc[0], g["dataset"].iloc[0]
         crit = dr_long[(dr_long["model"] == model) & (dr_long["dataset"] == dataset) & dr_long["reached"]]
+        by_k = g.groupby(["selector", "n_neurons"])[metric].mean()  # the same k: the same subset
         notes = []
         for _, r in crit.iterrows():
-            sel, f = r["selector"], r["critical_fraction"]
-            if sel in curves.index.get_level_values(0) and f in curves.loc[sel].index:
-                notes.append(f"{sel} {curves.loc[(sel, f)]:.2f} at f* = {_f(f)}")
+            sel, k = r["selector"], int(r["critical_n_neurons"])
+            if sel in by_k.index.get_level_values(0) and k in by_k.loc[sel].index:
+                notes.append(f"{sel} {by_k.loc[(sel, k)]:.2f} at k* = {k} (f* = {_f(r['critical_fraction'])})")
         if notes:
             text += " At the accuracy critical mass the CKA is " + "; ".join(notes) + "."
         out.append((title, text))
@@ -120,31 +121,41 @@ def interpret_dr_curve(curve: pd.DataFrame, delta: float) -> list[tuple[str, str
     return out
 
 
-def _at_fraction(index: pd.Index, f: float) -> float:
-    """The tested fraction closest to ``f`` from above (the critical fraction is always a tested one)."""
-    above = index[index >= f - 1e-12]
-    return float(above.min() if len(above) else index.max())
+def _at_size(index: pd.Index, k: float):
+    """The tested size (number of neurons) closest to ``k`` from above (a grid k* is always a tested one)."""
+    above = index[index >= k - 1e-9]
+    return above.min() if len(above) else index.max()
+
+
+def _class_names(drops: pd.DataFrame) -> dict:
+    if "class_name" not in drops.columns:
+        return {}
+    return drops.groupby("class")["class_name"].first().to_dict()
 
 
 def interpret_class_drops(drops: pd.DataFrame, dr_long: pd.DataFrame, selector: str) -> list[tuple[str, str]]:
     """Mean and largest class drop at the selector's critical mass and at the smallest fraction."""
     out = []
     for title, g in _panels(drops):
-        by = g.pivot_table(index="fraction", columns="class", values="drop", aggfunc="mean").sort_index()
+        # By size k: fractions that round to the same k are one fit.
+        by = g.pivot_table(index="n_neurons", columns="class", values="drop", aggfunc="mean").sort_index()
+        names = _class_names(g)
         model, dataset = g["model"].iloc[0], g["dataset"].iloc[0]
         r = dr_long[(dr_long["model"] == model) & (dr_long["dataset"] == dataset) & (dr_long["selector"] == selector)]
         parts = []
         if len(r) and bool(r["reached"].iloc[0]):
-            f = _at_fraction(by.index, float(r["critical_fraction"].iloc[0]))
-            row = by.loc[f]
+            k = _at_size(by.index, float(r["critical_n_neurons"].iloc[0]))
+            row = by.loc[k]
             worst = row.idxmax()
             ratio = f" ({row[worst] / row.mean():.1f}× the mean)" if row.mean() > 1e-9 else ""
-            parts.append(f"At the critical mass of {selector} subsets (f* = {_f(f)}) classes lose {row.mean():.3f} "
-                         f"accuracy on average, class {worst} the most: {row[worst]:.3f}{ratio}.")
-        f0 = float(by.index.min())
-        row = by.loc[f0]
-        parts.append(f"At the smallest fraction ({_f(f0)}) the mean drop is {row.mean():.3f} and the largest "
-                     f"{row.max():.3f} (class {row.idxmax()}).")
+            parts.append(f"At the critical mass of {selector} subsets (k* = {int(k)} neurons, f* = "
+                         f"{_f(float(r['critical_fraction'].iloc[0]))}) classes lose {row.mean():.3f} accuracy on "
+                         f"average, {class_label(worst, names.get(worst))} the most: {row[worst]:.3f}{ratio}.")
+        k0 = by.index.min()
+        row = by.loc[k0]
+        f0 = float(g.loc[g["n_neurons"] == k0, "fraction"].min())
+        parts.append(f"At the smallest size ({int(k0)} neurons, fraction {_f(f0)}) the mean drop is {row.mean():.3f} "
+                     f"and the largest {row.max():.3f} ({class_label(row.idxmax(), names.get(row.idxmax()))}).")
         out.append((title, " ".join(parts)))
     return out
 
@@ -153,7 +164,7 @@ def interpret_gini(gtab: pd.DataFrame, dr_long: pd.DataFrame) -> list[tuple[str,
     """Gini of class accuracies for the full layer, at each selector's critical mass and smallest fraction."""
     out = []
     for title, g in _panels(gtab):
-        means = g.groupby(["selector", "fraction"])["gini"].mean()
+        means = g.groupby(["selector", "n_neurons"])["gini"].mean()
         if FULL_SELECTOR not in means.index.get_level_values(0):
             continue
         full = float(means.loc[FULL_SELECTOR].mean())
@@ -164,9 +175,9 @@ def interpret_gini(gtab: pd.DataFrame, dr_long: pd.DataFrame) -> list[tuple[str,
             r = dr_long[(dr_long["model"] == model) & (dr_long["dataset"] == dataset) & (dr_long["selector"] == sel)]
             bits = []
             if len(r) and bool(r["reached"].iloc[0]):
-                f = _at_fraction(c.index, float(r["critical_fraction"].iloc[0]))
-                bits.append(f"{c[f]:.3f} at f* = {_f(f)}")
-            bits.append(f"{c.iloc[0]:.3f} at {_f(float(c.index[0]))}")
+                k = _at_size(c.index, float(r["critical_n_neurons"].iloc[0]))
+                bits.append(f"{c[k]:.3f} at k* = {int(k)} (f* = {_f(float(r['critical_fraction'].iloc[0]))})")
+            bits.append(f"{c.iloc[0]:.3f} at {int(c.index[0])} neuron(s)")
             parts.append(f"{sel} " + ", ".join(bits))
         out.append((title, f"Gini of the class accuracies: full layer {full:.3f}; " + "; ".join(parts) + "."))
     return out
@@ -186,7 +197,8 @@ def interpret_heatmap(dr_long: pd.DataFrame, delta: float, selector: str) -> lis
     out = [("models and datasets", text)]
     others = [s for s in dict.fromkeys(dr_long["selector"]) if s != selector]
     if others:
-        wide = dr_long.pivot_table(index=list(GROUP_KEYS), columns="selector", values="dr")
+        keys = [k for k in (*GROUP_KEYS, *OPTIONAL_KEYS) if k in dr_long.columns]
+        wide = dr_long.pivot_table(index=keys, columns="selector", values="dr")
         bits = []
         for s in others:
             both = wide[[selector, s]].dropna()

@@ -18,7 +18,15 @@ import pandas as pd
 
 from .._validation import closest
 from ..exceptions import ConfigError, DataError
-from ..metrics._common import ACC_TOL, FULL_SELECTOR, GROUP_KEYS, PER_CLASS_COLUMNS, check_selectors, check_table
+from ..metrics._common import (
+    ACC_TOL,
+    FULL_SELECTOR,
+    PER_CLASS_COLUMNS,
+    check_selectors,
+    check_table,
+    class_label,
+    group_keys,
+)
 from ._style import (
     BAND_COLOR,
     CMAP,
@@ -77,7 +85,7 @@ def _primary_selector(df: pd.DataFrame, selector, full_selector: str = FULL_SELE
 def plot_curves(table: pd.DataFrame, *, metric: str = "test_accuracy", delta: float | None = 0.9,
                 full_selector: str = FULL_SELECTOR, selector: str | Sequence[str] | None = None,
                 band: str = "minmax", full_value: float | None = None, mark_critical: bool = True,
-                ylabel: str | None = None, ncols: int = 3):
+                ylabel: str | None = None, ncols: int = 3, select_on: str = "test"):
     """A metric vs the fraction of neurons (log-x): one panel per (model, dataset), one line per selector.
 
     Each line is the mean over seeds at every tested fraction, with a band over seeds. The full layer's
@@ -86,6 +94,9 @@ def plot_curves(table: pd.DataFrame, *, metric: str = "test_accuracy", delta: fl
     and, with ``mark_critical``, a dotted vertical line in the selector's colour marks the smallest
     tested fraction whose mean reaches ``delta x full`` (the critical fraction f* of
     :func:`critmass.metrics.dr`).
+
+    When the table has ``n_neurons`` and ``n_features`` the x axis is the fraction of neurons actually
+    used, k / n_features, and fractions that round to the same k (one fit) are one point.
 
     Parameters
     ----------
@@ -110,6 +121,9 @@ def plot_curves(table: pd.DataFrame, *, metric: str = "test_accuracy", delta: fl
         Default: the metric's name.
     ncols : int, default 3
         Columns when the panels do not form a models x datasets grid.
+    select_on : {"test", "val"}, default "test"
+        With "val" the critical fraction is marked where the mean ``val_accuracy`` reaches ``delta`` x
+        the full layer's (as :func:`critmass.metrics.dr` with ``select_on="val"``).
 
     Returns
     -------
@@ -128,8 +142,16 @@ def plot_curves(table: pd.DataFrame, *, metric: str = "test_accuracy", delta: fl
         from ..metrics._common import check_delta
 
         delta = check_delta(delta)
-    required = ["model", "dataset", "selector", "fraction", "seed", metric]
+    from ..metrics._dr import check_select_on
+
+    mark_metric = metric if check_select_on(select_on) == "test" else "val_accuracy"
+    required = ["model", "dataset", "selector", "fraction", "seed", metric,
+                *([mark_metric] if mark_critical and delta is not None and mark_metric != metric else [])]
     df = check_table(table, required, name="table")
+    if {"n_neurons", "n_features"} <= set(df.columns) and df[["n_neurons", "n_features"]].notna().all().all():
+        df["_x"] = df["n_neurons"].astype(float) / df["n_features"].astype(float)
+    else:
+        df["_x"] = df["fraction"]
     for k in ("layer", "solver", "split"):
         if k in df.columns:
             df[k] = df[k].astype(str)
@@ -144,19 +166,22 @@ def plot_curves(table: pd.DataFrame, *, metric: str = "test_accuracy", delta: fl
             sub = groups[key]
             full_rows = sub.loc[sub["selector"] == full_selector, metric]
             full = float(full_rows.mean()) if len(full_rows) else full_value
+            mark_rows = sub.loc[sub["selector"] == full_selector, mark_metric]
+            mark_full = float(mark_rows.mean()) if len(mark_rows) else full_value
             for sel in names:
                 rows = sub[sub["selector"] == sel]
                 if rows.empty:
                     continue
-                g = rows.groupby("fraction")[metric].agg(["mean", "min", "max", "std"]).sort_index()
+                g = rows.groupby("_x")[metric].agg(["mean", "min", "max", "std"]).sort_index()
                 st = styles[sel]
                 ax.plot(g.index, g["mean"], marker=st["marker"], color=st["color"], label=sel, gid=f"mean:{sel}")
                 if band != "none":
                     lo, hi = (g["min"], g["max"]) if band == "minmax" else (g["mean"] - g["std"].fillna(0),
                                                                             g["mean"] + g["std"].fillna(0))
                     ax.fill_between(g.index, lo, hi, color=st["color"], alpha=0.2, lw=0, gid=f"band:{sel}")
-                if mark_critical and delta is not None and full is not None:
-                    hit = g.index[g["mean"].to_numpy() >= delta * full - ACC_TOL]
+                if mark_critical and delta is not None and mark_full is not None:
+                    m = g["mean"] if mark_metric == metric else rows.groupby("_x")[mark_metric].mean().sort_index()
+                    hit = m.index[m.to_numpy() >= delta * mark_full - ACC_TOL]
                     if len(hit):
                         ax.axvline(hit[0], color=st["color"], ls=":", lw=0.9, gid=f"critical:{sel}")
             if full is not None:
@@ -221,7 +246,8 @@ def default_deltas(delta: float | None = None) -> np.ndarray:
 
 def plot_dr_curve(results: pd.DataFrame, *, deltas: Sequence[float] | None = None,
                   selector: str | Sequence[str] | None = None, delta: float | None = 0.9,
-                  interpolate: bool = False, n_boot: int = 1000, random_state=0, ncols: int = 3):
+                  interpolate: bool = False, n_boot: int = 1000, random_state=0, ncols: int = 3,
+                  select_on: str = "test"):
     """DR(delta) as delta varies: how much of the layer can go for each accuracy target.
 
     One panel per (model, dataset), one line per selector (a step function: DR is read off the tested
@@ -238,7 +264,7 @@ def plot_dr_curve(results: pd.DataFrame, *, deltas: Sequence[float] | None = Non
         Selectors; None means every subset selector in the table.
     delta : float or None, default 0.9
         The threshold to mark.
-    interpolate, n_boot, random_state
+    interpolate, n_boot, random_state, select_on
         As in :func:`critmass.metrics.dr_curve` (``n_boot=0`` draws no band).
 
     Returns
@@ -250,7 +276,7 @@ def plot_dr_curve(results: pd.DataFrame, *, deltas: Sequence[float] | None = Non
     df = check_table(results, ["selector"], name="results table")
     names = _subset_selectors(df, selector)
     curve = dr_curve(results, default_deltas(delta) if deltas is None else deltas, selector=names,
-                     interpolate=interpolate, n_boot=n_boot, random_state=random_state)
+                     interpolate=interpolate, n_boot=n_boot, random_state=random_state, select_on=select_on)
     styles = selector_styles(names)
     keys = panel_keys(curve)
     groups = dict(iter(curve.groupby(keys, sort=True)))
@@ -285,7 +311,8 @@ def plot_class_drops(per_class: pd.DataFrame, *, selector: str | None = None, nc
     One panel per (model, dataset): a thin grey line per class (mean over seeds), the mean over classes
     in the selector's colour and the most affected class (largest drop averaged over the tested
     fractions) in black. A mean close to 0 with a class far above it is the paper's "unintended
-    consequence": the average holds while some classes pay.
+    consequence": the average holds while some classes pay. The most affected class is labelled
+    with its name when the table has a ``class_name`` column (its index otherwise).
 
     Parameters
     ----------
@@ -305,6 +332,9 @@ def plot_class_drops(per_class: pd.DataFrame, *, selector: str | None = None, nc
     drops = class_drops(per_class, selector=sel)
     color = selector_styles([sel])[sel]["color"]
     keys = panel_keys(drops)
+    # The dataset's own class names ("Shirt") label the most affected class, when the table has them.
+    names = (drops.groupby([*keys, "class"])["class_name"].first().to_dict() if "class_name" in drops.columns
+             else {})
     groups = dict(iter(drops.groupby(keys, sort=True)))
     with _rc():
         fig, axes = new_figure(list(groups), ncols=ncols)
@@ -320,7 +350,7 @@ def plot_class_drops(per_class: pd.DataFrame, *, selector: str | None = None, nc
             worst = below.mean(axis=0).idxmax()
             ax.plot(by_class.index, by_class[worst], color="#000000", lw=1.2, marker="s",
                     label="most affected class", gid=f"worst:{worst}")
-            ax.annotate(f"class {worst}", (by_class.index[0], by_class[worst].iloc[0]), xytext=(3, 5),
+            ax.annotate(class_label(worst, names.get((*key, worst)) if names else None), (by_class.index[0], by_class[worst].iloc[0]), xytext=(3, 5),
                         textcoords="offset points", fontsize=7)
             ax.axhline(0.0, label="full layer (no drop)", gid="full", **FULL_STYLE)
             log_fraction_axis(ax)
@@ -347,7 +377,7 @@ def gini_table(per_class: pd.DataFrame) -> pd.DataFrame:
     from ..metrics import gini
 
     df = check_table(per_class, PER_CLASS_COLUMNS, name="per-class table")
-    cell = [*GROUP_KEYS, "selector", "fraction", "seed"]
+    cell = [*group_keys(df), "selector", "fraction", "seed"]
     rows = [{**dict(zip(cell, key)), "n_neurons": int(g["n_neurons"].max()), "n_classes": int(g["class"].nunique()),
              "gini": gini(g["accuracy"].to_numpy(float))}
             for key, g in df.groupby(cell, sort=True)]
@@ -379,13 +409,14 @@ def plot_gini(per_class: pd.DataFrame, *, selector: str | Sequence[str] | None =
 
 def _row_labels(res: pd.DataFrame) -> tuple[list[str], pd.Series]:
     """Heat-map rows: model (with layer / solver when they vary) and feature length, like Table 1."""
-    parts = ["model", *(k for k in ("layer", "solver") if res[k].nunique() > 1)]
+    parts = ["model", *(k for k in ("layer", "solver", "weights", "pooling") if k in res.columns
+                        and res[k].nunique() > 1)]
     label = res[parts].astype(str).agg(" | ".join, axis=1) + " (" + res["n_features"].astype(int).astype(str) + ")"
     return parts, label
 
 
 def plot_dr_heatmap(results: pd.DataFrame, *, delta: float = 0.9, selector: str | Sequence[str] | None = None,
-                    interpolate: bool = False):
+                    interpolate: bool = False, select_on: str = "test"):
     """DR(delta) across models (rows, with feature length) and datasets (columns): one panel per selector.
 
     Cells are annotated with their value; a model not probed on a dataset is left blank. The colour
@@ -400,6 +431,7 @@ def plot_dr_heatmap(results: pd.DataFrame, *, delta: float = 0.9, selector: str 
     selector : str, sequence of str or None
         Selectors (one panel each); None means every subset selector in the table.
     interpolate : bool, default False
+    select_on : {"test", "val"}, default "test"
         As in :func:`critmass.metrics.dr`.
 
     Returns
@@ -415,9 +447,9 @@ def plot_dr_heatmap(results: pd.DataFrame, *, delta: float = 0.9, selector: str 
 
     df = check_table(results, ["selector"], name="results table")
     names = _subset_selectors(df, selector)
-    res = dr(results, delta, selector=names, interpolate=interpolate, n_boot=0)
-    _, res["row"] = _row_labels(res)
-    rows = list(dict.fromkeys(res.sort_values(["model", "layer", "solver"])["row"]))
+    res = dr(results, delta, selector=names, interpolate=interpolate, n_boot=0, select_on=select_on)
+    parts, res["row"] = _row_labels(res)
+    rows = list(dict.fromkeys(res.sort_values(parts)["row"]))
     cols = sorted(res["dataset"].astype(str).unique())
     res["dataset"] = res["dataset"].astype(str)
     w = 1.2 + 0.75 * len(cols)

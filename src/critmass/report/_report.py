@@ -14,7 +14,9 @@ import pandas as pd
 
 from .._io import atomic_write_bytes
 from ..metrics import class_drops, dr, dr_curve, dr_table
-from ..metrics._common import GROUP_KEYS, check_delta, check_n_boot
+from ..metrics._common import check_delta, check_n_boot, class_label, group_keys
+from ..metrics._dr import check_select_on
+from ..metrics._table import table_notes
 from ._html import esc, html_figure, html_page, html_table
 from ._interpret import (
     interpret_accuracy,
@@ -108,7 +110,7 @@ def _as_run(run) -> RunData:
 
 
 def make_figures(run: RunData | str | os.PathLike, *, delta: float = 0.9, selector: str | None = None,
-                 n_boot: int = 1000, interpolate: bool = False, random_state=0) -> dict:
+                 n_boot: int = 1000, interpolate: bool = False, random_state=0, select_on: str = "test") -> dict:
     """Every report figure of a run, by name (the keys of :data:`FIGURES` the run has data for).
 
     CKA figures need ``cka.parquet``, per-class figures ``per_class.parquet``; the others need only
@@ -122,7 +124,7 @@ def make_figures(run: RunData | str | os.PathLike, *, delta: float = 0.9, select
     selector : str, optional
         The selector of the per-class drop figure; default 'random' if present, else the first subset
         selector. The other figures show every selector.
-    n_boot, interpolate, random_state
+    n_boot, interpolate, random_state, select_on
         As in :func:`critmass.metrics.dr_curve`.
 
     Returns
@@ -132,15 +134,16 @@ def make_figures(run: RunData | str | os.PathLike, *, delta: float = 0.9, select
     run = _as_run(run)
     delta = check_delta(delta)
     res = run.results
-    figs = {"accuracy_vs_fraction": plot_curves(res, metric="test_accuracy", delta=delta, ylabel="test accuracy")}
+    figs = {"accuracy_vs_fraction": plot_curves(res, metric="test_accuracy", delta=delta, ylabel="test accuracy",
+                                                select_on=select_on)}
     if run.cka is not None:
         figs["cka_vs_fraction"] = plot_cka(run.cka)
     figs["dr_vs_delta"] = plot_dr_curve(res, delta=delta, n_boot=n_boot, interpolate=interpolate,
-                                        random_state=random_state)
+                                        random_state=random_state, select_on=select_on)
     if run.per_class is not None:
         figs["class_drop_vs_fraction"] = plot_class_drops(run.per_class, selector=selector)
         figs["gini_vs_fraction"] = plot_gini(run.per_class)
-    figs["dr_heatmap"] = plot_dr_heatmap(res, delta=delta, interpolate=interpolate)
+    figs["dr_heatmap"] = plot_dr_heatmap(res, delta=delta, interpolate=interpolate, select_on=select_on)
     return figs
 
 
@@ -149,48 +152,66 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _critical_table(dr_long: pd.DataFrame, delta: float) -> pd.DataFrame:
-    extra = [k for k in ("layer", "solver") if dr_long[k].nunique() > 1]
+    extra = [k for k in ("layer", "solver", "weights", "pooling") if k in dr_long.columns and dr_long[k].nunique() > 1]
+    nominal = [("" if abs(n - f) < 1e-12 else f"{n:.3g}")
+               for f, n in zip(dr_long["critical_fraction"], dr_long["critical_fraction_nominal"])]
     t = pd.DataFrame({"model": dr_long["model"], "dataset": dr_long["dataset"],
                       **{k: dr_long[k] for k in extra}, "selector": dr_long["selector"],
                       "full accuracy": dr_long["full_accuracy"].map(_fmt),
-                      f"{delta:g} × full": (delta * dr_long["full_accuracy"]).map(_fmt),
+                      f"{delta:g} × full": dr_long["threshold"].map(_fmt),
                       "k* (neurons)": dr_long["critical_n_neurons"].astype(int).astype(str)
                       + " / " + dr_long["n_features"].astype(int).astype(str),
-                      "f*": dr_long["critical_fraction"].map(lambda v: f"{v:.3g}"),
+                      "f* = k*/width": dr_long["critical_fraction"].map(lambda v: f"{v:.3g}"),
+                      "nominal fraction": nominal,
+                      "test accuracy at f*": dr_long["test_accuracy_at_critical"].map(_fmt),
                       f"DR({delta:g})": dr_long["dr"].map(lambda v: f"{v:.2f}"),
                       "95% CI": [("" if pd.isna(lo) else f"[{lo:.2f}, {hi:.2f}]")
                                  for lo, hi in zip(dr_long["dr_ci_low"], dr_long["dr_ci_high"])],
+                      "n_seeds": dr_long["n_seeds"].astype(int).astype(str),
+                      "collapsed fractions": dr_long["collapsed_fractions"].astype(int).astype(str),
                       "reached": dr_long["reached"].map({True: "yes", False: "no"})})
     return t
 
 
 def _per_class_table(drops: pd.DataFrame, gtab: pd.DataFrame, dr_long: pd.DataFrame) -> pd.DataFrame:
-    """At each selector's critical fraction: mean and largest class drop, Gini of the subset and the full layer."""
+    """At each selector's critical mass k*: mean and largest class drop, Gini of the subset and the full layer.
+
+    Matched by number of neurons (fractions that round to the same k are one fit); the most affected
+    class is named by the dataset's own class name when the per-class table has one.
+    """
     rows = []
-    gmean = gtab.groupby([*GROUP_KEYS, "selector", "fraction"])["gini"].mean()
+    keys = [k for k in group_keys(drops) if k in dr_long.columns]
+    gkeys = [k for k in keys if k in gtab.columns]
+    gmean = gtab.groupby([*gkeys, "selector", "n_neurons"])["gini"].mean()
+    gfull = gtab[gtab["selector"] == "all"].groupby(gkeys)["gini"].mean()
+    named = "class_name" in drops.columns
     for _, r in dr_long[dr_long["reached"]].iterrows():
-        key = tuple(r[k] for k in GROUP_KEYS)
-        sub = drops[(drops[list(GROUP_KEYS)] == pd.Series(key, index=list(GROUP_KEYS))).all(axis=1)
-                    & (drops["selector"] == r["selector"])]
-        fracs = sub["fraction"].unique()
-        f = min((x for x in fracs if x >= r["critical_fraction"] - 1e-12), default=None)
-        if f is None:
+        key = tuple(r[k] for k in keys)
+        sub = drops[(drops[keys] == pd.Series(key, index=keys)).all(axis=1) & (drops["selector"] == r["selector"])]
+        sizes = sub["n_neurons"].unique()
+        k = min((x for x in sizes if x >= r["critical_n_neurons"] - 1e-9), default=None)
+        if k is None:
             continue
-        at = sub[sub["fraction"] == f].set_index("class")["drop"]
-        full_g = gmean.get((*key, "all", 1.0), float("nan"))
-        rows.append({"model": r["model"], "dataset": r["dataset"], "layer": r["layer"], "solver": r["solver"],
-                     "selector": r["selector"], "critical_fraction": f, "mean_class_drop": at.mean(),
-                     "max_class_drop": at.max(), "max_drop_class": at.idxmax(),
-                     "gini": gmean.get((*key, r["selector"], f)), "full_gini": full_g})
+        at = sub[sub["n_neurons"] == k].groupby("class")["drop"].mean()
+        worst = at.idxmax()
+        name = sub.loc[sub["class"] == worst, "class_name"].iloc[0] if named else None
+        gk = tuple(r[c] for c in gkeys)
+        rows.append({**{c: r[c] for c in keys}, "selector": r["selector"],
+                     "critical_n_neurons": int(k), "critical_fraction": float(r["critical_fraction"]),
+                     "mean_class_drop": at.mean(), "max_class_drop": at.max(),
+                     "max_drop_class": worst, "max_drop_class_name": class_label(worst, name),
+                     "gini": gmean.get((*gk, r["selector"], k)), "full_gini": gfull.get(gk if len(gk) > 1 else gk[0])})
     return pd.DataFrame(rows)
 
 
-_PC_NAMES = {"critical_fraction": "f*", "mean_class_drop": "mean class drop", "max_class_drop": "largest drop",
-             "max_drop_class": "most affected class", "gini": "Gini (subset)", "full_gini": "Gini (full layer)"}
+_PC_NAMES = {"critical_n_neurons": "k*", "critical_fraction": "f*", "mean_class_drop": "mean class drop",
+             "max_class_drop": "largest drop", "max_drop_class_name": "most affected class", "gini": "Gini (subset)",
+             "full_gini": "Gini (full layer)"}
 
 
 def _display(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.drop(columns=[k for k in ("layer", "solver") if k in df.columns and df[k].nunique() <= 1])
+    drop = [k for k in ("layer", "solver", "weights", "pooling") if k in df.columns and df[k].nunique() <= 1]
+    out = df.drop(columns=[*drop, "max_drop_class"])
     out = out.rename(columns=_PC_NAMES)
     for c in out.columns:
         if c == "f*":
@@ -215,7 +236,7 @@ def _report_versions() -> dict[str, str]:
 
 def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, out: str | os.PathLike | None = None,
                  formats=("png", "pdf"), selector: str | None = None, n_boot: int = 1000,
-                 interpolate: bool = False, random_state=0) -> Report:
+                 interpolate: bool = False, random_state=0, select_on: str = "test") -> Report:
     """Turn a run directory into figures, Table 1 and one self-contained ``report.html``.
 
     Writes, under ``out`` (default ``RUN_DIR/report``): ``figures/<name>.<fmt>`` for every figure of
@@ -245,6 +266,9 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
         Interpolated DR instead of the grid reading (see :func:`critmass.metrics.dr_curve`).
     random_state : int, default 0
         Seed of the bootstrap.
+    select_on : {"test", "val"}, default "test"
+        Read f* off the test curve (the paper's Table 1) or the validation curve (see
+        :func:`critmass.metrics.dr_curve`); Table 1, the marks, DR(δ) and the notes all follow it.
 
     Returns
     -------
@@ -267,16 +291,18 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     delta = check_delta(delta)
     formats = check_formats(formats)
     n_boot = check_n_boot(n_boot)
+    select_on = check_select_on(select_on)
     run = _as_run(run_dir)
     res = run.results
     primary = _primary_selector(res, selector)
     names = _subset_selectors(res, None)
-    dr_long = dr(res, delta, selector=names, interpolate=interpolate, n_boot=n_boot, random_state=random_state)
+    dr_long = dr(res, delta, selector=names, interpolate=interpolate, n_boot=n_boot, random_state=random_state,
+                 select_on=select_on)
 
     out = Path(out) if out is not None else run.path / "report"
     fig_dir, tab_dir = out / "figures", out / "tables"
     figures = make_figures(run, delta=delta, selector=primary, n_boot=n_boot, interpolate=interpolate,
-                           random_state=random_state)
+                           random_state=random_state, select_on=select_on)
     written: dict[str, list[Path]] = {}
     pngs: dict[str, bytes] = {}
     for name, fig in figures.items():
@@ -291,7 +317,7 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     # Tables.
     tables: dict[str, Path] = {}
     texts = {f"table1.{ext}": table1_text(res, fmt, delta=delta, selector=primary, interpolate=interpolate,
-                                          n_boot=n_boot, random_state=random_state)
+                                          n_boot=n_boot, random_state=random_state, select_on=select_on)
              for ext, fmt in (("md", "markdown"), ("tex", "latex"), ("csv", "csv"))}
     texts["critical_mass.csv"] = dr_long.to_csv(index=False)
     drops = gtab = None
@@ -306,7 +332,7 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
 
     # Notes per panel, from the same metrics the figures show.
     curve = dr_curve(res, default_deltas(delta), selector=names,
-                     interpolate=interpolate, n_boot=0)
+                     interpolate=interpolate, n_boot=0, select_on=select_on)
     notes = {"accuracy_vs_fraction": interpret_accuracy(res, dr_long, delta),
              "dr_vs_delta": interpret_dr_curve(curve, delta),
              "dr_heatmap": interpret_heatmap(dr_long, delta, primary)}
@@ -319,21 +345,25 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     html_path = out / "report.html"
     page = _page(run, delta=delta, primary=primary, names=names, dr_long=dr_long, pngs=pngs, notes=notes,
                  written=written, out=out, n_boot=n_boot, interpolate=interpolate, random_state=random_state,
-                 pc_table=None if drops is None else pc_table)
+                 pc_table=None if drops is None else pc_table, select_on=select_on)
     atomic_write_bytes(html_path, page.encode("utf-8"))
     return Report(out=out, html=html_path, figures=written, tables=tables, seconds=time.perf_counter() - t0)
 
 
 def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written, out, n_boot, interpolate,
-          random_state, pc_table) -> str:
+          random_state, pc_table, select_on="test") -> str:
     res = run.results
     sections = []
 
-    t1 = dr_table(res, delta, selector=primary, interpolate=interpolate, spread="ci" if n_boot else "std",
-                  n_boot=n_boot, random_state=random_state)
+    spread = "ci" if n_boot else "std"
+    t1 = dr_table(res, delta, selector=primary, interpolate=interpolate, spread=spread,
+                  n_boot=n_boot, random_state=random_state, select_on=select_on)
+    t1_notes = table_notes(res, dr_long[dr_long["selector"] == primary], selector=primary, spread=spread,
+                           select_on=select_on)
     sections.append(("sec-table1", "Table 1", '<section id="sec-table1"><h2>Table 1: diffused redundancy</h2>'
                      + html_table(t1, table_id="table1", caption=table1_caption(
-                         delta, primary, interpolate=interpolate, spread="ci" if n_boot else "std"))
+                         delta, primary, interpolate=interpolate, spread=spread, select_on=select_on))
+                     + "".join(f'<p class="cm-note">Note: {esc(n)}.</p>' for n in t1_notes)
                      + "<p>Also as " + ", ".join(f"tables/table1.{e}" for e in ("md", "tex", "csv")) + ".</p></section>"))
 
     for name, png in pngs.items():
@@ -349,14 +379,18 @@ def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written,
 
     body = ('<section id="sec-tables"><h2>Critical mass per selector</h2>'
             + html_table(_critical_table(dr_long, delta), table_id="critical-mass",
-                         caption=f"k*: smallest tested subset whose mean accuracy reaches {delta:g} × full; "
-                                 "f* = k* / width; DR = 1 − f*. Also as tables/critical_mass.csv.")
+                         caption=f"k*: smallest tested subset whose mean {select_on} accuracy reaches {delta:g} × "
+                                 "full; f* = k* / width (the fraction of neurons actually used; nominal fraction: "
+                                 "the smallest requested fraction that gave k*, shown where it differs); DR = 1 − f*; "
+                                 "collapsed fractions: requested fractions that rounded to an already tested k (one "
+                                 "fit, counted once); with n_seeds seeds a bootstrap CI takes at most "
+                                 "C(2·n_seeds − 1, n_seeds) distinct values. Also as tables/critical_mass.csv.")
             + "</section>")
     sections.append(("sec-tables", "Critical mass", body))
     if pc_table is not None and len(pc_table):
         sections.append(("sec-per-class", "Per-class", '<section id="sec-per-class"><h2>Per-class consequences at '
                          "the critical mass</h2>" + html_table(_display(pc_table), table_id="per-class",
-                         caption="At each selector's critical fraction f*: drop of the class accuracies from the "
+                         caption="At each selector's critical mass k*: drop of the class accuracies from the "
                                  "full layer (mean over classes, largest) and the Gini of the class accuracies. "
                                  "Also as tables/per_class.csv.") + "</section>"))
 
@@ -366,7 +400,7 @@ def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written,
                        "version": list(versions.values()) + list(report_versions.values())})
     cfg = "".join(f"<h3>{esc(label)}</h3><pre>{esc(text)}</pre>" for label, text in run.config.items())
     report_cfg = json.dumps({"delta": delta, "selector": primary, "n_boot": n_boot, "interpolate": interpolate,
-                             "random_state": random_state}, indent=2)
+                             "random_state": random_state, "select_on": select_on}, indent=2)
     sections.append(("sec-config", "Config & versions", '<section id="sec-config"><h2>Config and versions</h2>'
                      + html_table(vt, table_id="versions",
                                   caption="Package versions (report: those that made this page)")

@@ -56,10 +56,12 @@ def order_selectors(selectors: Iterable[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
-def panel_keys(df: pd.DataFrame, extra: Sequence[str] = ("layer", "solver", "split")) -> list[str]:
+def panel_keys(df: pd.DataFrame, extra: Sequence[str] = ("layer", "solver", "weights", "pooling", "split")
+               ) -> list[str]:
     """(model, dataset) plus whichever of ``extra`` varies within one (model, dataset).
 
-    A layer or solver that is constant per model and dataset would only lengthen every title.
+    A layer or solver that is constant per model and dataset would only lengthen every title; two
+    checkpoints of one architecture (the ``weights`` column) get two panels.
     """
     keys = ["model", "dataset"]
     for k in extra:
