@@ -105,6 +105,20 @@ def test_small_sweep_end_to_end(first_run):
     assert len(dr(results, 0.9, n_boot=0)) == 4  # the merged table feeds the metrics stage as is
 
 
+def test_progress_in_driver_log_and_extraction_logs(first_run):
+    """Issue 11 item 17: units done / total with an ETA in the driver, images/s for each extraction."""
+    import re
+
+    text = (first_run.run_dir / "logs" / "sweep.log").read_text()
+    total = len(first_run.plan.units)
+    done = [int(m) for m in re.findall(rf"\[(\d+)/{total}(?:, ETA [^\]]+)?\] ", text)]
+    assert done and max(done) == total and re.search(rf"\[\d+/{total}, ETA \d", text), text[-2000:]
+    assert re.search(r"\d+ images/s", text)
+    ext_logs = list((first_run.run_dir / "logs" / "extract").glob("*.log"))
+    assert ext_logs and all(re.search(r"extracted \w+: \d+ images in [\d.]+ s, [\d.]+ images/s", p.read_text())
+                            for p in ext_logs)
+
+
 def test_rerun_skips_every_unit(first_run):
     before = {p: p.stat().st_mtime_ns for p in first_run.run_dir.glob("shards/*/*/status.json")}
     again = run_sweep(first_run.plan.config, workers=2)

@@ -1,8 +1,9 @@
 """Three backends behind one small interface: local processes, Ray tasks, Submitit (Slurm) job arrays.
 
 An executor takes units (:meth:`Executor.submit`) and hands back the status of finished ones
-(:meth:`Executor.wait`); the driver decides what to submit next. No scheduling logic lives here:
-``concurrent.futures``, Ray and Submitit do the placement. Every backend runs the same worker
+(:meth:`Executor.wait`); the driver decides what to submit next. Ray and Submitit do the placement;
+the local executor places units itself: at most one extraction per GPU (one on a CPU-only machine),
+analysis units on the remaining workers. Every backend runs the same worker
 function, :func:`critmass.sweep._units.execute_unit`, which writes the unit's shard itself; a worker
 that dies without writing (killed, out of memory, Slurm timeout) is recorded as failed by the driver.
 """
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 
 from .._io import atomic_write_json
@@ -88,12 +90,25 @@ class Executor:
         return False
 
 
+def _local_gpus(device: str) -> list[str]:
+    """The CUDA devices local extraction units may use: one concurrent extraction each."""
+    if device.startswith("cuda:"):
+        return [device]
+    if device not in ("auto", "cuda"):
+        return []
+    import torch
+
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
 class LocalExecutor(Executor):
     """Worker processes on this machine (``concurrent.futures``, spawn context).
 
     ``workers=1`` runs the units one by one in this process (no start-up cost, easy to debug). With
-    several workers each process gets ``cores // workers`` torch threads, so together they use every
-    core without oversubscribing it.
+    several workers, at most one extraction runs per GPU (each with its DataLoader workers), and one at
+    a time on a CPU-only machine, where it gets every core; analysis units, ``cores // workers`` torch
+    threads each, fill the other workers. Extractions are started first: they unlock the analysis.
+    Workers die with the driver, also when it is killed.
     """
 
     name = "local"
@@ -103,8 +118,15 @@ class LocalExecutor(Executor):
         if self.workers < 1:
             raise ConfigError(f"workers must be a positive integer; got {workers!r}")
         self._queue: collections.deque[Unit] = collections.deque()
+        self._extract_queue: collections.deque[Unit] = collections.deque()
         self._futures: dict[Future, Unit] = {}
+        self._slots: dict[Future, int] = {}  # running extraction -> its GPU slot
         self._pool: ProcessPoolExecutor | None = None
+        self._gpus: list[str] = []
+
+    def start(self, run_dir: Path, *, device: str = "auto") -> None:
+        super().start(run_dir, device=device)
+        self._gpus = _local_gpus(device) if self.workers > 1 else []
 
     def describe(self) -> str:
         return f"local, {self.workers} worker{'s' if self.workers > 1 else ''}"
@@ -112,48 +134,79 @@ class LocalExecutor(Executor):
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
-            # spawn, not fork: the driver may hold torch's thread pools, which do not survive a fork
+            # spawn, not fork: the driver may hold torch's thread pools, which do not survive a fork.
+            # os.getpid(): workers watch this pid and die with the driver.
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                             initializer=init_local_worker, initargs=(threads,))
+                                             initializer=init_local_worker, initargs=(threads, os.getpid()))
         return self._pool
 
     def submit(self, units: Sequence[Unit]) -> None:
         if self.workers == 1:
             self._queue.extend(units)
             return
-        pool = self._get_pool()
         for u in units:
-            self._futures[pool.submit(execute_unit, u, str(self.run_dir))] = u
+            (self._extract_queue if u.kind == "extract" else self._queue).append(u)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand queued units to free workers: extractions first, while a GPU slot is free."""
+        n_slots = max(1, len(self._gpus))
+        while len(self._futures) < self.workers:
+            free = sorted(set(range(n_slots)) - set(self._slots.values()))
+            if self._extract_queue and free:
+                unit, slot = self._extract_queue.popleft(), free[0]
+                if len(self._gpus) > 1 and unit.params.get("device") in ("auto", "cuda"):
+                    unit = replace(unit, params={**unit.params, "device": self._gpus[slot]})
+                cores = os.cpu_count() or 1
+                # CPU-only: the one extraction decodes and runs the model on every core
+                threads = max(1, cores // self.workers) if self._gpus else cores
+            elif self._queue:
+                unit, slot, threads = self._queue.popleft(), None, None
+            else:
+                return
+            # submit() from this (the driver's main) thread: spawned workers are its children, which
+            # their parent-death signal needs (it fires when the spawning thread exits).
+            fut = self._get_pool().submit(execute_unit, unit, str(self.run_dir), threads)
+            self._futures[fut] = unit
+            if slot is not None:
+                self._slots[fut] = slot
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + len(self._futures)
+        return len(self._queue) + len(self._extract_queue) + len(self._futures)
 
     def wait(self) -> list[dict]:
         if self.workers == 1:
             return [execute_unit(self._queue.popleft(), self.run_dir)] if self._queue else []
+        if not self._futures:
+            self._dispatch()
         done, _ = futures_wait(list(self._futures), return_when=FIRST_COMPLETED)
+        broken = any(isinstance(f.exception(), BrokenProcessPool) for f in done)
+        if broken:  # a worker died (killed, out of memory): the pool fails every unit it holds, in a moment
+            more, _ = futures_wait(list(self._futures), timeout=10)
+            done = set(self._futures) if len(more) < len(self._futures) else more
         out = []
-        broken = False
         for fut in done:
             unit = self._futures.pop(fut)
+            self._slots.pop(fut, None)
             try:
-                out.append(fut.result())
-            except BrokenProcessPool as exc:
-                broken = True
+                out.append(fut.result(timeout=0))
+            except Exception as exc:  # noqa: BLE001 - broken pool, a result that cannot be unpickled
                 out.append(_crashed(unit, self.run_dir, exc))
-            except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled
-                out.append(_crashed(unit, self.run_dir, exc))
-        if broken:  # a worker died (killed, out of memory): later units get a fresh pool
+        if broken:  # later units get a fresh pool
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        self._dispatch()
         return out
 
     def close(self, *, cancel: bool = False) -> None:
         self._queue.clear()
+        self._extract_queue.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
             self._pool = None
+        self._futures.clear()
+        self._slots.clear()
 
 
 class RayExecutor(Executor):

@@ -2,9 +2,10 @@
 
 Three unit kinds, two stages:
 
-* :class:`ExtractUnit`, one per (model, layer, dataset) with all of the dataset's splits: the
-  GPU-heavy forward passes, written into the shared feature cache once and read by every analysis
-  unit of that extraction.
+* :class:`ExtractUnit`, one per feature-cache entry (model, layer, dataset and what selects its
+  samples) with the union of the splits its datasets ask for: the GPU-heavy forward passes, written
+  into the shared feature cache once and read by every analysis unit of that entry. Keyed like the
+  entry it writes, so two units of a sweep never write the same entry at once.
 * :class:`ProbeUnit`, one per (extraction, solver, selector, seed) holding every fraction (the
   probes of one seed's nested subsets share one fit); a deterministic selector (all, prefix, pca,
   pca-least, norm-*) is one unit recorded with the first seed. Per-seed units give a cluster many
@@ -14,8 +15,8 @@ Three unit kinds, two stages:
   expensive part.
 
 A unit's key hashes everything that determines its output (for analysis units that includes the
-extraction's key) and the critmass version; labels (``name:``), devices, batch sizes and the
-executor are not part of it. A unit is done when its shard directory holds a ``status.json`` with
+identity of the features they read, with their dataset entry's own splits) and the critmass version;
+labels (``name:``), devices, batch sizes and the executor are not part of it. A unit is done when its shard directory holds a ``status.json`` with
 ``status: ok`` (written last, atomically), so a re-run skips it, a changed config gives changed keys
 only to the units it changes, and a killed sweep resumes with the units that had not finished.
 """
@@ -26,7 +27,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -153,9 +154,9 @@ class Plan:
         CKA cells (selector x size x seed) of the whole grid."""
         cfg = self.config
         sizes = len(cfg.fractions) + len(cfg.n_neurons or [])
-        n_ext = len(self.of_kind("extract"))
+        n_feature_sets = sum(len(m.layers) for m in cfg.models) * len(cfg.datasets)  # one full-layer probe each
         probes = sum(sizes * len(u.params["seeds"]) for u in self.of_kind("probe"))
-        probes += n_ext * len(cfg.solvers)
+        probes += n_feature_sets * len(cfg.solvers)
         cells = sum(sizes * len(cfg.seeds) * len(u.params["selectors"]) for u in self.of_kind("cka"))
         return {"probes": probes, "cka_cells": cells}
 
@@ -215,12 +216,13 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
     n_neurons = sorted({int(k) for k in cfg.n_neurons}) if cfg.n_neurons else None
     probe_opts = {k: v for k, v in cfg.probes.model_dump(mode="json").items() if k != "device"}
 
-    units: list[Unit] = []
+    extracts: dict[str, Unit] = {}  # cache-entry key -> its one extraction unit
     analysis: list[Unit] = []
     seen: dict[str, tuple] = {}
     for i, m in enumerate(cfg.models):
         for layer in m.layers:
             for j, d in enumerate(cfg.datasets):
+                # The features this dataset entry reads (as before: the analysis keys of finished runs stay).
                 ext_id = {
                     "model": m.spec, "weights": str(m.weights) if m.weights else None,
                     "weights_stamp": _weights_stamp(m.weights), "pretrained": m.pretrained, "pooling": m.pooling,
@@ -230,43 +232,59 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     "val_fraction": d.val_fraction if "val" in d.splits else None,
                     "dtype": cfg.dtype, "amp": cfg.amp, "libs": libs,
                 }
-                ekey = unit_key("extract", ext_id)
-                if ekey in seen:  # two entries that differ only in name / batch size: one would shadow the other
-                    (i0, j0) = seen[ekey]
+                fid = unit_key("extract", ext_id)
+                if fid in seen:  # two entries that differ only in name / batch size: one would shadow the other
+                    (i0, j0) = seen[fid]
                     path, other = (("models", i), f"models[{i0}]") if i != i0 else (("datasets", j), f"datasets[{j0}]")
                     raise cfg.error(path, f"gives the same features as {other} (only names or batch sizes differ); "
                                     "remove one of them")
-                seen[ekey] = (i, j)
+                seen[fid] = (i, j)
+                ekey = unit_key("extract", _entry_identity(m, d, layer, cfg, libs))
                 where = f"{m.label} | {d.label} | {layer}"
-                units.append(ExtractUnit(
-                    kind="extract", key=ekey, label=f"extract {where}", model=m.label, dataset=d.label, layer=layer,
-                    params={
-                        "model": m.spec, "dataset": d.spec, "layer": layer, "split": list(d.splits),
-                        "cache": str(cfg.cache) if cfg.cache else None, "data_root": str(d.root) if d.root else None,
-                        "download": d.download, "weights": str(m.weights) if m.weights else None,
-                        "pretrained": m.pretrained, "pooling": m.pooling, "image_size": m.image_size,
-                        "max_samples": d.max_samples, "seed": d.seed, "val_fraction": d.val_fraction,
-                        "batch_size": m.batch_size or cfg.batch_size, "num_workers": cfg.num_workers,
-                        "device": cfg.device, "dtype": cfg.dtype, "amp": cfg.amp,
-                    }))
+                ext = extracts.get(ekey)
+                if ext is None:
+                    extracts[ekey] = ExtractUnit(
+                        kind="extract", key=ekey, label=f"extract {where}", model=m.label, dataset=d.label,
+                        layer=layer, params={
+                            "model": m.spec, "dataset": d.spec, "layer": layer, "split": list(d.splits),
+                            "cache": str(cfg.cache) if cfg.cache else None,
+                            "data_root": str(d.root) if d.root else None, "download": d.download,
+                            "weights": str(m.weights) if m.weights else None, "pretrained": m.pretrained,
+                            "pooling": m.pooling, "image_size": m.image_size, "max_samples": d.max_samples,
+                            "seed": d.seed, "val_fraction": d.val_fraction,
+                            "batch_size": m.batch_size or cfg.batch_size, "num_workers": cfg.num_workers,
+                            "device": cfg.device, "dtype": cfg.dtype, "amp": cfg.amp,
+                        })
+                else:  # another dataset entry of the same cache entry: one unit extracts the union of splits
+                    p = dict(ext.params, split=[*ext.params["split"], *(s for s in d.splits
+                                                                     if s not in ext.params["split"])],
+                             download=ext.params["download"] or d.download)
+                    names = ext.dataset.split(", ")
+                    if d.label not in names:
+                        names.append(d.label)
+                    extracts[ekey] = replace(ext, dataset=", ".join(names), params=p,
+                                             label=f"extract {m.label} | {', '.join(names)} | {layer}")
                 for solver in cfg.solvers:
                     for sel in cfg.selectors:
                         fixed = make_selector(sel).deterministic  # fitted once: one unit, first seed
                         for seed_group in ([seeds[:1]] if fixed else [[s] for s in seeds]):
-                            pid = {"extract": ekey, "solver": solver, "selector": sel, "seeds": seed_group,
+                            pid = {"extract": fid, "solver": solver, "selector": sel, "seeds": seed_group,
                                    "fractions": fractions, "n_neurons": n_neurons, **probe_opts}
                             seed_txt = "" if fixed else f" seed {seed_group[0]}"
                             analysis.append(ProbeUnit(
                                 kind="probe", key=unit_key("probe", pid), extract_key=ekey,
                                 label=f"probe {where} | {solver} {sel}{seed_txt}", model=m.label, dataset=d.label,
-                                layer=layer, params={**pid, "device": cfg.probes.device}))
+                                layer=layer, params={**pid, "device": cfg.probes.device, "splits": list(d.splits)}))
                 if cfg.cka.enabled:
-                    cid = {"extract": ekey, "selectors": cfg.cka_selectors, "fractions": fractions,
+                    cid = {"extract": fid, "selectors": cfg.cka_selectors, "fractions": fractions,
                            "n_neurons": n_neurons, "seeds": seeds, "debiased": cfg.cka.debiased,
-                           "split": cfg.cka.split, "on_constant": cfg.cka.on_constant}
+                           "split": cfg.cka.split, "on_constant": cfg.cka.on_constant,
+                           # the selectors are fitted on the probes' fit rows: same subsets as the probes
+                           "val_fraction": cfg.probes.val_fraction, "val_seed": cfg.probes.val_seed}
                     analysis.append(CkaUnit(kind="cka", key=unit_key("cka", cid), extract_key=ekey,
                                             label=f"cka {where} | {', '.join(cfg.cka_selectors)}", model=m.label,
                                             dataset=d.label, layer=layer, params=cid))
+    units: list[Unit] = list(extracts.values())
     units += analysis
 
     state: dict[str, str] = {}
@@ -286,6 +304,26 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
             state[u.key] = "todo"
             entries.pop(u.key, None)
     return Plan(config=cfg, run_dir=run_dir, units=units, state=state, entries=entries)
+
+
+def _entry_identity(m, d, layer: str, cfg: SweepConfig, libs: dict) -> dict:
+    """What selects the feature-cache entry a (model, layer, dataset entry) is extracted into.
+
+    Dataset entries that differ only in which of train / test they list share one entry (and one
+    extraction unit); a carved val split changes train (it is held out of it), so asking for val is part
+    of the identity, with the fraction and seed that carve it. The sample seed counts only with
+    ``max_samples``, as in the cache. Every other option of the model and dataset entries counts, so a
+    new option is never silently shared.
+    """
+    model = m.model_dump(mode="json", exclude={"name", "layers", "batch_size"})
+    if m.weights:
+        model["pretrained"] = None  # ignored with a weights file
+    model["weights_stamp"] = _weights_stamp(m.weights)
+    data = d.model_dump(mode="json", exclude={"name", "splits", "download", "seed", "val_fraction"})
+    data["sample_seed"] = d.seed if d.max_samples else None
+    data["val"] = [d.val_fraction, d.seed] if "val" in d.splits else None
+    return {"entry": 1, "model": model, "layer": layer, "dataset": data, "dtype": cfg.dtype, "amp": cfg.amp,
+            "libs": libs}
 
 
 def _check_layers(cfg: SweepConfig) -> None:

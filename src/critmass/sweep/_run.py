@@ -33,7 +33,7 @@ from ..exceptions import ConfigError
 from ._config import SweepConfig, load_config
 from ._executors import Executor, make_executor
 from ._plan import STATUS_FILE, Plan, Unit, plan_sweep
-from ._units import failed_status, log_to_file
+from ._units import _fmt_eta, failed_status, log_to_file, pause_point
 
 __all__ = ["CKA_KEYS", "RESULT_KEYS", "SweepResult", "merge_shards", "run_sweep"]
 
@@ -43,6 +43,8 @@ log = logging.getLogger("critmass.sweep")
 RESULT_KEYS = ["model", "dataset", "layer", "selector", "fraction", "n_neurons", "seed", "solver"]
 #: Columns that identify a CKA cell.
 CKA_KEYS = ["model", "dataset", "layer", "split", "selector", "fraction", "n_neurons", "seed"]
+#: How often the driver re-runs units whose shards it cannot read before it records them as failed.
+_MERGE_RETRIES = 2
 
 
 @dataclass
@@ -136,26 +138,55 @@ def merge_shards(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     into the tables. Rows get the config's model and dataset names, a ``unit`` column (the shard key)
     and, for probe weights, paths relative to the run directory. Every probe unit also fits the full
     layer (``selector='all'``); one such row per (model, dataset, layer, solver) is kept.
+
+    A shard that cannot be read (e.g. torn by a crash of the machine) is not skipped silently: its unit
+    is marked not done (``plan.state`` becomes ``'todo'``, its status file is set aside) and left out,
+    with a warning; :func:`run_sweep` re-runs such units and merges again.
     """
+    tables, _ = _merge(plan)
+    return tables
+
+
+def _unreadable(plan: Plan, unit: Unit, exc: BaseException) -> None:
+    """Mark a finished unit whose shard cannot be read as not done, so the driver runs it again."""
+    status = unit.shard_dir(plan.run_dir) / STATUS_FILE
+    with contextlib.suppress(OSError):
+        status.replace(status.with_name("status.unreadable.json"))  # kept for the post-mortem
+    plan.state[unit.key] = "todo"
+    log.warning("shard of %s [%s] cannot be read (%s: %s); it runs again", unit.label, unit.key,
+                type(exc).__name__, " ".join(str(exc).split())[:300])
+
+
+def _merge(plan: Plan) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], list[Unit]]:
+    """:func:`merge_shards` and the units whose shards could not be read (now ``todo``)."""
     from ..probes import PER_CLASS_COLUMNS, RESULT_COLUMNS
     from ..similarity import CKA_COLUMNS
 
     run_dir = plan.run_dir
     res, pcs, ckas = [], [], []
+    bad: list[Unit] = []
     for u in plan.units:
         if u.kind == "extract" or plan.state.get(u.key) != "done":
             continue
         shard = u.shard_dir(run_dir)
         rel = shard.relative_to(run_dir).as_posix()
+        try:
+            if u.kind == "probe":
+                r = pd.read_parquet(shard / "results.parquet")
+                pc = pd.read_parquet(shard / "per_class.parquet")
+            else:
+                ck = pd.read_parquet(shard / "cka.parquet")
+        except Exception as exc:  # noqa: BLE001 - missing, truncated, not parquet: any reason re-runs it
+            _unreadable(plan, u, exc)
+            bad.append(u)
+            continue
         if u.kind == "probe":
-            r = pd.read_parquet(shard / "results.parquet")
-            pc = pd.read_parquet(shard / "per_class.parquet")
             if "weights_file" in r:
                 r["weights_file"] = [f"{rel}/{p}" if isinstance(p, str) and p else p for p in r["weights_file"]]
             res.append(r.assign(model=u.model, dataset=u.dataset, unit=u.key))
             pcs.append(pc.assign(model=u.model, dataset=u.dataset, unit=u.key))
         else:
-            ckas.append(pd.read_parquet(shard / "cka.parquet").assign(model=u.model, dataset=u.dataset, unit=u.key))
+            ckas.append(ck.assign(model=u.model, dataset=u.dataset, unit=u.key))
 
     if res:
         results = pd.concat(res, ignore_index=True)
@@ -175,7 +206,7 @@ def merge_shards(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             cka[col] = cka[col].astype("string")
     else:
         cka = pd.DataFrame(columns=[*CKA_COLUMNS, "unit"])
-    return results, per_class, cka
+    return (results, per_class, cka), bad
 
 
 def _apply_overrides(cfg: SweepConfig, executor, workers, address) -> SweepConfig:
@@ -267,8 +298,20 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
             log.info(line)
         backend = make_executor(executor, cfg.executor, workers=workers, address=address)
         ran, statuses = _execute(plan, backend, cfg.device, say)
-        results, per_class, cka = merge_shards(plan)
+        (results, per_class, cka), bad = _merge(plan)
+        for _ in range(_MERGE_RETRIES):
+            if not bad:
+                break
+            say(f"{len(bad)} finished unit(s) have unreadable shards; running them again")
+            more_ran, more_statuses = _execute(plan, backend, cfg.device, say, units=bad)
+            ran += [k for k in more_ran if k not in ran]
+            statuses.update(more_statuses)
+            (results, per_class, cka), bad = _merge(plan)
+        for u in bad:  # unreadable again right after a re-run: a failure, never a silent gap
+            statuses[u.key] = failed_status(u, "its shard cannot be read after it was run again")
+            plan.state[u.key] = "failed"
         _write_parquet(run_dir / "results.parquet", results)
+        pause_point("merge", run_dir)  # tests kill the driver here: one table new, the others old
         _write_parquet(run_dir / "per_class.parquet", per_class)
         _write_parquet(run_dir / "cka.parquet", cka)
         failures = [{"label": u.label, "key": u.key, "kind": u.kind, "error": statuses[u.key].get("error"),
@@ -290,11 +333,16 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
     return result
 
 
-def _execute(plan: Plan, backend: Executor, device: str, say) -> tuple[list[str], dict[str, dict]]:
+def _execute(plan: Plan, backend: Executor, device: str, say, units: list[Unit] | None = None
+             ) -> tuple[list[str], dict[str, dict]]:
     """Submit extractions and every analysis unit whose features are ready; release the rest as
-    their extraction finishes. Returns the keys run and the status of every unit attempted."""
+    their extraction finishes. ``units``: these (default: every unit not done). Returns the keys run and
+    the status of every unit attempted."""
     run_dir = plan.run_dir
-    todo = plan.todo
+    todo = plan.todo if units is None else list(units)
+    if units is not None:  # an analysis unit whose features are gone needs its extraction again
+        need = {u.extract_key for u in todo if u.kind != "extract" and plan.state.get(u.extract_key) != "done"}
+        todo = [u for u in plan.units if u.key in need and u not in todo] + todo
     waiting: dict[str, list[Unit]] = {}
     first: list[Unit] = []
     for u in todo:
@@ -312,6 +360,7 @@ def _execute(plan: Plan, backend: Executor, device: str, say) -> tuple[list[str]
     by_key = {u.key: u for u in plan.units}
     backend.start(run_dir, device=device)
     say(f"running {total} unit(s) on {backend.describe()}")
+    progress = _Progress(total)
     with backend:
         backend.submit(first)
         while backend.pending:
@@ -321,8 +370,9 @@ def _execute(plan: Plan, backend: Executor, device: str, say) -> tuple[list[str]
                 statuses[unit.key] = st
                 ok = st.get("status") == "ok"
                 plan.state[unit.key] = "done" if ok else "failed"
-                _echo_unit(say, len(ran), total, unit, st)
+                _echo_unit(say, progress, unit, st)
                 if unit.kind != "extract":
+                    pause_point(unit.kind, run_dir)  # tests kill the driver here: other units still running
                     continue
                 deps = waiting.pop(unit.key, [])
                 if ok:
@@ -335,14 +385,34 @@ def _execute(plan: Plan, backend: Executor, device: str, say) -> tuple[list[str]
                     ran.append(d.key)
                     statuses[d.key] = dst
                     plan.state[d.key] = "failed"
-                    _echo_unit(say, len(ran), total, d, dst)
+                    _echo_unit(say, progress, d, dst)
     return ran, statuses
 
 
-def _echo_unit(say, i: int, total: int, unit: Unit, st: dict) -> None:
+class _Progress:
+    """Units done / total and an ETA from the mean time per finished unit so far."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def step(self) -> str:
+        self.done += 1
+        left = self.total - self.done
+        if not left:
+            return f"{self.done}/{self.total}"
+        elapsed = time.perf_counter() - self.t0
+        return f"{self.done}/{self.total}, ETA {_fmt_eta(elapsed / self.done * left)}"
+
+
+def _echo_unit(say, progress: _Progress, unit: Unit, st: dict) -> None:
     ok = st.get("status") == "ok"
+    where = progress.step()
     secs = st.get("seconds")
-    tail = f" ({secs:.1f} s)" if isinstance(secs, (int, float)) else ""
+    facts = [f"{secs:.1f} s"] if isinstance(secs, (int, float)) else []
+    speeds = st.get("images_per_s") or {}
+    if speeds:
+        facts.append(", ".join(f"{name} {v:.0f} images/s" for name, v in speeds.items()))
+    tail = f" ({'; '.join(facts)})" if facts else ""
     if not ok:
         tail += f": {st.get('error')}"
-    say(f"[{i:>{len(str(total))}}/{total}] {'ok' if ok else 'FAILED':<6} {unit.label}{tail}")
+    say(f"[{where}] {'ok' if ok else 'FAILED':<6} {unit.label}{tail}")

@@ -21,7 +21,7 @@ from .._io import atomic_path, atomic_write_json
 from ..exceptions import CritmassError
 from ._plan import STATUS_FILE, Unit
 
-__all__ = ["execute_unit", "failed_status", "init_local_worker", "set_threads"]
+__all__ = ["execute_unit", "failed_status", "init_local_worker", "pause_point", "set_threads"]
 
 log = logging.getLogger("critmass.sweep")
 
@@ -35,8 +35,14 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
-def init_local_worker(threads: int | None) -> None:
-    """Initializer of local pool workers: torch threads, and the platform's default start method.
+def init_local_worker(threads: int | None, parent: int | None = None) -> None:
+    """Initializer of local pool workers: die with the driver, torch threads, the default start method.
+
+    A driver killed with SIGKILL cannot shut its pool down, and idle workers would wait on their queue
+    forever (holding their memory), while busy ones would race the resumed sweep for the same files.
+    So the kernel kills a worker when the driver dies (Linux ``PR_SET_PDEATHSIG``), and a watchdog
+    thread checks the parent pid (other platforms, and a parent gone before the initializer ran).
+    DataLoader workers of an extraction watch their own parent (this worker) and exit after it.
 
     A spawned worker inherits ``spawn`` as its default start method, which would make the
     DataLoader inside an extraction pickle the dataset (and its transforms) for every loader
@@ -44,8 +50,52 @@ def init_local_worker(threads: int | None) -> None:
     """
     import multiprocessing
 
+    if parent is not None:
+        _die_with_parent(parent)
     multiprocessing.set_start_method(None, force=True)
     set_threads(threads)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Kill this process when ``parent`` (the pid of the process that started it) exits."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        # The signal fires when the thread that forked this process exits. ProcessPoolExecutor spawns its
+        # workers from the thread calling submit() (the driver's main thread: see LocalExecutor), so it
+        # fires when the driver process exits. Best effort: the watchdog below covers any failure.
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    if os.getppid() != parent:  # the driver died before the signal was armed
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+    threading.Thread(target=watch, name="critmass-parent-watchdog", daemon=True).start()
+
+
+def pause_point(name: str, run_dir) -> None:
+    """Test hook: with ``CRITMASS_SWEEP_PAUSE_AT=name`` write ``RUN_DIR/.paused-<name>`` and sleep.
+
+    Lets the crash tests kill the driver at an exact point: ``probe`` / ``cka`` once such a unit has
+    finished (its workers still running others), ``merge`` between two of the run's tables.
+    """
+    if os.environ.get("CRITMASS_SWEEP_PAUSE_AT") != name:
+        return
+    marker = Path(run_dir) / f".paused-{name}"
+    marker.write_text(str(os.getpid()))
+    time.sleep(float(os.environ.get("CRITMASS_SWEEP_PAUSE_S", "600")))
 
 
 def failed_status(unit: Unit, error: str, *, tb: str | None = None, seconds: float = float("nan")) -> dict:
@@ -93,21 +143,95 @@ def _unit_log(path: Path):
     return log_to_file(path, ("critmass", "py.warnings"), capture_warnings=True)
 
 
+def _fmt_eta(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+class _ExtractProgress:
+    """Log the progress of this unit's extraction (rows, images/s, ETA) every ``every_s`` seconds.
+
+    Reads the ``progress.json`` the cache writer keeps per batch in the entry's split directories (the
+    entry's key is known only inside :func:`critmass.features.extract`, so the directories of this
+    dataset and layer changed since the unit started are watched).
+    """
+
+    def __init__(self, unit: Unit, every_s: float = 10.0):
+        import threading
+
+        from ..features._extract import _slug, default_cache_dir
+
+        p = unit.params
+        cache = Path(p["cache"]).expanduser() if p.get("cache") else default_cache_dir()
+        self.pattern = (cache, f"*--{_slug(p['dataset'])}--{_slug(p['layer'])}-*")
+        self.splits, self.every_s, self.t0 = list(p["split"]), every_s, time.time()
+        self.seen: dict[str, tuple[float, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="critmass-extract-progress", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=1)
+        return False
+
+    def _run(self) -> None:
+        import json
+
+        cache, pattern = self.pattern
+        while not self._stop.wait(self.every_s):
+            for split in self.splits:
+                for prog in cache.glob(f"{pattern}/{split}/progress.json"):
+                    try:
+                        if prog.stat().st_mtime < self.t0:
+                            continue
+                        info = json.loads(prog.read_text())
+                        done, n = int(info["rows_done"]), int(info["n"])
+                    except (OSError, ValueError, KeyError, TypeError):
+                        continue  # being replaced, or finished
+                    now = time.time()
+                    t_first, rows_first = self.seen.setdefault(str(prog), (now, done))
+                    rate = (done - rows_first) / (now - t_first) if now > t_first else 0.0
+                    speed = f", {rate:.1f} images/s, ETA {_fmt_eta((n - done) / rate)}" if rate > 0 else ""
+                    log.info("extract %s: %d/%d images%s", split, done, n, speed)
+
+
 def _run_extract(unit: Unit, shard: Path) -> dict:
     from ..features import extract
 
-    fs = extract(**unit.params, progress=False)
+    t0 = time.time()
+    with _ExtractProgress(unit):
+        fs = extract(**unit.params, progress=False)
+    speeds = {}
+    for name, sp in fs.splits.items():
+        man = sp.manifest
+        path = Path(fs.meta["source"]) / name / "manifest.json"
+        fresh = path.is_file() and path.stat().st_mtime >= t0  # extracted now, not a cache hit
+        if fresh and isinstance(man.get("images_per_s"), (int, float)):
+            speeds[name] = float(man["images_per_s"])
+            log.info("extracted %s: %d images in %.1f s, %.1f images/s", name, sp.n_samples,
+                     float(man.get("elapsed_s") or 0), speeds[name])
+        else:
+            log.info("%s: %d images from the cache", name, sp.n_samples)
     return {"entry": str(fs.meta["source"]), "n_features": int(fs.n_features),
-            "n_samples": {name: int(sp.n_samples) for name, sp in fs.splits.items()}}
+            "n_samples": {name: int(sp.n_samples) for name, sp in fs.splits.items()}, "images_per_s": speeds}
 
 
 def _run_probe(unit: Unit, shard: Path) -> dict:
+    from ..features import load_features
     from ..probes import run_probes
 
     p = unit.params
     opts = {k: p[k] for k in ("alphas", "val_fraction", "val_seed", "refit", "save_weights", "solver_options")}
     # run_probes writes results.parquet, per_class.parquet and weights/ atomically into the shard.
-    res = run_probes(unit.entry, selectors=[p["selector"]], fractions=p["fractions"], seeds=p["seeds"],
+    # Only this dataset entry's splits: the shared cache entry may hold a val split another entry asked for.
+    features = load_features(unit.entry, splits=p["splits"]) if p.get("splits") else unit.entry
+    res = run_probes(features, selectors=[p["selector"]], fractions=p["fractions"], seeds=p["seeds"],
                      solver=p["solver"], n_neurons=p["n_neurons"], out=shard, device=p["device"], progress=False,
                      **opts)
     return {"rows": len(res.results), "probe_seconds": round(res.seconds, 3)}
@@ -119,7 +243,8 @@ def _run_cka(unit: Unit, shard: Path) -> dict:
     p = unit.params
     sizes = list(p["fractions"]) + [int(k) for k in (p["n_neurons"] or [])]
     df = cka_curve(unit.entry, selectors=p["selectors"], fractions=sizes, seeds=p["seeds"], debiased=p["debiased"],
-                   split=p["split"], on_constant=p["on_constant"])
+                   split=p["split"], on_constant=p["on_constant"], val_fraction=p["val_fraction"],
+                   val_seed=p["val_seed"])
     with atomic_path(shard / "cka.parquet", suffix=".parquet") as tmp:
         df.to_parquet(tmp, index=False)
     return {"rows": len(df)}
