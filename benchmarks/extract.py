@@ -49,7 +49,7 @@ def main():
     module = backbone.module.eval().to(device)
     if args.channels_last and device.type == "cuda":
         module.to(memory_format=torch.channels_last)
-    autocast = torch.autocast(device.type, dtype=AMP[args.amp]) if args.amp else nullcontext()
+    autocast = torch.autocast(device.type, dtype=getattr(torch, AMP[args.amp])) if args.amp else nullcontext()
 
     def bare():
         with torch.inference_mode(), autocast:

@@ -1,7 +1,8 @@
 """Downstream datasets: torchvision, image folders, Hugging Face, npz arrays, and offline data."""
 
 from ._base import LabeledDataset, stratified_subset
-from ._sources import ALIASES, SOURCES, SPLITS, data_home, MissingSplit, list_dataset_sources, load_dataset, load_splits
+from ._sources import (ALIASES, SOURCES, SPLITS, MissingSplit, data_home, list_dataset_sources, load_dataset,
+                       load_splits)
 from ._splits import train_val_indices
 
 __all__ = ["LabeledDataset", "load_dataset", "load_splits", "MissingSplit", "list_dataset_sources", "train_val_indices", "stratified_subset",

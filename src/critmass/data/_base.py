@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from .._validation import check_random_state
 
 __all__ = ["LabeledDataset", "stratified_subset"]
 
 
-class LabeledDataset(Dataset):
+class LabeledDataset:
     """Raw samples (PIL images or strings) with integer labels, in a fixed order.
+
+    A map-style dataset (``__getitem__`` / ``__len__``) that torch's DataLoader takes as is; it does not
+    subclass ``torch.utils.data.Dataset`` so that reading datasets never imports torch.
 
     ``targets`` (int64, one per sample) is known without decoding samples, so splits and subsets are
     cheap. ``info`` records what the cache key needs (spec, split, root, subset).

@@ -11,8 +11,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .._env import versions
 from .._io import atomic_path, atomic_write_json
@@ -25,7 +23,7 @@ __all__ = ["extract", "default_cache_dir", "entry_key"]
 
 log = logging.getLogger(__name__)
 DTYPES = ("float32", "float16")
-AMP = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP = {None: None, "none": None, "bf16": "bfloat16", "fp16": "float16"}  # torch dtypes, looked up when used
 
 
 def default_cache_dir() -> Path:
@@ -42,7 +40,7 @@ def entry_key(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class _Preprocessed(Dataset):
+class _Preprocessed:
     """Applies the backbone's per-sample preprocessing inside DataLoader workers."""
 
     def __init__(self, ds, fn, start: int = 0):
@@ -57,6 +55,8 @@ class _Preprocessed(Dataset):
 
 
 def _collate(backbone):
+    import torch
+
     def collate(items):
         xs, ys = zip(*items)
         return backbone.collate(list(xs)), torch.as_tensor(ys, dtype=torch.int64)
@@ -65,6 +65,8 @@ def _collate(backbone):
 
 
 def _to_device(batch, device, channels_last: bool):
+    import torch
+
     if isinstance(batch, torch.Tensor):
         batch = batch.to(device, non_blocking=True)
         return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch
@@ -73,7 +75,9 @@ def _to_device(batch, device, channels_last: bool):
     return batch
 
 
-def _resolve_device(device: str) -> torch.device:
+def _resolve_device(device: str):
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -134,9 +138,7 @@ def extract(
     -------
     FeatureSet whose ``meta['source']`` is the cache entry directory.
     """
-    from ..data import load_splits
-    from ..data._fingerprint import dataset_fingerprint
-    from ..models import Backbone, LayerReader, load_model
+    from . import _requests
 
     splits = [split] if isinstance(split, str) else list(split)
     batch_size = check_positive_int(batch_size, name="batch_size")
@@ -148,8 +150,20 @@ def extract(
     for n in per_split_max.values():
         if n is not None:
             check_positive_int(n, name="max_samples")
-    dev = _resolve_device(device)
     cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
+    # A request served before is answered from a small index, before torch and the model are imported.
+    request = _requests.request_key(
+        model, dataset, weights=weights, pretrained=pretrained, data_root=data_root, layer=layer, split=splits,
+        pooling=pooling, image_size=image_size, max_samples=max_samples, seed=seed, val_fraction=val_fraction,
+        carve_test=carve_test, dtype=dtype, amp=amp)
+    if request is not None and (hit := _requests.lookup(cache, request, splits, verify=verify)) is not None:
+        return hit
+
+    from ..data import load_splits
+    from ..data._fingerprint import dataset_fingerprint
+    from ..models import Backbone, LayerReader, load_model
+
+    dev = _resolve_device(device)
 
     backbone = model if isinstance(model, Backbone) else load_model(
         model, pretrained=pretrained, weights=weights, image_size=image_size)
@@ -188,7 +202,10 @@ def extract(
             _extract_split(backbone, reader, ds, split_dir, split_key, split_identity, batch_size=batch_size,
                            num_workers=num_workers, device=dev, dtype=dtype, amp=AMP[amp],
                            channels_last=channels_last, progress=progress)
-    return load_features(entry, splits=splits, verify=False)
+    fs = load_features(entry, splits=splits, verify=False)
+    if request is not None:
+        _requests.record(cache, request, fs)
+    return fs
 
 
 def _is_hit(split_dir: Path, split_key: str, verify: bool) -> bool:
@@ -202,6 +219,8 @@ def _is_hit(split_dir: Path, split_key: str, verify: bool) -> bool:
 
 def _extract_split(backbone, reader, ds, split_dir: Path, key: str, identity: dict, *, batch_size, num_workers,
                    device, dtype, amp, channels_last, progress) -> None:
+    import torch
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     writer = SplitWriter(split_dir, n_samples=len(ds), key=key, dtype=dtype)
@@ -222,7 +241,7 @@ def _extract_split(backbone, reader, ds, split_dir: Path, key: str, identity: di
     module.eval().to(device)
     if channels_last and device.type == "cuda":
         module.to(memory_format=torch.channels_last)
-    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
+    autocast = torch.autocast(device.type, dtype=getattr(torch, amp)) if amp is not None else nullcontext()
     bar = tqdm(total=len(ds), initial=start, unit="img" if backbone.modality == "image" else "text", unit_scale=True,
                desc=f"extract {identity['split']}", disable=not progress, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter()
