@@ -37,6 +37,10 @@ def probe(
                                             "val split)."),
     val_seed: int = typer.Option(DEFAULT_VAL_SEED, "--val-seed", help="Seed of the validation split."),
     refit: bool = typer.Option(False, "--refit", help="Refit on train + validation after choosing the penalty."),
+    penalty_rule: str = typer.Option("per-probe", "--penalty-rule",
+                                     help="per-probe (every probe searches the penalty grid) | first-seed (the "
+                                          "other seeds of random selectors reuse the first seed's penalty per "
+                                          "size)."),
     epochs: int = typer.Option(None, "--epochs", help="SGD epochs (default 50)."),
     lr_step: int = typer.Option(None, "--lr-step", help="SGD epochs between lr x0.1 decays (default 10)."),
     max_iter: int = typer.Option(None, "--max-iter", help="L-BFGS iterations per probe (default 100)."),
@@ -74,6 +78,7 @@ def probe(
         progress=progress,
         solver_options=options or None,
         n_threads=threads,
+        penalty_rule=penalty_rule,
     )
     full = res.full_accuracy()
     typer.echo(f"wrote {len(res.results)} probe rows ({len(res.per_class)} per-class rows) to {out}/results.parquet"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._defaults import DEFAULT_FRACTIONS, DEFAULT_SEEDS, parse_seeds  # the paper's grid and 5 seeds, defined once
 from .._env import versions
 from .._io import atomic_path
 from .._validation import check_features, check_fraction, check_labels, closest, resolve_sizes
@@ -25,22 +26,23 @@ from ._logistic import LogisticProbe
 from ._ridge import RidgeProbe
 from ._sgd import SGDProbe
 
-__all__ = ["run_probes", "ProbeResults", "SOLVERS", "DEFAULT_FRACTIONS", "RESULT_COLUMNS", "PER_CLASS_COLUMNS"]
+__all__ = ["run_probes", "ProbeResults", "SOLVERS", "DEFAULT_FRACTIONS", "RESULT_COLUMNS", "PER_CLASS_COLUMNS",
+           "PENALTY_RULES"]
 
 logger = logging.getLogger(__name__)
 
 SOLVERS = {"logistic": LogisticProbe, "ridge": RidgeProbe, "sgd": SGDProbe}
 
-# The fractions of the authors' scripts and the 5 seeds: defined once, in critmass._defaults.
-from .._defaults import DEFAULT_FRACTIONS, DEFAULT_SEEDS, parse_seeds  # noqa: E402
-
-#: Selectors whose subsets do not depend on the seed: fitted once, recorded with the first seed.
+#: How the penalty of each probe is chosen (``run_probes(penalty_rule=...)``): 'per-probe' searches the
+#: grid for every probe; 'first-seed' searches it for the first seed of each seed-dependent selector and
+#: fits the other seeds only at the penalty that seed chose at the same subset size.
+PENALTY_RULES = ("per-probe", "first-seed")
 
 # weights (the backbone's weights id: file hash, checkpoint or hub revision) and pooling tell two
 # checkpoints, or two poolings, of one architecture and layer apart.
 KEYS = ["model", "weights", "dataset", "layer", "pooling", "selector", "fraction", "n_neurons", "seed", "solver"]
 RESULT_COLUMNS = KEYS + [
-    "n_features", "reg", "reg_applied", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
+    "n_features", "reg", "reg_applied", "penalty_rule", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
     "n_train", "n_val", "n_test", "n_classes", "n_iter", "refit", "weights_file", "config", "versions",
 ]
 PER_CLASS_COLUMNS = KEYS + ["class", "class_name", "accuracy", "support"]
@@ -91,6 +93,8 @@ class _Job:
     random_state: int
     weights: list = field(default_factory=list)  # (selector, seed, projection dict or None)
     projection: dict | None = None  # the probes see (X - mean) @ components
+    alphas: list | None = None  # the penalty grid of this fit; None: the run's
+    group: tuple = ()  # which fit a deferred (penalty_rule='first-seed') subset joins, with its penalty
 
     def arrays(self):
         """(fit, val, test) features as the probes see them."""
@@ -158,7 +162,8 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
                seeds=DEFAULT_SEEDS, solver: str = "logistic", out=None, n_neurons: Sequence[int] | None = None,
                alphas=None, val_fraction: float = 0.1, val_seed: int = 0, refit: bool = False,
                device: str = "auto", csv: bool = False, save_weights: bool = True, progress: bool = False,
-               solver_options: dict | None = None, n_threads: int | None = None) -> ProbeResults:
+               solver_options: dict | None = None, n_threads: int | None = None,
+               penalty_rule: str = "per-probe") -> ProbeResults:
     """Fit linear probes on neuron subsets of a layer for every selector, seed and fraction.
 
     For each selector and seed the selector is fitted on the training rows, the subsets of every size are
@@ -178,6 +183,12 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
     Deterministic selectors (all, prefix, pca, pca-least, norm-max, norm-min) run once, recorded with the
     first seed; random ones (random, randproj, randproj-uniform) once per seed. Fractions that give the
     same number of neurons share one fit (one row each).
+
+    ``penalty_rule='first-seed'`` trades the per-probe search for speed: for the random selectors the
+    first seed's probes search the whole penalty grid, and every other seed's probe of size ``k`` is fitted
+    only at the penalty the first seed chose at ``k`` (same selector). Deterministic selectors and the full
+    layer keep the full search; with a single penalty in the grid the rule changes nothing. The rule is
+    recorded in the ``penalty_rule`` column and in ``config``.
 
     Parameters
     ----------
@@ -215,6 +226,10 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
     n_threads : int, optional
         CPU threads for torch during the call (restored afterwards). On a machine shared with other jobs,
         1 can be several times faster than oversubscribed threads.
+    penalty_rule : {'per-probe', 'first-seed'}
+        'per-probe' (default): every probe chooses its penalty on validation. 'first-seed': the other seeds
+        of the random selectors reuse the first seed's choice per subset size (see above). The SGD solver
+        follows the same rule (each seed's fit is its own already).
 
     Returns
     -------
@@ -222,7 +237,8 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
     """
     kwargs = dict(selectors=selectors, fractions=fractions, seeds=seeds, solver=solver, out=out, n_neurons=n_neurons,
                   alphas=alphas, val_fraction=val_fraction, val_seed=val_seed, refit=refit, device=device, csv=csv,
-                  save_weights=save_weights, progress=progress, solver_options=solver_options)
+                  save_weights=save_weights, progress=progress, solver_options=solver_options,
+                  penalty_rule=penalty_rule)
     if n_threads is None:
         return _run_probes(features, **kwargs)
     import torch
@@ -238,10 +254,13 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
 
 
 def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons, alphas, val_fraction, val_seed,
-                refit, device, csv, save_weights, progress, solver_options) -> ProbeResults:
+                refit, device, csv, save_weights, progress, solver_options, penalty_rule) -> ProbeResults:
     t0 = time.perf_counter()
     if solver not in SOLVERS:
         raise ConfigError(f"unknown solver {solver!r}{closest(solver, SOLVERS)}; valid: {', '.join(SOLVERS)}")
+    if not isinstance(penalty_rule, str) or penalty_rule not in PENALTY_RULES:
+        raise ConfigError(f"unknown penalty_rule {penalty_rule!r}{closest(str(penalty_rule), PENALTY_RULES)}; "
+                          f"valid: {', '.join(PENALTY_RULES)}")
     fs = features if isinstance(features, FeatureSet) else load_features(features)
     x_train, y_train = _check_split(fs, "train", None)
     d = int(x_train.shape[1])
@@ -296,7 +315,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
         "seeds": seeds, "solver": solver, "alphas": None if alphas is None else np.atleast_1d(alphas).tolist(),
         "val_fraction": float(val_fraction), "val_seed": int(val_seed), "val_source": val_source,
         "refit": bool(refit), "device": str(dev), "solver_options": solver_options or {},
-        "source": fs.meta.get("source"),
+        "source": fs.meta.get("source"), "penalty_rule": penalty_rule,
     }
     config_json = json.dumps(config, sort_keys=True, default=str)
     versions_json = json.dumps(versions(), sort_keys=True)
@@ -306,17 +325,24 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
     pooling = str(fs.meta.get("pooling") or train_manifest.get("pooling") or "")
     class_names = train_manifest.get("classes")
 
-    jobs = _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d)
-    total = sum(len(j.subsets) for j in jobs)
+    # 'first-seed': the other seeds of the seed-dependent selectors wait for the first seed's choices
+    # (a one-penalty grid has nothing to choose: the plan is then the per-probe one).
+    defer = penalty_rule == "first-seed" and len(check_alphas(est_cls(**opts).alphas)) > 1
+    jobs, deferred = _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d, defer=defer)
+    total = sum(len(j.subsets) for j in jobs + deferred)
     rows, per_class = [], []
     weights_dir = Path(out) / "weights" if (out is not None and save_weights) else None
+    pending: dict = {}  # weights of (selector, seed) whose probes are spread over several fits
+    _count_weights(pending, jobs)
+    chosen: dict = {}  # (selector, k) -> the penalty the first seed chose
     from tqdm.auto import tqdm
 
     with tqdm(total=total, desc=f"probes ({solver})", unit="probe", file=sys.stderr, disable=not progress) as bar:
-        for job in jobs:
+        for job in _lead_then_follow(jobs, deferred, chosen, pending, seeds):
             est = est_cls(**{**opts, "subsets": job.subsets, "random_state": job.random_state,
                              "val_fraction": float(val_fraction), "refit": bool(refit),
-                             **({"standardize": False} if job.projection is not None else {})})
+                             **({"standardize": False} if job.projection is not None else {}),
+                             **({"alphas": job.alphas} if job.alphas is not None else {})})
             est._progress = bar.update
             x_fit, x_val, x_test = job.arrays()
             if x_val is not None:
@@ -325,8 +351,10 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
                 est.fit(x_fit, y_fit)
             pred = est.predict_subsets(x_test)
             del x_fit, x_val, x_test
-            files = _save_weights(weights_dir, est, job) if weights_dir is not None else {}
+            files = _save_weights(weights_dir, est, job, pending) if weights_dir is not None else {}
             for i, (sel, seed, k, frs) in enumerate(job.meta):
+                if defer and seed == seeds[0]:
+                    chosen[(sel, int(k))] = float(est.regs_[i])
                 correct = pred[i] == y_test
                 recalls, supports = [], []
                 for c in est.classes_:
@@ -339,6 +367,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
                                n_neurons=int(k), seed=int(seed), solver=solver)
                     rows.append({
                         **key, "n_features": d, "reg": float(est.regs_[i]), "reg_applied": float(est.regs_applied_[i]),
+                        "penalty_rule": penalty_rule,
                         "train_accuracy": float(est.train_scores_[i]), "val_accuracy": float(est.scores_[i]),
                         "test_accuracy": float(correct.mean()), "mean_per_class_recall": float(np.nanmean(recalls)),
                         "n_train": int(est.n_train_), "n_val": int(est.n_val_), "n_test": int(len(y_test)),
@@ -360,8 +389,8 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
     return res
 
 
-def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d) -> list[_Job]:
-    """Group the probes into estimator fits that share work.
+def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d, *, defer: bool = False):
+    """Group the probes into estimator fits that share work; returns ``(jobs, deferred)``.
 
     The subsets come from :func:`critmass.subsets.plan_subsets`, the one definition shared with CKA:
     selectors fitted on the fit rows, projections fitted in the probes' standardised space and expressed
@@ -369,21 +398,35 @@ def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d) -> list
     matrix; each seed's nested subsets form one chain); SGD is split per seed because the seed also
     orders its minibatches. Projections change the features, so each (projection, seed) is its own fit
     on the projected features (projected lazily, one projected copy at a time, and not rescaled again).
+
+    With ``defer`` (``penalty_rule='first-seed'``) the seed-dependent selectors' subsets of every seed but
+    the first are not planned into ``jobs`` but returned in ``deferred`` (one job each per (selector,
+    seed), its ``group`` the fit it joins): :func:`_follow_jobs` regroups them by the penalty the first
+    seed chose once that is known.
     """
     from ..subsets import plan_subsets
 
     column_jobs: dict[int, _Job] = {}
     jobs: list[_Job] = []
+    deferred: list[_Job] = []
     for fitted in plan_subsets(selectors, seeds, size_fracs, X_fit):
         name, seed = fitted.selector, fitted.seed
         meta = [(name, seed, k, frs) for k, frs in zip(fitted.sizes, fitted.fractions)]
+        follows = defer and not fitted.deterministic and seed != seeds[0]
         if fitted.is_projection:
             proj = {"components": fitted.components, "mean": fitted.mean}
-            job = _Job(X_fit, X_val, X_test, [np.arange(k) for k in fitted.sizes], meta, seed, projection=proj)
+            job = _Job(X_fit, X_val, X_test, [np.arange(k) for k in fitted.sizes], meta, seed, projection=proj,
+                       group=("projection", name, seed))
             job.weights.append((name, seed, proj))
-            jobs.append(job)
+            (deferred if follows else jobs).append(job)
             continue
         group = seed if solver == "sgd" else 0
+        if follows:
+            job = _Job(X_fit, X_val, X_test, [idx.copy() for idx in fitted.indices], meta,
+                       seed if solver == "sgd" else seeds[0], group=("columns", group))
+            job.weights.append((name, seed, None))
+            deferred.append(job)
+            continue
         if group not in column_jobs:
             column_jobs[group] = _Job(X_fit, X_val, X_test, [], [], seed if solver == "sgd" else seeds[0])
             jobs.append(column_jobs[group])
@@ -391,7 +434,51 @@ def _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d) -> list
         job.subsets += [idx.copy() for idx in fitted.indices]
         job.meta += meta
         job.weights.append((name, seed, None))
-    return jobs
+    return jobs, deferred
+
+
+def _follow_jobs(deferred: list[_Job], chosen: dict) -> list[_Job]:
+    """The fits of the deferred subsets: one per (group, penalty the first seed chose at that size).
+
+    Column subsets of all the remaining seeds share one fit per penalty (per seed for SGD, whose
+    ``group`` holds the seed); a projection's subsets stay with their own projected features. A size
+    the first seed has no choice for (none in practice: every seed probes the same sizes) keeps the
+    run's whole grid.
+    """
+    fits: dict = {}
+    out: list[_Job] = []
+    for d in deferred:
+        for idx, m in zip(d.subsets, d.meta):
+            alpha = chosen.get((m[0], int(m[2])))
+            key = (d.group, alpha)
+            if key not in fits:
+                fits[key] = _Job(d.x_fit, d.x_val, d.x_test, [], [], d.random_state, projection=d.projection,
+                                 alphas=None if alpha is None else [alpha], group=d.group)
+                out.append(fits[key])
+            job = fits[key]
+            job.subsets.append(idx)
+            job.meta.append(m)
+            if not any((n, s) == (m[0], m[1]) for n, s, _ in job.weights):
+                job.weights.append((m[0], m[1], d.projection))
+    return out
+
+
+def _lead_then_follow(jobs, deferred, chosen, pending, seeds):
+    """Yield the planned fits, then (their choices recorded in ``chosen`` by the caller) the deferred ones."""
+    yield from jobs
+    if deferred:
+        follow = _follow_jobs(deferred, chosen)
+        _count_weights(pending, follow)
+        logger.info("penalty_rule='first-seed': %d subsets of seeds %s in %d fits at the first seed's penalties",
+                    sum(len(j.subsets) for j in follow), seeds[1:], len(follow))
+        yield from follow
+
+
+def _count_weights(pending: dict, jobs) -> None:
+    """Count the fits holding each (selector, seed): its weights file is written after the last one."""
+    for job in jobs:
+        for name, seed, _ in job.weights:
+            pending.setdefault((name, seed), {"left": 0, "arrays": None, "ks": []})["left"] += 1
 
 
 def _project(X, mean, components) -> np.ndarray:
@@ -399,13 +486,17 @@ def _project(X, mean, components) -> np.ndarray:
     return ((X.astype(np.float64) - mean) @ components).astype(np.float32)
 
 
-def _save_weights(weights_dir: Path, est, job: _Job) -> dict:
-    """One ``.npz`` per (selector, seed); returns {(selector, seed): path relative to the output dir}."""
+def _save_weights(weights_dir: Path, est, job: _Job, pending: dict) -> dict:
+    """One ``.npz`` per (selector, seed), written once the last fit holding its probes is done (one fit,
+    except under ``penalty_rule='first-seed'``); returns {(selector, seed): path relative to the output dir}."""
     files = {}
     for name, seed, projection in job.weights:
-        arrays = {"classes": est.classes_}
-        if projection is not None:
-            arrays.update(projection)
+        entry = pending[(name, seed)]
+        arrays = entry["arrays"]
+        if arrays is None:
+            arrays = {"classes": est.classes_}
+            if projection is not None:
+                arrays.update(projection)
         for i, (sel, s, k, _) in enumerate(job.meta):
             if (sel, s) != (name, seed):
                 continue
@@ -415,10 +506,16 @@ def _save_weights(weights_dir: Path, est, job: _Job) -> dict:
             arrays[f"intercept_{k}"] = est.intercepts_[i].astype(np.float32)
             arrays[f"reg_{k}"] = np.float64(est.regs_[i])
             arrays[f"reg_applied_{k}"] = np.float64(est.regs_applied_[i])
-        arrays["n_neurons"] = np.array(sorted(int(k) for (sel, s, k, _) in job.meta if (sel, s) == (name, seed)))
+            entry["ks"].append(int(k))
         rel = Path("weights") / f"{name}-seed{seed}.npz"
+        files[(name, seed)] = rel.as_posix()
+        entry["left"] -= 1
+        if entry["left"] > 0:
+            entry["arrays"] = arrays
+            continue
+        del pending[(name, seed)]
+        arrays["n_neurons"] = np.array(sorted(entry["ks"]))
         path = weights_dir.parent / rel
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)  # a file handle: savez would append '.npz' to the temporary name
-        files[(name, seed)] = rel.as_posix()
     return files
