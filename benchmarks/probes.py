@@ -1,30 +1,51 @@
-"""Benchmark: one full random-subset curve with critmass probes vs a loop of scikit-learn fits.
+"""Benchmark: critmass random-subset probe curves against a loop of scikit-learn fits.
 
-One curve = 16 fractions x 5 seeds of random neuron subsets, probed on synthetic features of
-N x D (default 20,000 x 2,048, 10 classes; test set N/4). The features are made realistic enough that
-accuracy is neither chance nor perfect: class means live in a low-rank subspace, plus correlated
-low-rank nuisance variation and isotropic noise, passed through a ReLU with per-neuron offsets and scales
-(like pooled penultimate activations).
+Two modes, each timing critmass and a scikit-learn baseline in the same run on the same rows and subsets.
 
-Timed in the same run, with the same train / validation split and the same subsets:
+``--mode protocol`` (default): the probe protocol users run. ``run_probes(solver='logistic')`` with its
+default penalty grid (``DEFAULT_LOGISTIC_ALPHAS``), each subset's penalty chosen on validation accuracy
+(a stratified 10% of train, ``val_seed=0``), then the test accuracy of the chosen penalty. Baseline:
+scikit-learn ``LogisticRegression`` (lbfgs, ``max_iter=100``) fitted per subset x penalty on the same
+standardised rows (mean / scale of the fit rows, ``critmass.probes._base.standard_scale``) with
+``C = 1 / (alpha n_fit)`` for the same alphas (the same objective: mean cross-entropy +
+alpha/2 ||W||^2), the penalty picked on the same validation rows with critmass's own rule
+(``critmass.probes._base._select``: best validation accuracy, then lowest validation loss, then the
+strongest penalty), then its test accuracy. The subsets are critmass's (``critmass.subsets.plan_subsets``),
+and both sides also fit the full layer once (``selector='all'``, which ``run_probes`` always adds).
+Default curve: the demo's 12 fractions (``critmass._demo.DEMO_FRACTIONS``) x 3 seeds.
 
-* ``critmass logistic``: ``run_probes(solver='logistic', alphas=1 / (C * n_train))``, the penalty equal to
-  scikit-learn's ``C`` (see ``critmass.probes.alpha_from_C``);
-* ``critmass ridge``: ``run_probes(solver='ridge')`` with its default 8-value penalty grid chosen on
-  validation (a different model; its accuracy is shown for reference);
-* ``sklearn``: ``LogisticRegression(C=C, max_iter=...)`` (default lbfgs) fitted per probe on the same
-  standardised features. It can be run on the first ``--sk-seeds`` seeds only (all fractions) and its time
-  extrapolated to all seeds; the output says so.
+Two data sets in one run:
 
-Reported: wall time, speed ratio, and test-accuracy difference (critmass - sklearn, in points) averaged
-over the probes both ran. Target: >= 20x faster at <= 0.5 points.
+* ``synthetic``: 20,000 x 2,048 synthetic features, 10 classes, test 5,000 (class means in a low-rank
+  subspace, correlated nuisance variation and noise through a ReLU with per-neuron offsets and gains,
+  like pooled penultimate activations);
+* ``fashion-mnist``: EfficientNet-Lite0 penultimate features (1,280) of 5,000 train / 2,000 test
+  Fashion-MNIST images at 112 px (the demo's size), extracted through ``critmass.extract`` and cached
+  (``--cache``, default the user's feature cache); the first run extracts them (minutes on 2 CPU cores).
+
+scikit-learn runs the full layer and the first ``--sk-seeds`` seeds (default 1) and its time is
+extrapolated to all seeds (``--sk-all`` runs every seed); the output says which. Printed per data set:
+wall times, the speed ratio, and per fraction the mean and max |test accuracy difference| (critmass -
+scikit-learn, points) over the seeds both ran. Then the time of the whole CLI a user runs,
+``critmass probe ENTRY --fractions ... --seeds 3 --selector random --out DIR`` (process start, torch
+import, loading, probes, writing results and weights), next to the time of ``python -c "import
+critmass.cli"`` and ``python -c "import torch"``, so the import share is visible.
+
+``--mode fixed-c``: the older benchmark: 16 fractions x 5 seeds on the synthetic set with one penalty
+equal to scikit-learn's ``C`` (``--C``), plus critmass ridge with its default grid, against one
+``LogisticRegression(C=C)`` per probe.
+
+Target: >= 20x faster than the scikit-learn loop on 2 cores, mean accuracy difference <= 0.5 pt and no
+fraction worse by more than 1 pt.
 
 Usage::
 
-    python benchmarks/probes.py            # full size
-    python benchmarks/probes.py --quick    # N=4,000, D=512, sklearn on 1 seed
-    python benchmarks/probes.py --n 10000 --d 1024 --sk-seeds 2
-    python benchmarks/probes.py --device cuda,cpu   # critmass on the GPU and on the CPU, same run
+    python benchmarks/probes.py                          # protocol mode, both data sets
+    python benchmarks/probes.py --quick                  # smoke run (~1 min on 2 busy cores): small synthetic set
+    python benchmarks/probes.py --datasets fashion-mnist --sk-all
+    python benchmarks/probes.py --fractions 0.01,0.1,1 --seeds 5 --no-cli
+    python benchmarks/probes.py --mode fixed-c           # the one-C benchmark (16 fractions x 5 seeds)
+    python benchmarks/probes.py --device cuda,cpu        # critmass on the GPU and on the CPU, same run
 """
 
 from __future__ import annotations
@@ -32,19 +53,28 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from critmass._demo import DEMO_FRACTIONS
 from critmass.data._splits import train_val_indices
 from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import alpha_from_C, run_probes
-from critmass.probes._base import resolve_device
+from critmass.probes._base import _select, resolve_device, standard_scale
+from critmass.probes._logistic import DEFAULT_LOGISTIC_ALPHAS
 from critmass.subsets import make_selector
 
-FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
+FIXED_C_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
+DATASETS = ("synthetic", "fashion-mnist")
+VENV_BIN = Path(sys.executable).parent
 
 
 def make_features(n: int, d: int, n_classes: int = 10, *, seed: int = 0, rank: int = 24, nuisance: int = 64):
@@ -64,6 +94,247 @@ def make_features(n: int, d: int, n_classes: int = 10, *, seed: int = 0, rank: i
     return X, y
 
 
+def synthetic_set(n: int, d: int, n_classes: int) -> FeatureSet:
+    X, y = make_features(n + n // 4, d, n_classes)
+    return FeatureSet({"train": FeatureSplit(X[:n], y[:n]), "test": FeatureSplit(X[n:], y[n:])},
+                      {"model": "synthetic", "dataset": "synthetic", "layer": "penultimate"})
+
+
+def machine_line() -> str:
+    return (f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+            f"(other jobs slow both sides), torch threads {torch.get_num_threads()}, torch {torch.__version__}")
+
+
+def warm_cuda(device: str, alphas=None) -> None:
+    """Create the CUDA context and library handles before timing (paid once per process, not per curve)."""
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 16)).astype(np.float32), np.arange(200) % 2
+    small = FeatureSet({s: FeatureSplit(X, y) for s in ("train", "test")}, {"model": "warmup"})
+    for solver in ("logistic", "ridge"):
+        run_probes(small, fractions=(0.5, 1.0), seeds=[0], solver=solver,
+                   alphas=alphas if solver == "logistic" else None, device=device, save_weights=False)
+    print(f"device {torch.cuda.get_device_name(dev)} (warmed up: CUDA context created before timing)")
+
+
+# ------------------------------------------------------------------------------------------ protocol
+def protocol_rows(fs: FeatureSet, val_fraction: float = 0.1, val_seed: int = 0):
+    """(fit rows, val rows) of train as ``run_probes`` uses them: the set's own val split, else carved."""
+    x_train = np.asarray(fs["train"].x, dtype=np.float32)
+    y_train = np.asarray(fs["train"].y)
+    if "val" in fs:
+        return x_train, y_train, np.asarray(fs["val"].x, dtype=np.float32), np.asarray(fs["val"].y)
+    fit_rows, val_rows = train_val_indices(y_train, val_fraction, seed=val_seed)
+    return x_train[fit_rows], y_train[fit_rows], x_train[val_rows], y_train[val_rows]
+
+
+def sklearn_protocol(fs: FeatureSet, fractions, seeds, alphas, max_iter: int):
+    """The protocol with scikit-learn: per subset x alpha one lbfgs fit; pick on validation; test.
+
+    Returns ``{(selector, seed, k): (test accuracy, chosen alpha)}`` and ``{'all': s, seed: s}`` seconds."""
+    from scipy.special import logsumexp
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    from critmass._validation import resolve_sizes
+    from critmass.subsets import plan_subsets
+
+    X_fit, y_fit, X_val, y_val = protocol_rows(fs)
+    X_test, y_test = np.asarray(fs["test"].x, dtype=np.float32), np.asarray(fs["test"].y)
+    d = X_fit.shape[1]
+    mean, scale = standard_scale([X_fit], [None])  # the probes' standardisation: the fit rows' statistics
+    Z, Zv, Zt = ((X.astype(np.float64) - mean) / scale for X in (X_fit, X_val, X_test))  # lbfgs works in float64
+    n_fit = len(y_fit)
+    alphas = [float(a) for a in alphas]
+    size_fracs: dict[int, list[float]] = {}
+    for f, k in zip(fractions, resolve_sizes(list(fractions), d)):
+        size_fracs.setdefault(k, []).append(f)
+
+    def probe(cols):
+        cand_acc, cand_loss, models = [], [], []
+        for a in alphas:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf = LogisticRegression(C=1.0 / (a * n_fit), max_iter=max_iter).fit(Z[:, cols], y_fit)
+            s = clf.decision_function(Zv[:, cols])
+            if s.ndim == 1:  # binary: scikit-learn's one logit
+                s = np.stack([np.zeros_like(s), s], 1)
+            pos = np.searchsorted(clf.classes_, y_val)
+            cand_acc.append(float(np.mean(clf.classes_[s.argmax(1)] == y_val)))
+            cand_loss.append(float(np.mean(logsumexp(s, 1) - s[np.arange(len(s)), pos])))
+            models.append(clf)
+        best = _select(list(range(len(alphas))), cand_acc, cand_loss, alphas, len(y_val))
+        return float(models[best].score(Zt[:, cols], y_test)), alphas[best]
+
+    out, seconds = {}, {}
+    t = time.perf_counter()
+    out[("all", seeds[0], d)] = probe(np.arange(d))
+    seconds["all"] = time.perf_counter() - t
+    for fitted in plan_subsets(["random"], list(seeds), size_fracs, X_fit):
+        t = time.perf_counter()
+        for k, idx in zip(fitted.sizes, fitted.indices):
+            out[("random", fitted.seed, int(k))] = probe(np.asarray(idx))
+        seconds[fitted.seed] = time.perf_counter() - t
+    return out, seconds
+
+
+def compare(res, sk, fractions):
+    """Per fraction: critmass and scikit-learn mean accuracy, mean and max |.| difference (points),
+    penalty agreement, over the (seed, k) both ran; plus the full layer."""
+    r = res.results
+    rows = []
+    for f in [*fractions, "all"]:
+        sel = r[r.selector == "all"] if f == "all" else r[(r.selector == "random") & np.isclose(r.fraction, f)]
+        pairs = [(a, sk[(s_, sd, k)], reg) for s_, sd, k, a, reg in
+                 zip(sel.selector, sel.seed, sel.n_neurons, sel.test_accuracy, sel.reg) if (s_, sd, k) in sk]
+        if not pairs:
+            continue
+        cm = np.array([p[0] for p in pairs])
+        sa = np.array([p[1][0] for p in pairs])
+        same = sum(np.isclose(p[2], p[1][1]) for p in pairs)
+        k = int(sel.n_neurons.iloc[0])
+        rows.append((f, k, len(pairs), 100 * cm.mean(), 100 * sa.mean(), 100 * (cm - sa).mean(),
+                     100 * np.abs(cm - sa).max(), same))
+    return rows
+
+
+def time_cmd(cmd, env=None) -> float:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    dt = time.perf_counter() - t
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return dt
+
+
+def time_imports(repeat: int = 2) -> dict:
+    """Best of ``repeat`` cold-process times of the imports the CLI pays before any work."""
+    py = sys.executable
+    return {name: min(time_cmd([py, "-c", code]) for _ in range(repeat))
+            for name, code in (("python -c pass", "pass"), ("import torch", "import torch"),
+                               ("import critmass.cli", "import critmass.cli"))}
+
+
+def time_cli(entry, fractions, n_seeds: int, device: str, workdir: Path) -> tuple[float, list]:
+    exe = VENV_BIN / "critmass"
+    cmd = [str(exe) if exe.exists() else "critmass", "probe", str(entry),
+           "--fractions", ",".join(f"{f:g}" for f in fractions), "--seeds", str(n_seeds),
+           "--selector", "random", "--device", device, "--out", str(workdir / "cli-out")]
+    dt = time_cmd(cmd)
+    shutil.rmtree(workdir / "cli-out", ignore_errors=True)
+    return dt, cmd
+
+
+def load_dataset(name: str, args, workdir: Path):
+    """(FeatureSet, CLI entry path, description)."""
+    if name == "synthetic":
+        fs = synthetic_set(args.n, args.d, args.classes)
+        def entry():  # the CLI reads a .npz (x_train, y_train, x_test, y_test); written only when timing it
+            path = workdir / "synthetic.npz"
+            np.savez(path, x_train=fs["train"].x, y_train=fs["train"].y, x_test=fs["test"].x, y_test=fs["test"].y)
+            return path
+
+        return fs, entry, f"synthetic {args.n} train / {args.n // 4} test x {args.d} neurons, {args.classes} classes"
+    if name == "fashion-mnist":
+        import critmass
+
+        t = time.perf_counter()
+        fs = critmass.extract("efficientnet-lite0", "fashion-mnist", split=["train", "test"],
+                              max_samples={"train": args.fm_train, "test": args.fm_test}, image_size=args.image_size,
+                              cache=args.cache, data_root=args.data_root, device=args.device.split(",")[0],
+                              progress=False)
+        dt = time.perf_counter() - t
+        how = f"extracted in {dt:.0f} s (cached now)" if dt > 30 else f"loaded from the cache in {dt:.1f} s"
+        return (fs, lambda: fs.meta["source"],
+                f"EfficientNet-Lite0 penultimate features of Fashion-MNIST, {fs.x_train.shape[0]} train / "
+                f"{fs.x_test.shape[0]} test x {fs.n_features} neurons, {args.image_size} px; {how}; "
+                f"entry {fs.meta['source']}")
+    raise SystemExit(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
+
+
+def protocol_main(args) -> None:
+    fractions = tuple(args.fractions or DEMO_FRACTIONS)
+    seeds = list(range(args.seeds or 3))
+    sk_seeds = len(seeds) if args.sk_all else max(1, min(len(seeds), args.sk_seeds))
+    alphas = DEFAULT_LOGISTIC_ALPHAS
+    datasets = args.datasets.split(",") if args.datasets else (["synthetic"] if args.quick else list(DATASETS))
+    print(machine_line())
+    print(f"protocol: {len(fractions)} fractions x {len(seeds)} seeds of random subsets + the full layer; "
+          f"penalty grid alpha = {', '.join(f'{a:g}' for a in alphas)} (sklearn C = 1/(alpha n_fit)) chosen on "
+          f"a stratified 10% validation split of train; test accuracy of the chosen penalty")
+    devices = args.device.split(",")
+    for dev in devices:
+        warm_cuda(dev)
+    summary = []
+    with tempfile.TemporaryDirectory(prefix="critmass-bench-") as tmp:
+        workdir = Path(tmp)
+        for name in datasets:
+            fs, entry, desc = load_dataset(name, args, workdir)
+            n_val = len(protocol_rows(fs)[3])
+            print(f"\n=== {name}: {desc}; {fs.x_train.shape[0] - n_val} fit + {n_val} val rows")
+            timed = []
+            for dev in devices:
+                runs = []
+                for _ in range(max(1, args.repeat)):
+                    t = time.perf_counter()
+                    res = run_probes(fs, selectors=["random"], fractions=fractions, seeds=seeds, solver="logistic",
+                                     device=dev, save_weights=False, solver_options=args.solver_options)
+                    runs.append(time.perf_counter() - t)
+                timed.append((dev, res, float(np.mean(runs)), runs))
+            res = timed[0][1]
+            sk, secs = sklearn_protocol(fs, fractions, seeds[:sk_seeds], alphas, args.sk_max_iter)
+            per_seed = np.mean([secs[s] for s in seeds[:sk_seeds]])
+            t_sk = secs["all"] + per_seed * len(seeds)
+            ran = sum(secs[s] for s in seeds[:sk_seeds]) + secs["all"]
+            note = (f"all {len(seeds)} seeds run" if sk_seeds == len(seeds) else
+                    f"EXTRAPOLATED: ran the full layer + {sk_seeds} of {len(seeds)} seeds in {ran:.1f} s, "
+                    f"seed time x{len(seeds) / sk_seeds:g}")
+            n_fits = (len(set(resolve(fractions, fs.n_features))) * len(seeds) + 1) * len(alphas)
+            print(f"scikit-learn loop ({n_fits} lbfgs fits): {t_sk:8.1f} s  ({note})")
+            for dev, _r, tt, runs in timed:
+                label = "" if len(devices) == 1 else f" [{dev}]"
+                each = f" (mean of {len(runs)} runs: {', '.join(f'{r:.2f}' for r in runs)} s)" if len(runs) > 1 else ""
+                print(f"critmass run_probes{label}: {tt:8.2f} s{each}  speed-up x{t_sk / tt:.1f}")
+            rows = compare(res, sk, fractions)
+            print(f"test accuracy per fraction (critmass - scikit-learn, over the {sk_seeds} seed(s) both ran; "
+                  f"'alpha=' counts probes whose chosen penalty agrees):")
+            print(f"  {'fraction':>8} {'k':>5} {'critmass':>9} {'sklearn':>8} {'mean diff':>10} {'max |diff|':>10}  alpha=")
+            for f, k, n, cm, sa, md, mx, same in rows:
+                fl = f"{f:g}" if f != "all" else "all"
+                print(f"  {fl:>8} {k:>5} {cm:8.2f}% {sa:7.2f}% {md:+9.2f}pt {mx:9.2f}pt  {same}/{n}")
+            mean_diff = float(np.mean([r_[5] for r_ in rows]))
+            worst = min(r_[5] for r_ in rows)
+            print(f"  mean over fractions {mean_diff:+.2f} pt; worst fraction mean {worst:+.2f} pt; "
+                  f"largest single probe |diff| {max(r_[6] for r_ in rows):.2f} pt")
+            it = res.results.n_iter
+            print(f"critmass L-BFGS iterations per chosen probe: mean {it.mean():.1f}, max {it.max()}")
+            cli = None
+            if not args.no_cli:
+                cli, cmd = time_cli(entry(), fractions, len(seeds), devices[0], workdir)
+                print(f"CLI: {cli:.2f} s for `critmass probe {Path(cmd[2]).name} --fractions <{len(fractions)}> "
+                      f"--seeds {len(seeds)} --selector random --out DIR` (whole process: start, torch import, "
+                      f"load, probes, results + weights written)")
+            summary.append((name, t_sk, timed[0][2], cli, mean_diff, worst, note))
+    if not args.no_cli:
+        imp = time_imports()
+        print("\nimport share of the CLI (fresh processes, best of 2): "
+              + ", ".join(f"`{k}` {v:.2f} s" for k, v in imp.items()))
+    print("\nsummary:")
+    for name, t_sk, t_cm, cli, md, worst, note in summary:
+        c = f", CLI {cli:.1f} s (x{t_sk / cli:.1f})" if cli else ""
+        print(f"  {name:14s} scikit-learn {t_sk:7.1f} s{' (extrapolated)' if 'EXTRA' in note else ''}, "
+              f"critmass {t_cm:6.2f} s (x{t_sk / t_cm:.1f}){c}; accuracy diff mean {md:+.2f} pt, worst fraction {worst:+.2f} pt")
+
+
+def resolve(fractions, d):
+    from critmass._validation import resolve_sizes
+
+    return resolve_sizes(list(fractions), d)
+
+
+# ------------------------------------------------------------------------------------------- fixed C
 def sklearn_curve(X_fit, y_fit, X_test, y_test, seeds, sizes, C, max_iter):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -82,69 +353,40 @@ def sklearn_curve(X_fit, y_fit, X_test, y_test, seeds, sizes, C, max_iter):
     return acc, time.perf_counter() - t0
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=20_000, help="training samples (test: n/4)")
-    ap.add_argument("--d", type=int, default=2048, help="neurons")
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--C", type=float, default=1.0, help="scikit-learn C (critmass alpha = 1/(C n_train))")
-    ap.add_argument("--sk-max-iter", type=int, default=100, help="scikit-learn max_iter")
-    ap.add_argument("--sk-seeds", type=int, default=None, help="run scikit-learn on the first S seeds only and extrapolate")
-    ap.add_argument("--max-iter", type=int, default=None, help="critmass L-BFGS max_iter (default: the probe's)")
-    ap.add_argument("--device", default="auto", help="device(s) for critmass, comma-separated: e.g. cuda,cpu")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for both torch and numpy/scipy BLAS (default: libraries' defaults)")
-    ap.add_argument("--quick", action="store_true", help="N=4,000, D=512, scikit-learn on one seed")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.n, args.d = 4000, 512
-        args.sk_seeds = args.sk_seeds or 1
-    sk_seeds = min(args.seeds, args.sk_seeds or args.seeds)
-    if args.threads:
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
-
-    X, y = make_features(args.n + args.n // 4, args.d, args.classes)
-    fs = FeatureSet({"train": FeatureSplit(X[: args.n], y[: args.n]), "test": FeatureSplit(X[args.n :], y[args.n :])},
-                    {"model": "synthetic", "dataset": "synthetic", "layer": "penultimate"})
+def fixed_c_main(args) -> None:
+    fractions = tuple(args.fractions or FIXED_C_FRACTIONS)
+    n_seeds = args.seeds or 5
+    sk_seeds = n_seeds if args.sk_all else min(n_seeds, args.sk_seeds_fixed or n_seeds)
+    fs = synthetic_set(args.n, args.d, args.classes)
+    X, y = np.concatenate([fs["train"].x, fs["test"].x]), np.concatenate([fs["train"].y, fs["test"].y])
     fit_rows, _ = train_val_indices(y[: args.n], 0.1, seed=0)  # run_probes' split (val_seed=0)
     n_fit = len(fit_rows)
     alpha = alpha_from_C(args.C, n_fit)
-    seeds = list(range(args.seeds))
+    seeds = list(range(n_seeds))
     print(f"features: train {args.n} x {args.d} ({n_fit} fit + {args.n - n_fit} val), test {args.n // 4}, "
-          f"{args.classes} classes; {len(FRACTIONS)} fractions x {args.seeds} seeds = {len(FRACTIONS) * args.seeds} probes")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other "
-          f"jobs slow both sides), torch threads {torch.get_num_threads()}, torch {torch.__version__}; "
-          f"C = {args.C} (alpha = {alpha:.3g})")
+          f"{args.classes} classes; {len(fractions)} fractions x {n_seeds} seeds = {len(fractions) * n_seeds} probes")
+    print(f"{machine_line()}; C = {args.C} (alpha = {alpha:.3g})")
 
-    opts = {} if args.max_iter is None else {"max_iter": args.max_iter}
+    opts = args.solver_options
     timed = []  # (name, results, seconds)
     for device in args.device.split(","):
         dev = resolve_device(device)
         label = "" if "," not in args.device else f" [{dev.type}]"
-        if dev.type == "cuda":  # CUDA context and library handles: paid once per process, not per curve
-            small = FeatureSet({s: FeatureSplit(X[:200], y[:200]) for s in ("train", "test")}, fs.meta)
-            for solver in ("logistic", "ridge"):
-                run_probes(small, fractions=(0.5, 1.0), seeds=[0], solver=solver, alphas=alpha if solver == "logistic" else None,
-                           device=device, save_weights=False)
-            print(f"device {torch.cuda.get_device_name(dev)} (warmed up: CUDA context created before timing)")
+        warm_cuda(device, alpha)
         t = time.perf_counter()
-        lg = run_probes(fs, fractions=FRACTIONS, seeds=seeds, solver="logistic", alphas=alpha, device=device,
-                        solver_options=opts)
+        lg = run_probes(fs, fractions=fractions, seeds=seeds, solver="logistic", alphas=alpha, device=device,
+                        solver_options=opts, save_weights=False)
         timed.append((f"critmass logistic{label}", lg, time.perf_counter() - t))
         t = time.perf_counter()
-        rg = run_probes(fs, fractions=FRACTIONS, seeds=seeds, solver="ridge", device=device)
+        rg = run_probes(fs, fractions=fractions, seeds=seeds, solver="ridge", device=device, save_weights=False)
         timed.append((f"critmass ridge{label}", rg, time.perf_counter() - t))
     lg = timed[0][1]
 
     sizes = sorted(set(lg.results.loc[lg.results.selector == "random", "n_neurons"]))
     sk_acc, t_sk = sklearn_curve(X[: args.n][fit_rows], y[: args.n][fit_rows], X[args.n :], y[args.n :],
                                  seeds[:sk_seeds], sizes, args.C, args.sk_max_iter)
-    t_sk_total = t_sk * args.seeds / sk_seeds
-    note = "" if sk_seeds == args.seeds else f" (ran {sk_seeds} of {args.seeds} seeds, time extrapolated x{args.seeds / sk_seeds:g})"
+    t_sk_total = t_sk * n_seeds / sk_seeds
+    note = "" if sk_seeds == n_seeds else f" (ran {sk_seeds} of {n_seeds} seeds, time extrapolated x{n_seeds / sk_seeds:g})"
 
     def diffs(res):
         r = res.results[res.results.selector == "random"].drop_duplicates(["seed", "n_neurons"])
@@ -161,6 +403,60 @@ def main(argv=None) -> None:
               f"mean {mean:+.2f} pt, mean |.| {mabs:.2f} pt, max |.| {mx:.2f} pt")
     it = lg.results[lg.results.selector == "random"].n_iter
     print(f"critmass logistic L-BFGS iterations per probe: mean {it.mean():.1f}, max {it.max()}")
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--mode", choices=("protocol", "fixed-c"), default="protocol",
+                    help="protocol: default penalty grid chosen on validation; fixed-c: one C, synthetic only")
+    ap.add_argument("--datasets", default=None,
+                    help=f"comma-separated, of {', '.join(DATASETS)} (default: both; --quick: synthetic)")
+    ap.add_argument("--fractions", type=lambda s: [float(f) for f in s.split(",")], default=None,
+                    help="comma-separated fractions (default: protocol the demo's 12, fixed-c 16)")
+    ap.add_argument("--seeds", type=int, default=None, help="random-subset seeds 0..N-1 (default: protocol 3, fixed-c 5)")
+    ap.add_argument("--sk-seeds", type=int, default=1,
+                    help="protocol: run scikit-learn on the full layer + the first S seeds and extrapolate")
+    ap.add_argument("--sk-seeds-fixed", type=int, default=None, help="fixed-c: scikit-learn seeds (default all)")
+    ap.add_argument("--sk-all", action="store_true", help="run scikit-learn on every seed (no extrapolation)")
+    ap.add_argument("--sk-max-iter", type=int, default=100, help="scikit-learn max_iter")
+    ap.add_argument("--n", type=int, default=20_000, help="synthetic training samples (test: n/4)")
+    ap.add_argument("--d", type=int, default=2048, help="synthetic neurons")
+    ap.add_argument("--classes", type=int, default=10, help="synthetic classes")
+    ap.add_argument("--fm-train", type=int, default=5000, help="Fashion-MNIST train images")
+    ap.add_argument("--fm-test", type=int, default=2000, help="Fashion-MNIST test images")
+    ap.add_argument("--image-size", type=int, default=112, help="Fashion-MNIST input size (the demo's 112 px)")
+    ap.add_argument("--cache", default=None, help="feature cache (default $CRITMASS_CACHE or ~/.cache/critmass/features)")
+    ap.add_argument("--data-root", default=None, help="dataset root (default: critmass's lookup)")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="protocol: time critmass this many times (ratio on the mean; scikit-learn runs once)")
+    ap.add_argument("--no-cli", action="store_true", help="protocol: skip timing the `critmass probe` CLI")
+    ap.add_argument("--C", type=float, default=1.0, help="fixed-c: scikit-learn C (critmass alpha = 1/(C n_fit))")
+    ap.add_argument("--max-iter", type=int, default=None, help="critmass L-BFGS max_iter (default: the probe's)")
+    ap.add_argument("--device", default="auto", help="device(s) for critmass, comma-separated: e.g. cuda,cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for both torch and numpy/scipy BLAS (default: libraries' defaults)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: synthetic N=2,000 x D=256, 3 fractions x 2 seeds, critmass timed once "
+                         "(fixed-c: N=4,000 x D=512, 16 x 5, sklearn 1 seed)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        if args.mode == "protocol":
+            args.n, args.d = min(args.n, 2000), min(args.d, 256)
+            args.fractions = args.fractions or [0.05, 0.2, 1.0]
+            args.seeds = args.seeds or 2
+            args.repeat = 1
+        else:
+            args.n, args.d = min(args.n, 4000), min(args.d, 512)
+            args.sk_seeds_fixed = args.sk_seeds_fixed or 1
+    args.solver_options = {} if args.max_iter is None else {"max_iter": args.max_iter}
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
+    (protocol_main if args.mode == "protocol" else fixed_c_main)(args)
 
 
 if __name__ == "__main__":
