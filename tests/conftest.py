@@ -26,6 +26,29 @@ def _torch_threads():
     yield
 
 
+@pytest.fixture(scope="module")
+def probe_threads():
+    """Torch threads of the probe modules: 1 (tiny problems: thread start-up and contention cost more than
+    they save), or CRITMASS_TEST_THREADS to catch tests that depend on the float summation order a thread
+    count implies (as a BLAS kernel does, e.g. MKL_CBWR=AVX2 or OPENBLAS_CORETYPE=Haswell)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("CRITMASS_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's digits as float32: 1,400 train and 397 test rows."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    return X[:1400], y[:1400], X[1400:], y[1400:]
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

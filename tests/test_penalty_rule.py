@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.datasets import load_digits
 
 from critmass.cli._app import main
@@ -28,12 +27,7 @@ KEYS = ["selector", "fraction", "seed"]
 SOLVER = {"tol": 1e-9, "max_iter": 2000}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("probe_threads")  # 1 torch thread, or CRITMASS_TEST_THREADS (conftest)
 
 
 @pytest.fixture(scope="module")

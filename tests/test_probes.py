@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from types import SimpleNamespace
 
@@ -11,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
 
 from critmass.cli._app import main
@@ -29,26 +27,7 @@ from critmass.probes import (
 from critmass.probes import _logistic
 
 
-#: Torch CPU threads for this module: 1 by default (tiny problems: thread start-up and contention cost more
-#: than they save); CRITMASS_TEST_THREADS=2 runs the module under 2 threads, to catch tests that depend on
-#: the float summation order a thread count implies (as a BLAS kernel does, e.g. MKL_CBWR=AVX2 or
-#: OPENBLAS_CORETYPE=Haswell: the tests must pass under every one).
-TEST_THREADS = int(os.environ.get("CRITMASS_TEST_THREADS", "1"))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X = X.astype(np.float32)
-    return X[:1400], y[:1400], X[1400:], y[1400:]
+pytestmark = pytest.mark.usefixtures("probe_threads")  # 1 torch thread, or CRITMASS_TEST_THREADS (conftest)
 
 
 def standardized(Xtr, *others):

@@ -5,19 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import LogisticProbe, RidgeProbe, run_probes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X = X.astype(np.float32)
-    return X[:1400], y[:1400], X[1400:], y[1400:]
 
 
 def _subsets():

@@ -7,36 +7,18 @@ Every expectation is an independent computation (numpy float64, scikit-learn), n
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 
 from critmass.cli._app import main
 from critmass.exceptions import FeatureError
 from critmass.probes import LogisticProbe, RidgeProbe, SGDProbe, _logistic
 from critmass.probes._base import BaseProbe, ChainFit, ConstantSubsetWarning, Data
 
-TEST_THREADS = int(os.environ.get("CRITMASS_TEST_THREADS", "1"))  # as in test_probes.py
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X = X.astype(np.float32)
-    return X[:1400], y[:1400], X[1400:], y[1400:]
+pytestmark = pytest.mark.usefixtures("probe_threads")  # 1 torch thread, or CRITMASS_TEST_THREADS (conftest)
 
 
 def _fit_quietly(probe, *args, **kwargs):
