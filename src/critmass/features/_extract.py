@@ -151,16 +151,19 @@ def extract(
         if n is not None:
             check_positive_int(n, name="max_samples")
     cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
+    from ..data._fingerprint import dataset_fingerprint
+
+    content = dataset_fingerprint(dataset, data_root)  # once: the request index and the cache key both use it
     # A request served before is answered from a small index, before torch and the model are imported.
     request = _requests.request_key(
-        model, dataset, weights=weights, pretrained=pretrained, data_root=data_root, layer=layer, split=splits,
+        model, dataset, weights=weights, pretrained=pretrained, data_root=data_root, dataset_content=content,
+        layer=layer, split=splits,
         pooling=pooling, image_size=image_size, max_samples=max_samples, seed=seed, val_fraction=val_fraction,
         carve_test=carve_test, dtype=dtype, amp=amp)
     if request is not None and (hit := _requests.lookup(cache, request, splits, verify=verify)) is not None:
         return hit
 
     from ..data import load_splits
-    from ..data._fingerprint import dataset_fingerprint
     from ..models import Backbone, LayerReader, load_model
 
     dev = _resolve_device(device)
@@ -180,7 +183,6 @@ def extract(
         "val_held_out": val_held_out or None, "carve_test": carve_test or None,
         "max_samples": max_samples, "seed": seed if any(per_split_max.values()) else None, "dtype": dtype, "amp": amp, "versions": libs,
     }
-    content = dataset_fingerprint(dataset, data_root)
     if content is not None:  # file datasets only, so the keys of the others stay as they were
         identity["dataset_content"] = content
     key = entry_key(identity)

@@ -80,18 +80,28 @@ def _model_identity(model, weights, pretrained: bool) -> dict | None:
     return None  # hub weights: the cached revision may have moved; the full path resolves it
 
 
-def request_key(model, dataset, *, weights=None, pretrained=True, data_root=None, **options) -> str | None:
-    """A hash of everything a request's result depends on, or None when it cannot be known cheaply."""
+_UNSET = object()
+
+
+def request_key(model, dataset, *, weights=None, pretrained=True, data_root=None, dataset_content=_UNSET,
+                **options) -> str | None:
+    """A hash of everything a request's result depends on, or None when it cannot be known cheaply.
+
+    ``dataset_content`` is :func:`~critmass.data._fingerprint.dataset_fingerprint` of the dataset when the
+    caller has it already (hashing a large npz twice per miss is wasted I/O); computed here otherwise.
+    """
     from ..data._fingerprint import dataset_fingerprint
 
     try:
+        if dataset_content is _UNSET:
+            dataset_content = dataset_fingerprint(dataset, data_root)
         mid = _model_identity(model, weights, pretrained)
         if mid is None or not isinstance(dataset, str):
             return None
         ident = {
             "format_version": FORMAT_VERSION, "model": mid, "dataset": dataset.strip(),
             "data_root": _stat(data_root) if data_root is not None else None,
-            "dataset_content": dataset_fingerprint(dataset, data_root),
+            "dataset_content": dataset_content,
             "options": options, "versions": versions(_LIBS), "code": _code_digest(),
         }
         if dataset.strip() == "fashion-mnist":
