@@ -180,6 +180,45 @@ def sklearn_protocol(fs: FeatureSet, fractions, seeds, alphas, max_iter: int):
     return out, seconds
 
 
+def objective_check(fs: FeatureSet, fractions, seed: int = 0):
+    """Relative objective gap of critmass's chosen probes (default grid, regularisation path) against a
+    tightly converged scikit-learn fit (lbfgs, float64, tol=1e-10) at the same penalty, on random subsets
+    of ``seed`` at ``fractions``. Returns [(fraction, k, alpha, relative gap)]."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    from critmass._validation import resolve_sizes
+    from critmass.probes import LogisticProbe
+
+    X_fit, y_fit, X_val, y_val = protocol_rows(fs)
+    d = X_fit.shape[1]
+    perm = np.random.default_rng(seed).permutation(d)
+    sizes = resolve_sizes(list(fractions), d)
+    subsets = [np.sort(perm[:k]) for k in sizes]
+    probe = LogisticProbe(subsets=subsets, device="cpu").fit(X_fit, y_fit, X_val=X_val, y_val=y_val)
+    n, rows = len(y_fit), []
+    classes = np.unique(y_fit)
+    pos = np.searchsorted(classes, y_fit)
+
+    def objective(Z, W, b, alpha):  # mean cross-entropy + alpha/2 ||W||^2 (standardised units), float64
+        from scipy.special import logsumexp
+
+        L = Z @ W + b
+        return float(np.mean(logsumexp(L, 1) - L[np.arange(n), pos]) + 0.5 * alpha * np.sum(W**2))
+
+    for f, k, s, i in zip(fractions, sizes, subsets, range(len(subsets))):
+        a = float(probe.regs_[i])
+        Z = (X_fit[:, s].astype(np.float64) - probe.mean_[s]) / probe.scale_[s]
+        W = (probe.coefs_[i] * probe.scale_[s][None, :]).T
+        b = probe.intercepts_[i] + probe.mean_[s] @ probe.coefs_[i].T
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ref = LogisticRegression(C=1.0 / (a * n), tol=1e-10, max_iter=10_000).fit(Z, y_fit)
+        o, o_ref = objective(Z, W, b, a), objective(Z, ref.coef_.T, ref.intercept_, a)
+        rows.append((f, int(k), a, (o - o_ref) / abs(o_ref)))
+    return rows
+
+
 def compare(res, sk, fractions):
     """Per fraction: critmass and scikit-learn mean accuracy, mean and max |.| difference (points),
     penalty agreement, over the (seed, k) both ran; plus the full layer."""
@@ -310,6 +349,11 @@ def protocol_main(args) -> None:
                   f"largest single probe |diff| {max(r_[6] for r_ in rows):.2f} pt")
             it = res.results.n_iter
             print(f"critmass L-BFGS iterations per chosen probe: mean {it.mean():.1f}, max {it.max()}")
+            if args.objective_check:
+                gaps = objective_check(fs, args.objective_check)
+                print("objective of critmass's chosen probe vs scikit-learn lbfgs tol=1e-10 at the same penalty "
+                      "(relative gap; target < 1e-4): "
+                      + ", ".join(f"f={f:g} (k={k}, alpha={a:g}) {g:+.1e}" for f, k, a, g in gaps))
             cli = None
             if not args.no_cli:
                 cli, cmd = time_cli(entry(), fractions, len(seeds), devices[0], workdir)
@@ -432,6 +476,10 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=2,
                     help="protocol: time critmass this many times (ratio on the mean; scikit-learn runs once)")
     ap.add_argument("--no-cli", action="store_true", help="protocol: skip timing the `critmass probe` CLI")
+    ap.add_argument("--objective-check", type=lambda s: [float(f) for f in s.split(",")] if s else [],
+                    default=[0.01, 0.1, 1.0],
+                    help="protocol: fractions whose chosen probe's objective is compared with a tightly converged "
+                         "scikit-learn fit ('' to skip)")
     ap.add_argument("--C", type=float, default=1.0, help="fixed-c: scikit-learn C (critmass alpha = 1/(C n_fit))")
     ap.add_argument("--max-iter", type=int, default=None, help="critmass L-BFGS max_iter (default: the probe's)")
     ap.add_argument("--device", default="auto", help="device(s) for critmass, comma-separated: e.g. cuda,cpu")

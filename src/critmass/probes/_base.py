@@ -19,6 +19,7 @@ import torch
 from .._validation import check_features, check_labels
 from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError, NotFittedError
+from ._params import ParamsMixin
 
 __all__ = ["BaseProbe", "resolve_device", "check_alphas", "ConstantSubsetWarning"]
 
@@ -237,7 +238,7 @@ def _select(cand, val_accuracy, val_loss, alphas, n_val: int):
     return cand[pick]
 
 
-class BaseProbe:
+class BaseProbe(ParamsMixin):
     """Base class of the linear probes (see :class:`~critmass.probes.LogisticProbe`).
 
     Subclasses set ``_solver``, ``_dtype`` and implement ``_prepare`` and ``_fit_chain``.
@@ -249,25 +250,6 @@ class BaseProbe:
     _views = False  # SGD accepts (n_views, n, d) training arrays
     _val_always = False  # SGD keeps the best-validation checkpoint even with one alpha
     _transposed = False  # Data.X as (n_columns, n_samples): row gathers of column subsets are cheap
-
-    # ----------------------------------------------------------------------------------- sklearn API
-    def get_params(self, deep: bool = True) -> dict:
-        import inspect
-
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {n: getattr(self, n) for n in names}
-
-    def set_params(self, **params):
-        valid = self.get_params()
-        for k, v in params.items():
-            if k not in valid:
-                raise ConfigError(f"{type(self).__name__} has no parameter {k!r}; valid: {', '.join(valid)}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------------------------------- fit
     def fit(self, X, y, *, X_val=None, y_val=None):
@@ -437,6 +419,8 @@ class BaseProbe:
             chosen = {}
             for i, k, rows in chain.members:
                 cand = [index[(k, float(a))] for a in alphas_per_subset[i]]
+                # A regularisation path that stopped past its validation peak leaves weaker penalties unfitted.
+                cand = [j for j in cand if fitted.W[j] is not None] or cand
                 if data.X_val is not None:
                     best = _select(cand, fitted.val_accuracy, fitted.val_loss, [problems[j][1] for j in cand],
                                    len(data.y_val))

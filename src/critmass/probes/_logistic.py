@@ -26,6 +26,16 @@ Why it is fast (see REFERENCE.md, "The maths that makes critmass fast"):
   itself, which is what the Armijo test and the ``ftol`` rule compare near the optimum (measured on
   digits at tol=0: 3-7x closer to scikit-learn's optimum than with a float32 sum).
 
+* **Regularisation path.** A subset's penalties are fitted from the strongest to the weakest, each
+  warm-started from the previous solution (glmnet's and ``LogisticRegressionCV``'s path), in stages that
+  batch every subset's problem at that penalty; a subset's path stops once its validation accuracy has
+  clearly fallen past its peak (half a binomial standard error below the best so far, at least one
+  sample), so the weakest penalties, which take the most iterations on nearly separable features, are
+  fitted only where they can still win. Measured on 20,000 x 2,048 synthetic features (12 fractions x 3
+  seeds x 5 penalties, 1 thread): 3.2x less solver work (sum of k x iterations) and 2x less CPU time than
+  fitting the whole grid from zero, test accuracy +0.002 points on average (max 0.46). ``path=False``
+  fits the whole grid.
+
 Warm starts across sizes are deliberately not used: a prefix started from the next smaller solution
 already meets the gradient tolerance on nearly separable features while its loss is still far above the
 optimum (measured: 3x the optimal loss, ~1 point of test accuracy), and fitting all sizes at once reads
@@ -57,6 +67,11 @@ _DENSE_ALL = None  # None: every problem in the dense layout on GPUs only (tests
 _STATE_BUDGET = 2**28  # float32 entries of L-BFGS state per batch (1 GiB): problems beyond it run in turns
 _GRAM_CHUNK = 4096  # samples per float32 product of the Gram matrix (summed in float64)
 _LIVE_DIAG = 1e-10  # columns whose Gram diagonal is below this share of the largest are constant
+# A regularisation path stops once a penalty's validation accuracy trails the path's best by more than this
+# many binomial standard errors of the best (at least one sample). Measured on the synthetic benchmark set
+# (20,000 x 2,048, 12 fractions x 3 seeds): 0.5 does 3.2x less solver work than fitting the whole grid, at
+# +0.002 points of test accuracy on average (max 0.46); 0 (any drop) -0.02 on average, max 0.82.
+_PATH_MARGIN_SE = 0.5
 
 
 def gram64(XT: torch.Tensor, chunk: int = _GRAM_CHUNK) -> torch.Tensor:
@@ -106,14 +121,17 @@ def C_from_alpha(alpha: float, n_samples: int) -> float:
 
 # --------------------------------------------------------------------------------------------- L-BFGS
 def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, history: int = 10,
-                  gamma0: float = 1.0, ftol: float = 1e-9, c1: float = 1e-4, max_ls: int = 30):
+                  gamma0: float = 1.0, ftol: float = 1e-9, c1: float = 1e-4, max_ls: int = 30,
+                  min_iter=0):
     """Minimise ``P`` independent smooth objectives at once with L-BFGS.
 
     ``fun(theta_rows, idx)`` returns ``(loss (q,), grad (q, M), gmax (q,))`` for the problems ``idx``
     (a sorted int64 numpy array); ``gmax`` is the max-abs gradient used for the stopping rule
     ``gmax <= tol`` (scikit-learn's ``gtol``). Every problem has its own curvature history, initial
     scaling ``gamma`` and Armijo backtracking line search; only unconverged problems are evaluated.
-    A problem also stops when its loss decreases by less than ``ftol * max(1, |loss|)``.
+    A problem also stops when its loss decreases by less than ``ftol * |loss|``, but not before
+    ``min_iter`` iterations (per problem, or one number): a warm-started problem's first steps, from
+    steepest descent with the initial scaling, can be short without being near the optimum.
 
     Returns ``(theta, n_iter)`` with ``n_iter`` the iterations each problem took.
     """
@@ -123,6 +141,7 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
     f, g, gmax = fun(theta, all_idx)
     active = (gmax > tol).cpu().numpy()
     n_iter = np.zeros(P, dtype=np.int64)
+    min_iter = np.broadcast_to(np.asarray(min_iter, dtype=np.int64), (P,))
     S = torch.zeros((history, P, M), device=dev, dtype=dt)
     Y = torch.zeros_like(S)
     rho = torch.zeros((history, P), device=dev, dtype=dt)
@@ -193,7 +212,8 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
         gmax[idx] = torch.where(ok, gm1, gm0)
         n_iter[idx_np] += 1
         decrease = f0 - f1
-        still = ok & (gm1 > tol) & (decrease > ftol * f1.abs().clamp_min(1.0))
+        early = torch.from_numpy(n_iter[idx_np] < min_iter[idx_np]).to(dev)
+        still = ok & (gm1 > tol) & ((decrease > ftol * f1.abs()) | early)
         active[idx_np] = still.cpu().numpy()
     return theta, n_iter
 
@@ -419,10 +439,24 @@ class LogisticProbe(BaseProbe):
         regularised, nearly separable features (wide layers) a gradient of 1e-4 still leaves the
         weights far from the optimum, and where the iterates stop then depends on the solver's path:
         at 1e-4 our test accuracy differed from scikit-learn's by 0.3 points on average (up to 1.1);
-        at 1e-5 by 0.1 (up to 0.4), at ~35% more iterations. A problem also stops when one iteration
-        lowers the loss by less than ``tol x max(1, loss)`` (converged for practical purposes).
+        at 1e-5 by 0.1 (up to 0.4), at ~35% more iterations.
+    ftol : float, default 1e-7
+        A problem also stops when one iteration lowers its objective by less than ``ftol x objective``
+        (scipy's ``ftol`` rule, relative). 1e-7 keeps every probe's objective within 1e-5 (relative) of
+        a tightly converged scikit-learn solution (``tol=1e-12``) on digits; the earlier rule
+        (``tol x max(1, objective)``, absolute below an objective of 1) left gaps up to 2e-3 on
+        well-fitted probes whose objective is far below 1.
     history : int, default 10
         L-BFGS memory.
+    path : bool, default True
+        Fit each subset's penalties as a regularisation path: strongest first, each warm-started from the
+        previous penalty's solution, stopping once validation accuracy has clearly peaked (see
+        ``path_patience``). The penalties past the stop are not fitted: their ``val_scores_`` are NaN and
+        they are never chosen. ``False`` fits every penalty from zero (the exhaustive grid search).
+    path_patience : int, default 0
+        How many penalties past the first one that trails the path's best validation accuracy by more than
+        half a binomial standard error (at least one sample) are still fitted before the path stops; -1
+        never stops early (every penalty fitted, still warm-started).
     device : str, default 'auto'
         'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'.
     random_state : int, default 0
@@ -446,7 +480,7 @@ class LogisticProbe(BaseProbe):
     train_scores_ : ndarray (n_subsets,)
         Accuracy on the rows the probe was fitted on.
     n_iter_ : ndarray (n_subsets,)
-        L-BFGS iterations of the chosen problem.
+        L-BFGS iterations of the chosen problem (from its warm start, on a regularisation path).
     classes_, n_features_in_, mean_, scale_, subsets_, alphas_, n_train_, n_val_
 
     Examples
@@ -463,7 +497,8 @@ class LogisticProbe(BaseProbe):
 
     def __init__(self, alphas=DEFAULT_LOGISTIC_ALPHAS, *, subsets=None, standardize: bool = True,
                  val_fraction: float = 0.1, refit: bool = False, max_iter: int = 100, tol: float = 1e-5,
-                 history: int = 10, device: str = "auto", random_state: int | None = 0):
+                 ftol: float = 1e-7, history: int = 10, path: bool = True, path_patience: int = 0, device: str = "auto",
+                 random_state: int | None = 0):
         self.alphas = alphas
         self.subsets = subsets
         self.standardize = standardize
@@ -471,15 +506,26 @@ class LogisticProbe(BaseProbe):
         self.refit = refit
         self.max_iter = max_iter
         self.tol = tol
+        self.ftol = ftol
         self.history = history
+        self.path = path
+        self.path_patience = path_patience
         self.device = device
         self.random_state = random_state
 
     def _prepare(self, data: Data):
         check_positive_int(self.max_iter, name="max_iter")
         check_positive_int(self.history, name="history")
+        if not isinstance(self.path, (bool, np.bool_)):
+            raise ConfigError(f"path must be True or False; got {self.path!r}")
+        if isinstance(self.path_patience, bool) or not isinstance(self.path_patience, (int, np.integer)) \
+                or self.path_patience < -1:
+            raise ConfigError(f"path_patience must be an integer >= 0 (or -1: never stop the path early); "
+                              f"got {self.path_patience!r}")
         if not (isinstance(self.tol, (int, float)) and np.isfinite(self.tol) and self.tol >= 0):
             raise ConfigError(f"tol must be a finite number >= 0; got {self.tol!r}")
+        if not (isinstance(self.ftol, (int, float)) and np.isfinite(self.ftol) and self.ftol >= 0):
+            raise ConfigError(f"ftol must be a finite number >= 0; got {self.ftol!r}")
         # One Gram matrix of the standardised union of columns serves every chain (a permutation of it).
         return gram64(data.X)  # data.X is (U, n)
 
@@ -506,7 +552,12 @@ class LogisticProbe(BaseProbe):
             live = diag > _LIVE_DIAG * float(diag.max()) if len(head) else diag > 0
             mean_eig = float(diag[live].mean()) if bool(live.any()) else 1.0
             G = gram[head[:km]][:, head[:km]]
-            return {(c, a): (head[:km], _cholesky(G, max(a * C, _MU_EIG * mean_eig)).to(dt)) for a in alphas}
+            by_mu = {}  # penalties with the same shift share one factorisation (all default ones do)
+            for a in alphas:
+                mu = max(a * C, _MU_EIG * mean_eig)
+                if mu not in by_mu:
+                    by_mu[mu] = _cholesky(G, mu).to(dt)
+            return {(c, a): (head[:km], by_mu[max(a * C, _MU_EIG * mean_eig)]) for a in alphas}
 
         out = [_Collected(len(p), C) for p in problems_list]
         # Which problems share one data pass over all columns (dense layout): on a GPU all of them (the
@@ -540,9 +591,64 @@ class LogisticProbe(BaseProbe):
             yield out[c].chain_fit()  # chain by chain, so progress shows
 
     def _fit_group(self, data: Data, XT, XvT, members, problems_list, factors, out, *, blocked: bool) -> None:
-        """Fit the problems ``members`` ((chain, position) pairs) with batched L-BFGS into ``out``."""
+        """Fit the problems ``members`` ((chain, position) pairs) with batched L-BFGS into ``out``.
+
+        With ``path=True`` the penalties of one subset (one chain and size: a *line*) are fitted from the
+        strongest to the weakest in stages, each problem warm-started from its line's previous solution;
+        a line stops once its validation accuracy has clearly peaked (``path_patience``). Problems of all
+        lines at one stage share the data passes. With ``path=False`` every problem starts from zero and
+        all are fitted at once."""
+        lines: dict = {}
+        for c, j in members:
+            k, a = problems_list[c][j]
+            lines.setdefault((c, k), []).append((a, j))
+        order = sorted(lines)  # by chain, then size
+        for key in order:
+            lines[key].sort(key=lambda aj: -aj[0])  # strongest penalty first
+        if not self.path:
+            self._fit_stage(data, XT, XvT, [(c, j) for c, j in members], problems_list, factors, out,
+                            blocked=blocked, warm=None)
+            return
+        n_val = len(data.y_val) if data.y_val is not None else 0
+        patience = int(self.path_patience)
+        state = {key: {"pos": 0, "best": -1.0, "since": 0, "prev": None} for key in order}
+        while True:
+            stage = [key for key in order if state[key]["pos"] < len(lines[key])]
+            if not stage:
+                break
+            mem = [(key[0], lines[key][state[key]["pos"]][1]) for key in stage]
+            warm = [state[key]["prev"] for key in stage]
+            self._fit_stage(data, XT, XvT, mem, problems_list, factors, out, blocked=blocked, warm=warm)
+            for key, (c, j) in zip(stage, mem):
+                st = state[key]
+                o = out[c]
+                st["prev"] = (o.W[j], o.b[j])
+                st["pos"] += 1
+                if n_val and patience >= 0:
+                    correct = round(float(o.val_accuracy[j]) * n_val)
+                    if correct > st["best"]:
+                        st["best"], st["since"] = correct, 0
+                    elif correct < st["best"] - self._path_margin(st["best"], n_val):
+                        st["since"] += 1  # clearly below the best so far (ties and near-ties go on)
+                    if st["since"] > patience:
+                        st["pos"] = len(lines[key])
+
+    @staticmethod
+    def _path_margin(best_correct: float, n_val: int) -> float:
+        """Correct validation samples by which a penalty must trail the path's best to count as past the
+        peak: one binomial standard error of the best accuracy (at least one sample), so a dip within the
+        noise of a validation split does not end the path."""
+        p = min(max(best_correct / n_val, 0.0), 1.0)
+        return max(1.0, _PATH_MARGIN_SE * float(np.sqrt(n_val * p * (1.0 - p))))
+
+    def _fit_stage(self, data: Data, XT, XvT, members, problems_list, factors, out, *, blocked: bool,
+                   warm) -> None:
+        """Fit the problems ``members`` at once (in batches that fit memory); ``warm``: per member None or
+        the ``(W, b)`` (standardised units, chain order) to start from."""
         C = data.n_classes
-        members = sorted(members, key=lambda m: (problems_list[m[0]][m[1]][0], m))  # by size
+        warm = [None] * len(members) if warm is None else list(warm)
+        order = sorted(range(len(members)), key=lambda i: (problems_list[members[i][0]][members[i][1]][0], members[i]))
+        members, warm = [members[i] for i in order], [warm[i] for i in order]  # by size
         sizes = [problems_list[c][j][0] for c, j in members]
         for grp in _groups(sizes, C, int(self.history), rows=0 if blocked else XT.shape[0]):
             mem = [members[i] for i in grp]
@@ -553,8 +659,19 @@ class LogisticProbe(BaseProbe):
             used = {key: (rows[:kg], lo[:kg, :kg]) for key, (rows, lo) in factors.items() if key in set(keys)}
             obj = _Objective(XT[:kg] if blocked else XT, data.y, C, ks, alphas, keys, used, blocked=blocked)
             theta = torch.zeros((len(mem), obj.M), dtype=data.X.dtype, device=data.X.device)
+            started = np.zeros(len(mem), dtype=bool)
+            for i, g in enumerate(grp):
+                if warm[g] is not None:  # V = L^T W for this problem's own factor (W = L^{-T} V)
+                    W0, b0 = warm[g]
+                    k = ks[i]
+                    lo = used[keys[i]][1][:k, :k]
+                    W0 = torch.as_tensor(np.asarray(W0), dtype=lo.dtype, device=lo.device)
+                    theta[i, : k * C] = (lo.T @ W0).reshape(-1)
+                    theta[i, obj.kmax * C :] = torch.as_tensor(np.asarray(b0), dtype=lo.dtype, device=lo.device)
+                    started[i] = True
             theta, its = batched_lbfgs(obj, theta, max_iter=int(self.max_iter), tol=float(self.tol),
-                                       history=int(self.history), gamma0=float(C), ftol=float(self.tol))
+                                       history=int(self.history), gamma0=float(C), ftol=float(self.ftol),
+                                       min_iter=np.where(started, 2, 0))
             W, b = obj.weights(theta, np.arange(len(mem)))
             Wn, bn = W.double().cpu().numpy(), b.double().cpu().numpy()
             train = obj.evaluate(theta, XT[:kg] if blocked else XT, data.y)[0]
