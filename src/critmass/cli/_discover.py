@@ -33,10 +33,13 @@ def datasets_cmd():
 def layers_cmd(
     model: str = typer.Argument(..., help="Model spec, e.g. timm:resnet50 or efficientnet-lite0."),
     pattern: str = typer.Option(None, "--filter", help="Only names containing this text."),
+    stages: bool = typer.Option(False, "--stages", help="Only the default depth profile: the model's stages "
+                                "(what `critmass profile --layers stages` uses)."),
 ):
     """List the valid --layer names of MODEL (penultimate, then every named module)."""
     from ..models import list_layers
+    from ..models._stages import list_stages
 
-    for name in list_layers(model):
+    for name in (list_stages(model) if stages else list_layers(model)):
         if pattern is None or pattern in name:
             typer.echo(name)

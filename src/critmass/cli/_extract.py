@@ -32,7 +32,7 @@ def parse_max_samples(value: str | None) -> int | dict[str, int] | None:
 
 @app.command("extract")
 def extract_cmd(
-    model: str = typer.Argument(..., help="Model spec: timm:NAME, torchvision:NAME, hf:DIR, sbert:DIR, or an alias."),
+    model: str = typer.Argument(..., help="Model spec: timm:NAME, torchvision:NAME, hf:DIR, sbert:DIR, onnx:FILE, or an alias."),
     dataset: str = typer.Argument(..., help="Dataset spec: torchvision:NAME, imagefolder:DIR, hf:NAME, npz:FILE, or an alias."),
     layer: str = typer.Option("penultimate", "--layer", "-l", help="Layer name (`critmass layers MODEL`)."),
     split: str = typer.Option("train,test", "--split", "-s", help="Comma-separated splits: train, val, test."),
@@ -55,10 +55,23 @@ def extract_cmd(
     amp: str = typer.Option(None, "--amp", help="bf16 or fp16 autocast (GPU)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (GPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    mean: str = typer.Option(None, "--mean", help="onnx: models: per-channel mean (e.g. 104,117,123), in the "
+                             "model's channel order and units of --scale [default: FILE.json, else ImageNet's]."),
+    std: str = typer.Option(None, "--std", help="onnx: models: per-channel std (e.g. 58.4,57.1,57.4)."),
+    scale: int = typer.Option(None, "--scale", help="onnx: models: pixel range before mean/std, 1 (0-1) or 255."),
+    bgr: bool = typer.Option(None, "--bgr/--rgb", help="onnx: models: channel order of the input."),
+    nhwc: bool = typer.Option(None, "--nhwc/--nchw", help="onnx: models: input layout (NHWC = channels-last input; "
+                              "--channels-last is the GPU memory format) [default: from the graph]."),
 ):
     """Extract MODEL's LAYER features on DATASET splits into the cache (a second run does no work)."""
     from ..features import extract
 
+    prep = {k: v for k, v in (("mean", parse_list(mean, float) or None), ("std", parse_list(std, float) or None),
+                              ("scale", scale), ("bgr", bgr), ("channels_last", nhwc)) if v is not None}
+    if prep:  # input options of onnx: models: the backbone is built here with them (they enter its cache key)
+        from ..models import load_model
+
+        model = load_model(model, pretrained=pretrained, weights=weights, image_size=image_size, preprocessing=prep)
     fs = extract(model, dataset, layer=layer, split=parse_list(split), cache=cache, data_root=data_root,
                  download=download, weights=weights, pretrained=pretrained, pooling=pooling, image_size=image_size,
                  max_samples=parse_max_samples(max_samples), carve_test=carve_test, seed=seed, batch_size=batch_size, num_workers=num_workers, device=device,

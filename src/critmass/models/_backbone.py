@@ -12,7 +12,7 @@ from torch import nn
 from .._validation import closest
 from ..exceptions import LayerNotFoundError, PoolingError
 
-__all__ = ["Backbone", "POOLINGS", "pool", "LayerReader"]
+__all__ = ["Backbone", "POOLINGS", "pool", "LayerReader", "capture"]
 
 POOLINGS = ("auto", "avg", "max", "flatten", "cls", "mean", "none")
 
@@ -124,19 +124,25 @@ class LayerReader:
         if self.layer == "penultimate":
             out = bb.penultimate(batch)
             return pool(out, self.pooling, token_pooling=bb.token_pooling, where=f"{bb.spec} penultimate")
-        captured = {}
+        out = capture(bb.module, self.layer, bb.run, batch, where=bb.spec)
+        return pool(out, self.pooling, token_pooling=bb.token_pooling, where=f"layer {self.layer!r}")
 
-        def hook(_module, _inputs, output):
-            captured["out"] = output
-            raise _StopForward
 
-        handle = dict(bb.module.named_modules())[self.layer].register_forward_hook(hook)
-        try:
-            bb.run(batch)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if "out" not in captured:
-            raise PoolingError(f"layer {self.layer!r} of {bb.spec} is not run by the forward pass; choose another layer")
-        return pool(captured["out"], self.pooling, token_pooling=bb.token_pooling, where=f"layer {self.layer!r}")
+def capture(module: nn.Module, layer: str, run: Callable[[Any], Any], batch, *, where: str = "the model"):
+    """The output of ``module``'s submodule ``layer`` when ``run(batch)`` is called; the forward stops there."""
+    captured = {}
+
+    def hook(_module, _inputs, output):
+        captured["out"] = output
+        raise _StopForward
+
+    handle = dict(module.named_modules())[layer].register_forward_hook(hook)
+    try:
+        run(batch)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "out" not in captured:
+        raise PoolingError(f"layer {layer!r} of {where} is not run by the forward pass; choose another layer")
+    return captured["out"]

