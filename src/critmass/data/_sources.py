@@ -1,5 +1,8 @@
 """Dataset sources: ``torchvision:``, ``imagefolder:``, ``hf:``, ``npz:`` and offline aliases.
 
+The text sources (``textfolder:``, ``csv:``, ``bbc-news``, ``spam-assassin``) live in ``_text.py`` and
+register themselves here when :mod:`critmass.data` is imported.
+
 A source is a function ``(name, split, *, root, download) -> LabeledDataset`` registered with
 ``@SOURCES.register("name")``; it returns the split as the dataset defines it ('train' / 'test', and
 'val' where the dataset has an official one). :func:`load_dataset` adds the seeded validation split
@@ -337,8 +340,9 @@ def load_dataset(spec: str, split: str = "train", *, root=None, download: bool =
 
     Parameters
     ----------
-    spec : ``torchvision:CIFAR10``, ``imagefolder:DIR``, ``hf:NAME_OR_DIR``, ``npz:FILE`` or an offline alias
-        (``fashion-mnist``, ``textures``, ``digits``).
+    spec : ``torchvision:CIFAR10``, ``imagefolder:DIR``, ``hf:NAME_OR_DIR``, ``npz:FILE``, ``textfolder:DIR``,
+        ``csv:FILE[?text=COL&label=COL]`` or an offline alias (``fashion-mnist``, ``textures``, ``digits``,
+        ``bbc-news``, ``spam-assassin``, ``spam-assassin-groups``).
     split : ``train`` / ``test`` as the dataset defines them; ``val`` is the dataset's official validation
         split if it has one, else a seeded stratified ``val_fraction`` of train.
     hold_out_val : for ``split='train'`` of a dataset without an official validation split, return train
