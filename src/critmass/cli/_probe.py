@@ -18,6 +18,13 @@ def parse_seeds(value) -> list[int]:
     return _parse_seeds(value, name="--seeds")
 
 
+def _parse_int(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{flag} must be a positive integer or 'all'; got {value!r}") from None
+
+
 @app.command("probe")
 def probe(
     features: Path = typer.Argument(..., help="Feature cache entry directory, or a .npz with x_train, y_train, "
@@ -30,7 +37,7 @@ def probe(
                               help="Seed count N (seeds 0..N-1; default 5) or a comma list (1,2,3; '3,' is seed 3)."),
     selector: str = typer.Option("random", "--selector", help="Comma-separated selectors (critmass.subsets."
                                                               "list_selectors()); 'all' is always added."),
-    solver: str = typer.Option("logistic", "--solver", help="logistic | ridge | sgd."),
+    solver: str = typer.Option("logistic", "--solver", help="logistic | ridge | sgd | knn | retrieval."),
     alphas: str = typer.Option(None, "--alphas", help="Comma-separated penalty grid (default: the solver's)."),
     val_fraction: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction",
                                        help="Share of train held out for validation (when the features have no "
@@ -44,21 +51,53 @@ def probe(
     epochs: int = typer.Option(None, "--epochs", help="SGD epochs (default 50)."),
     lr_step: int = typer.Option(None, "--lr-step", help="SGD epochs between lr x0.1 decays (default 10)."),
     max_iter: int = typer.Option(None, "--max-iter", help="L-BFGS iterations per probe (default 100)."),
+    path: bool = typer.Option(None, "--path/--no-path",
+                              help="logistic: fit the penalty grid as a warm-started regularisation path that stops "
+                                   "past the validation peak (default), or every penalty from zero."),
+    k: str = typer.Option(None, "--k", help="knn: comma-separated k grid chosen on validation (default 1,5,10,20,50)."),
+    metric: str = typer.Option(None, "--metric", help="knn / retrieval: cosine (default) | l2; knn also cosine,l2 "
+                                                      "(chosen on validation)."),
+    vote: str = typer.Option(None, "--vote", help="knn: auto (default: dino for cosine, majority for l2) | majority "
+                                                  "| dino (weights exp(cos / temperature))."),
+    temperature: float = typer.Option(None, "--temperature", help="knn: temperature of the dino vote (default 0.07)."),
+    normalization: str = typer.Option(None, "--normalization",
+                                      help="knn / retrieval: auto (default: truncate-renorm for cosine, none for l2) "
+                                           "| truncate-renorm | normalize-truncate | none."),
+    center: bool = typer.Option(None, "--center/--no-center", help="knn / retrieval: subtract the gallery mean "
+                                                                   "first (default off)."),
+    index: str = typer.Option(None, "--index", help="knn / retrieval: flat (exact, default) | ivf | hnsw."),
+    nlist: int = typer.Option(None, "--nlist", help="knn / retrieval: IVF lists (default ~4 sqrt(n))."),
+    nprobe: int = typer.Option(None, "--nprobe", help="knn / retrieval: IVF lists searched (default 16)."),
+    ef_search: int = typer.Option(None, "--ef-search", help="knn / retrieval: HNSW efSearch (default 128)."),
+    map_at: str = typer.Option(None, "--map-at", help="retrieval: mAP cutoff (default 100) or 'all' (whole gallery)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine)."),
     csv: bool = typer.Option(False, "--csv", help="Also write CSV copies of the tables."),
     no_weights: bool = typer.Option(False, "--no-weights", help="Do not save probe weights."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ):
-    """Fit linear probes on random (or other) neuron subsets for every fraction and seed."""
+    """Fit linear (or kNN / retrieval) probes on random (or other) neuron subsets for every fraction and seed."""
     from ..probes import run_probes
 
     options = {}
+    nb = ("knn", "retrieval")
+    if map_at is not None:
+        map_at = None if map_at.strip().lower() == "all" else _parse_int(map_at, "--map-at")
+        options["map_at"] = map_at
+        if solver != "retrieval":
+            raise ConfigError(f"--map-at applies to --solver retrieval, not {solver!r}")
     for name, value, solvers in (("epochs", epochs, ("sgd",)), ("lr_step", lr_step, ("sgd",)),
-                                 ("max_iter", max_iter, ("logistic",))):
+                                 ("max_iter", max_iter, ("logistic",)), ("path", path, ("logistic",)),
+                                 ("ks", None if k is None else parse_list(k, int), ("knn",)),
+                                 ("metric", None if metric is None else (parse_list(metric) if "," in metric
+                                                                         else metric), nb),
+                                 ("vote", vote, ("knn",)), ("temperature", temperature, ("knn",)),
+                                 ("normalization", normalization, nb), ("center", center, nb), ("index", index, nb),
+                                 ("nlist", nlist, nb), ("nprobe", nprobe, nb), ("ef_search", ef_search, nb)):
         if value is not None:
             if solver not in solvers:
-                raise ConfigError(f"--{name.replace('_', '-')} applies to --solver {'/'.join(solvers)}, not {solver!r}")
+                flag = {"ks": "k"}.get(name, name).replace("_", "-")
+                raise ConfigError(f"--{flag} applies to --solver {'/'.join(solvers)}, not {solver!r}")
             options[name] = value
     t0 = time.perf_counter()
     res = run_probes(
@@ -81,6 +120,7 @@ def probe(
         penalty_rule=penalty_rule,
     )
     full = res.full_accuracy()
+    what = {"knn": "kNN accuracy", "retrieval": "recall@1"}.get(solver, "test accuracy")
     typer.echo(f"wrote {len(res.results)} probe rows ({len(res.per_class)} per-class rows) to {out}/results.parquet"
-               f"{' (+ .csv)' if csv else ''}; full-layer test accuracy {100 * full:.2f}%; "
+               f"{' (+ .csv)' if csv else ''}; full-layer {what} {100 * full:.2f}%; "
                f"{time.perf_counter() - t0:.1f} s")

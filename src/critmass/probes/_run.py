@@ -22,7 +22,10 @@ from ..exceptions import ConfigError, FeatureError
 from ..features import FeatureSet, load_features, sample_ids
 from ..subsets import make_selector
 from ._base import check_alphas, resolve_device
+from ._knn import KNNProbe
 from ._logistic import LogisticProbe
+from ._neighbours_run import NEIGHBOUR_COLUMNS, NEIGHBOUR_SOLVERS, check_neighbour_options, neighbour_rows
+from ._retrieval import RetrievalProbe
 from ._ridge import RidgeProbe
 from ._sgd import SGDProbe
 
@@ -31,7 +34,7 @@ __all__ = ["run_probes", "ProbeResults", "SOLVERS", "DEFAULT_FRACTIONS", "RESULT
 
 logger = logging.getLogger(__name__)
 
-SOLVERS = {"logistic": LogisticProbe, "ridge": RidgeProbe, "sgd": SGDProbe}
+SOLVERS = {"logistic": LogisticProbe, "ridge": RidgeProbe, "sgd": SGDProbe, "knn": KNNProbe, "retrieval": RetrievalProbe}
 
 #: How the penalty of each probe is chosen (``run_probes(penalty_rule=...)``): 'per-probe' searches the
 #: grid for every probe; 'first-seed' searches it for the first seed of each seed-dependent selector and
@@ -44,7 +47,7 @@ KEYS = ["model", "weights", "dataset", "layer", "pooling", "selector", "fraction
 RESULT_COLUMNS = KEYS + [
     "n_features", "reg", "reg_applied", "penalty_rule", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
     "n_train", "n_val", "n_test", "n_classes", "n_iter", "refit", "weights_file", "config", "versions",
-]
+] + NEIGHBOUR_COLUMNS  # kNN / retrieval columns (critmass.probes._neighbours_run); NaN for linear solvers
 PER_CLASS_COLUMNS = KEYS + ["class", "class_name", "accuracy", "support"]
 
 
@@ -201,7 +204,10 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
         Fractions of the layer's neurons in (0, 1]; ``k = max(1, round(f * D))``.
     seeds : int or sequence of int
         Seeds of the random selectors; an int ``N`` means ``0 .. N-1`` (default 5: seeds 0..4, as the paper).
-    solver : {'logistic', 'ridge', 'sgd'}
+    solver : {'logistic', 'ridge', 'sgd', 'knn', 'retrieval'}
+        The neighbour solvers (:class:`KNNProbe`, :class:`RetrievalProbe`) take their options in
+        ``solver_options`` and fill the ``knn_*`` / ``recall_at_*`` / ``map`` columns; ``test_accuracy`` is
+        the kNN accuracy or recall@1 (see :mod:`critmass.probes._neighbours_run`).
     out : path, optional
         Directory for ``results.parquet``, ``per_class.parquet`` (``.csv`` too with ``csv``) and, with
         ``save_weights``, ``weights/<selector>-seed<seed>.npz`` (per size: ``indices_<k>`` or, for
@@ -294,6 +300,8 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
         opts["alphas"] = alphas
     dev = resolve_device(device)
     opts["device"] = str(dev)
+    if solver in NEIGHBOUR_SOLVERS:
+        check_neighbour_options(solver, opts, penalty_rule)  # before any selector is fitted
 
     # Validation split: the feature set's own, else carved from train (the same for every probe).
     if "val" in fs:
@@ -327,7 +335,8 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
 
     # 'first-seed': the other seeds of the seed-dependent selectors wait for the first seed's choices
     # (a one-penalty grid has nothing to choose: the plan is then the per-probe one).
-    defer = penalty_rule == "first-seed" and len(check_alphas(est_cls(**opts).alphas)) > 1
+    defer = (solver not in NEIGHBOUR_SOLVERS and penalty_rule == "first-seed"
+             and len(check_alphas(est_cls(**opts).alphas)) > 1)
     jobs, deferred = _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d, defer=defer)
     total = sum(len(j.subsets) for j in jobs + deferred)
     rows, per_class = [], []
@@ -338,6 +347,14 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
     from tqdm.auto import tqdm
 
     with tqdm(total=total, desc=f"probes ({solver})", unit="probe", file=sys.stderr, disable=not progress) as bar:
+        if solver in NEIGHBOUR_SOLVERS:  # no penalty, no weights: their own rows, the same columns
+            rows, per_class = neighbour_rows(
+                jobs, solver=solver, opts=opts, y_fit=y_fit, y_val=y_val, y_test=y_test, class_names=class_names,
+                key=dict(model=str(fs.meta.get("model")), weights=weights_id, dataset=str(fs.meta.get("dataset")),
+                         layer=str(fs.meta.get("layer")), pooling=pooling, solver=solver),
+                common={"n_features": d, "config": config_json, "versions": versions_json},
+                penalty_rule=penalty_rule, refit=refit, progress=bar.update)
+            jobs = []
         for job in _lead_then_follow(jobs, deferred, chosen, pending, seeds):
             est = est_cls(**{**opts, "subsets": job.subsets, "random_state": job.random_state,
                              "val_fraction": float(val_fraction), "refit": bool(refit),

@@ -1,0 +1,251 @@
+"""Retrieval probes: recall@k and mean average precision of same-label neighbours, queries against a gallery.
+
+A query's relevant items are the gallery rows with its label. ``recall@k`` is the share of queries with at
+least one relevant item among their ``k`` nearest gallery rows (the metric-learning Recall@K; recall@1 is
+the 1-NN accuracy). ``AP@c`` of a query with ``R`` relevant gallery rows is
+``sum_{i <= c} P(i) rel(i) / min(R, c)``, ``P(i)`` the share of relevant rows among the ``i`` nearest;
+``map`` is its mean over the queries. ``map_at=None`` ranks the whole gallery (exact, the usual full mAP,
+``O(n_queries n_gallery log n_gallery)``); an int cutoff ``c`` (default 100) uses the same neighbour search
+as recall@k. Queries are never gallery rows (test queries search the train gallery), so nothing is excluded.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._validation import check_features, check_labels, check_positive_int
+from ..exceptions import ConfigError, FeatureError
+from ._knn import KNNProbe, NeighbourIndex, SubsetVectors, _mean, check_ks, faiss_threads
+
+__all__ = ["RetrievalProbe", "DEFAULT_RECALL_KS", "DEFAULT_MAP_AT", "recall_hits", "average_precision"]
+
+DEFAULT_RECALL_KS = (1, 5, 10)
+DEFAULT_MAP_AT = 100
+
+
+def recall_hits(rel: np.ndarray, ks) -> np.ndarray:
+    """(n_queries, len(ks)) bool: does a relevant item appear among the first k of each ranked list?"""
+    first = np.where(rel.any(1), rel.argmax(1), rel.shape[1])  # position of the first relevant item
+    return first[:, None] < np.asarray(ks)[None, :]
+
+
+def average_precision(rel: np.ndarray, n_relevant: np.ndarray, cutoff: int | None = None) -> np.ndarray:
+    """AP@cutoff of ranked relevance lists ``rel`` (n_queries, n_ranked), nearest first.
+
+    ``sum_{i <= c} P(i) rel(i) / min(R, c)`` with ``R = n_relevant`` (relevant items in the whole gallery)
+    and ``c = cutoff`` (None: the whole list, which must then rank the whole gallery).
+    """
+    c = rel.shape[1] if cutoff is None else min(int(cutoff), rel.shape[1])
+    r = rel[:, :c].astype(np.float64)
+    prec = np.cumsum(r, axis=1) / np.arange(1, c + 1)[None, :]
+    denom = np.minimum(np.asarray(n_relevant, dtype=np.float64), c if cutoff is not None else np.inf)
+    return np.where(denom > 0, (prec * r).sum(1) / np.maximum(denom, 1), 0.0)
+
+
+class RetrievalProbe(KNNProbe):
+    """Retrieval probe(s) on column subsets: recall@k and mAP of same-label gallery rows (FAISS search).
+
+    The gallery is the training rows given to ``fit`` (``refit=True`` adds the validation rows); queries
+    are the rows passed to :meth:`evaluate_subsets`. Validation data, when given, only report
+    ``scores_`` (validation recall@1): retrieval has nothing to choose.
+
+    Parameters
+    ----------
+    ks : sequence of int, default (1, 5, 10)
+        Cutoffs of recall@k.
+    map_at : int or None, default 100
+        Cutoff of the mean average precision; None ranks the whole gallery (exact, slower).
+    metric : {'cosine', 'l2'}, default 'cosine'
+    normalization, center, index, nlist, nprobe, hnsw_m, ef_search, backend, subsets, refit, device, random_state
+        As in :class:`~critmass.probes.KNNProbe`.
+
+    Attributes
+    ----------
+    classes_, ks_, metric_, normalizations_, n_train_, n_val_
+    scores_ : ndarray (n_subsets,)
+        Validation recall@1 (NaN without validation data).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> probe = RetrievalProbe(device="cpu").fit(X[:1500], y[:1500])
+    >>> table = probe.evaluate_subsets(X[1500:], y[1500:])
+    >>> bool(table["recall_at_10"][0] >= table["recall_at_1"][0] > 0.9)
+    True
+    """
+
+    _solver = "retrieval"
+
+    def __init__(self, ks=DEFAULT_RECALL_KS, *, map_at: int | None = DEFAULT_MAP_AT, metric: str = "cosine",
+                 normalization: str = "auto", center: bool = False, index: str = "flat", nlist: int | None = None,
+                 nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128, backend: str = "auto", subsets=None,
+                 val_fraction: float = 0.0, refit: bool = False, device: str = "auto", random_state: int | None = 0):
+        self.ks = ks
+        self.map_at = map_at
+        self.metric = metric
+        self.normalization = normalization
+        self.center = center
+        self.index = index
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.hnsw_m = hnsw_m
+        self.ef_search = ef_search
+        self.backend = backend
+        self.subsets = subsets
+        self.val_fraction = val_fraction
+        self.refit = refit
+        self.device = device
+        self.random_state = random_state
+        self.vote, self.temperature = "majority", 1.0  # unused: KNNProbe's checks see valid values
+
+    def _settings(self) -> dict:
+        if not isinstance(self.metric, str):
+            raise ConfigError(f"a retrieval probe takes one metric (cosine or l2); got {self.metric!r}")
+        if self.map_at is not None and (isinstance(self.map_at, bool) or not isinstance(self.map_at, numbers.Integral)):
+            raise ConfigError(f"map_at must be a positive integer or None (the whole gallery); got {self.map_at!r}")
+        if self.map_at is not None:
+            check_positive_int(self.map_at, name="map_at")
+        return super()._settings()
+
+    def fit(self, X, y, *, X_val=None, y_val=None):
+        """Keep the gallery; with validation data, record validation recall@1 in ``scores_``.
+
+        Returns
+        -------
+        self
+        """
+        self._fit(X, y, X_val=X_val, y_val=y_val)
+        return self
+
+    def _fit(self, X, y, *, X_val=None, y_val=None, X_test=None, y_test=None, progress=None):
+        X = check_features(X, name="training features")
+        y = check_labels(y, X.shape[0], name="training labels")
+        s = self._settings()
+        self.subsets_ = self._check_subsets(X.shape[1])
+        self.ks_ = check_ks(self.ks)
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = int(X.shape[1])
+        fit_rows, val = self._split(X, y, X_val, y_val, need_val=False)
+        self.settings_ = s
+        metric, norm = s["metrics"][0], s["normalizations"][0]
+        self.metric_ = [metric] * len(self.subsets_)
+        self.normalizations_ = [norm] * len(self.subsets_)
+        G = np.asarray(X[fit_rows], dtype=np.float32) if len(fit_rows) != len(y) else X
+        y_gal = np.searchsorted(self.classes_, y[fit_rows])
+        self.n_train_, self.n_val_ = int(len(fit_rows)), 0 if val is None else int(len(val[1]))
+        self.scores_ = np.full(len(self.subsets_), np.nan)
+        refit_now = self.refit and val is not None
+        if val is not None:
+            self._check_known(val[2], "validation")
+            Xv, yv = np.asarray(val[0][val[1]], dtype=np.float32), np.searchsorted(self.classes_, val[2])
+            # validation recall@1 against the fit rows (the test queries also search them unless refit)
+            queries = {"val": (Xv, yv, [1], False)}
+            if X_test is not None and not refit_now:
+                queries["test"] = self._queries(X_test, y_test)
+            results = self._search_all(G, y_gal, queries, progress=None if refit_now else progress)
+            self.scores_ = np.array([r["val"][0][:, 0].mean() for r in results])
+            if refit_now:
+                G, y_gal = np.concatenate([np.asarray(G, dtype=np.float32), Xv]), np.concatenate([y_gal, yv])
+                self.n_train_ = int(len(y_gal))
+        else:
+            results = None
+        self._gallery, self._gallery_y = G, y_gal
+        if X_test is None:
+            return None
+        if results is None or refit_now:
+            results = self._search_all(G, y_gal, {"test": self._queries(X_test, y_test)}, progress=progress)
+        return [r["test"] for r in results]
+
+    def _queries(self, X, y):
+        X = self._check_fitted_shape(X)
+        y = check_labels(y, X.shape[0], name="query labels")
+        self._check_known(y, "query")
+        return X, np.searchsorted(self.classes_, y), self.ks_, True
+
+    def _check_fitted_shape(self, X):
+        X = check_features(X, name="query features")
+        if X.shape[1] != self.n_features_in_:
+            raise FeatureError(f"query features have {X.shape[1]} columns but the gallery has {self.n_features_in_}; "
+                               "pass features of the same layer")
+        return X
+
+    def _search_all(self, G, y_gal, queries: dict, progress=None) -> list[dict]:
+        """Per subset: {name: (hits (n_q, len(ks)) bool, AP (n_q,) or None)} for every query set
+        ``name: (X, label positions, recall cutoffs, whether to compute AP)``."""
+        s = self.settings_
+        metric, norm = self.metric_[0], self.normalizations_[0]
+        n_rel = np.bincount(y_gal, minlength=len(self.classes_))
+        mean = _mean(G) if self.center else None
+        gv = SubsetVectors(G, norm, mean)
+        qvs = {name: SubsetVectors(q[0], norm, mean) for name, q in queries.items()}
+        out = []
+        with faiss_threads():
+            for cols in self.subsets_:
+                idx = NeighbourIndex(gv.get(cols), metric, **self._index_kwargs(s))
+                res = {}
+                for name, (_, yq, ks, want_map) in queries.items():
+                    qv = qvs[name].get(cols)
+                    cutoff = self.map_at if want_map else None
+                    sc, ids = idx.search(qv, max(max(ks), cutoff or 0))
+                    rel = (y_gal[ids.clip(0)] == yq[:, None]) & np.isfinite(sc)
+                    ap = None
+                    if want_map and cutoff is not None:
+                        ap = average_precision(rel, n_rel[yq], cutoff)
+                    elif want_map:
+                        ap = self._full_ap(idx, qv, yq, y_gal, n_rel)
+                    res[name] = (recall_hits(rel, ks), ap)
+                out.append(res)
+                if progress is not None:
+                    progress(1)
+        return out
+
+    @staticmethod
+    def _full_ap(idx: NeighbourIndex, qv, yq, y_gal, n_rel) -> np.ndarray:
+        """Exact AP over the whole gallery ranking (torch products and sort, in query chunks)."""
+        import torch
+
+        ap = np.empty(len(yq))
+        yg = torch.from_numpy(y_gal)
+        for a, sims in idx.similarities(qv):
+            order = torch.argsort(sims, dim=1, descending=True, stable=True).cpu()
+            rel = (yg[order] == torch.from_numpy(yq[a : a + len(order)])[:, None]).numpy()
+            ap[a : a + len(order)] = average_precision(rel, n_rel[yq[a : a + len(order)]], None)
+        return ap
+
+    def evaluate_subsets(self, X, y, *, per_query: bool = False) -> dict:
+        """recall@k of every cutoff and mAP for every subset: {'recall_at_<k>': (n_subsets,), 'map': ...}.
+
+        ``X`` are the queries, ``y`` their labels (every label must occur in the gallery). With
+        ``per_query`` the arrays are (n_subsets, n_queries): hits (0/1) and average precisions.
+        """
+        if not hasattr(self, "_gallery"):
+            from ..exceptions import NotFittedError
+
+            raise NotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
+        results = self._search_all(self._gallery, self._gallery_y, {"q": self._queries(X, y)})
+        if per_query:
+            out = {f"recall_at_{k}": np.stack([r["q"][0][:, j].astype(np.float64) for r in results])
+                   for j, k in enumerate(self.ks_)}
+            out["map"] = np.stack([r["q"][1] for r in results])
+            return out
+        out = {f"recall_at_{k}": np.array([r["q"][0][:, j].mean() for r in results]) for j, k in enumerate(self.ks_)}
+        out["map"] = np.array([r["q"][1].mean() for r in results])
+        return out
+
+    def score_subsets(self, X, y) -> np.ndarray:
+        """Recall@1 of every subset (its 1-NN accuracy), shape (n_subsets,)."""
+        if not hasattr(self, "_gallery"):
+            return super().score_subsets(X, y)  # raises NotFittedError
+        results = self._search_all(self._gallery, self._gallery_y, {"q": (*self._queries(X, y)[:2], [1], False)})
+        return np.array([r["q"][0][:, 0].mean() for r in results])
+
+    def predict_subsets(self, X) -> np.ndarray:
+        """The label of the nearest gallery row (1-NN) for every subset, shape (n_subsets, n_samples)."""
+        if not hasattr(self, "_gallery"):
+            return super().predict_subsets(X)
+        self.k_ = np.ones(len(self.subsets_), dtype=np.int64)
+        self.votes_ = ["majority"] * len(self.subsets_)
+        return super().predict_subsets(X)
