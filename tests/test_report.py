@@ -309,12 +309,12 @@ def test_save_figure_writes_each_format(run, tmp_path):
 
 def test_make_figures_names(run):
     assert list(make_figures(run, n_boot=0)) == ["accuracy_vs_fraction", "cka_vs_fraction", "dr_vs_delta",
-                                                 "class_drop_vs_fraction", "gini_vs_fraction", "dr_heatmap"]
+                                                 "class_drop_vs_fraction", "gini_vs_fraction", "dr_heatmap", "savings"]
 
 
 # ----------------------------------------------------------------------------------------------- the report
 FIGURE_NAMES = ["accuracy_vs_fraction", "cka_vs_fraction", "dr_vs_delta", "class_drop_vs_fraction",
-                "gini_vs_fraction", "dr_heatmap"]
+                "gini_vs_fraction", "dr_heatmap", "savings"]
 
 
 def test_report_writes_every_figure_and_table(report, run_dir):
@@ -368,7 +368,7 @@ def test_html_is_self_contained_with_figures_tables_notes_and_versions(report, r
     for table_id in ("table1", "critical-mass", "per-class", "versions"):
         assert f'id="{table_id}"' in page
     for title in PANELS:  # a note per panel
-        assert page.count(f"<li><b>{title}</b>:") == 5  # accuracy, cka, dr curve, class drop, gini
+        assert page.count(f"<li><b>{title}</b>:") == 6  # accuracy, cka, dr curve, class drop, gini, savings
     assert "critical mass" in page and "Fewest neurons" in page
     assert "2.14.1" in page and "&quot;solver&quot;: &quot;logistic&quot;" in page
 
@@ -388,7 +388,7 @@ def test_report_notes_quote_the_metrics(report, run):
 def test_report_without_cka_and_per_class(tmp_path):
     path = make_run(tmp_path / "r", per_class=False, cka=False)
     rep = build_report(path, formats="png", n_boot=0, out=tmp_path / "out")
-    assert list(rep.figures) == ["accuracy_vs_fraction", "dr_vs_delta", "dr_heatmap"]
+    assert list(rep.figures) == ["accuracy_vs_fraction", "dr_vs_delta", "dr_heatmap", "savings"]
     assert not list((tmp_path / "out" / "figures").glob("*.pdf"))
     page = rep.html.read_text()
     assert "no cka.parquet" in page and "no per_class.parquet" in page
