@@ -368,7 +368,8 @@ def test_config_defaults_and_paths(tmp_path):
 def test_example_configs_are_valid():
     examples = Path(__file__).resolve().parents[1] / "examples"
     demo = plan_sweep(examples / "demo.yaml", check_layers=True)  # runnable offline: every check applies
-    assert len(demo.of_kind("extract")) == 4 and demo.config.models[0].layers == ["penultimate", "blocks.5"]
+    # one extraction unit per (model, dataset): both layers come from one pass over each dataset
+    assert len(demo.of_kind("extract")) == 2 and demo.config.models[0].layers == ["penultimate", "blocks.5"]
     papers = sorted((examples / "paper").glob("*.yaml"))
     assert {p.stem for p in papers} >= {"table1", "resnets", "vits", "adversarial", "imagenet_places", "baselines",
                                         "middle_layers"}

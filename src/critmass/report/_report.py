@@ -40,7 +40,9 @@ from ._plots import (
     plot_dr_heatmap,
     plot_gini,
 )
+from ._profile import PROFILE_FIGURES, profile_figures, profile_notes
 from ._run import RunData, load_run
+from ._savings import interpret_savings, plot_savings
 from ._style import render
 from ._tables import table1_caption, table1_text
 
@@ -76,6 +78,12 @@ FIGURES = {
         "DR(δ) across models and datasets", "Model comparison",
         "DR at the report's δ for every model (rows, with feature length) and dataset (columns), one panel per "
         "selector."),
+    "savings": (
+        "Accuracy vs bytes per stored vector", "Savings",
+        "Linear-probe test accuracy (mean over seeds, min–max band) against the bytes a stored vector takes with "
+        "each selector's k values (float32, log-x); dashed: the full layer (square: its size); dotted: δ × full. "
+        "`critmass export` / `critmass compress` turn a point of this curve into a model or a gallery."),
+    **PROFILE_FIGURES,  # `critmass profile` runs: DR / accuracy across depth, layer x layer CKA
 }
 
 
@@ -144,6 +152,8 @@ def make_figures(run: RunData | str | os.PathLike, *, delta: float = 0.9, select
         figs["class_drop_vs_fraction"] = plot_class_drops(run.per_class, selector=selector)
         figs["gini_vs_fraction"] = plot_gini(run.per_class)
     figs["dr_heatmap"] = plot_dr_heatmap(res, delta=delta, interpolate=interpolate, select_on=select_on)
+    figs["savings"] = plot_savings(res, delta=delta)
+    figs.update(profile_figures(run, delta=delta, n_boot=n_boot, random_state=random_state, select_on=select_on))
     return figs
 
 
@@ -341,6 +351,8 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     if drops is not None:
         notes["class_drop_vs_fraction"] = interpret_class_drops(drops[drops["selector"] == primary], dr_long, primary)
         notes["gini_vs_fraction"] = interpret_gini(gtab, dr_long)
+    notes["savings"] = interpret_savings(res, delta=delta)
+    notes.update(profile_notes(run, delta=delta, select_on=select_on))
 
     html_path = out / "report.html"
     page = _page(run, delta=delta, primary=primary, names=names, dr_long=dr_long, pngs=pngs, notes=notes,

@@ -165,7 +165,7 @@ class _ExtractProgress:
 
         p = unit.params
         cache = Path(p["cache"]).expanduser() if p.get("cache") else default_cache_dir()
-        self.pattern = (cache, f"*--{_slug(p['dataset'])}--{_slug(p['layer'])}-*")
+        self.pattern = (cache, f"*--{_slug(p['dataset'])}--{_slug(p['layer']) if 'layer' in p else '*'}-*")
         self.splits, self.every_s, self.t0 = list(p["split"]), every_s, time.time()
         self.seen: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
@@ -202,6 +202,8 @@ class _ExtractProgress:
 
 
 def _run_extract(unit: Unit, shard: Path) -> dict:
+    if "layers" in unit.params:
+        return _run_extract_layers(unit)
     from ..features import extract
 
     t0 = time.time()
@@ -222,6 +224,33 @@ def _run_extract(unit: Unit, shard: Path) -> dict:
             "n_samples": {name: int(sp.n_samples) for name, sp in fs.splits.items()}, "images_per_s": speeds}
 
 
+def _run_extract_layers(unit: Unit) -> dict:
+    """A model's layers on one dataset entry: one pass, one cache entry per layer (``entry``: {layer: path})."""
+    from ..features._profile import extract_layers
+
+    t0 = time.time()
+    with _ExtractProgress(unit):
+        # No width cap: each layer's entry is exactly the one a single-layer extraction writes.
+        fsets = extract_layers(**unit.params, max_width=None, progress=False)
+    speeds = {}
+    for layer, fs in fsets.items():
+        for name, sp in fs.splits.items():
+            path = Path(fs.meta["source"]) / name / "manifest.json"
+            if path.is_file() and path.stat().st_mtime >= t0 and isinstance(sp.manifest.get("images_per_s"), (int, float)):
+                speeds[name] = float(sp.manifest["images_per_s"])  # one pass: every fresh layer has the same
+    log.info("extracted %d layers (%s)", len(fsets), ", ".join(f"{k} {v:.1f} images/s" for k, v in speeds.items())
+             or "all from the cache")
+    first = next(iter(fsets.values()))
+    return {"entry": {layer: str(fs.meta["source"]) for layer, fs in fsets.items()},
+            "n_features": {layer: int(fs.n_features) for layer, fs in fsets.items()},
+            "n_samples": {name: int(sp.n_samples) for name, sp in first.splits.items()}, "images_per_s": speeds}
+
+
+def _entry_of(unit: Unit):
+    """The cache entry an analysis unit reads: its layer's, when its extraction wrote several layers."""
+    return unit.entry[unit.layer] if isinstance(unit.entry, dict) else unit.entry
+
+
 def _run_probe(unit: Unit, shard: Path) -> dict:
     from ..features import load_features
     from ..probes import run_probes
@@ -230,7 +259,7 @@ def _run_probe(unit: Unit, shard: Path) -> dict:
     opts = {k: p[k] for k in ("alphas", "val_fraction", "val_seed", "refit", "save_weights", "solver_options")}
     # run_probes writes results.parquet, per_class.parquet and weights/ atomically into the shard.
     # Only this dataset entry's splits: the shared cache entry may hold a val split another entry asked for.
-    features = load_features(unit.entry, splits=p["splits"]) if p.get("splits") else unit.entry
+    features = load_features(_entry_of(unit), splits=p["splits"]) if p.get("splits") else _entry_of(unit)
     res = run_probes(features, selectors=[p["selector"]], fractions=p["fractions"], seeds=p["seeds"],
                      solver=p["solver"], n_neurons=p["n_neurons"], out=shard, device=p["device"], progress=False,
                      **opts)
@@ -242,7 +271,7 @@ def _run_cka(unit: Unit, shard: Path) -> dict:
 
     p = unit.params
     sizes = list(p["fractions"]) + [int(k) for k in (p["n_neurons"] or [])]
-    df = cka_curve(unit.entry, selectors=p["selectors"], fractions=sizes, seeds=p["seeds"], debiased=p["debiased"],
+    df = cka_curve(_entry_of(unit), selectors=p["selectors"], fractions=sizes, seeds=p["seeds"], debiased=p["debiased"],
                    split=p["split"], on_constant=p["on_constant"], val_fraction=p["val_fraction"],
                    val_seed=p["val_seed"])
     with atomic_path(shard / "cka.parquet", suffix=".parquet") as tmp:
