@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: Probe solvers a sweep can run (``critmass.probes.SOLVERS``).
-SOLVER_NAMES = ("logistic", "ridge", "sgd")
+SOLVER_NAMES = ("logistic", "ridge", "sgd", "knn", "retrieval")
 #: Execution backends.
 EXECUTORS = ("local", "ray", "slurm")
 _PAPER_FRACTIONS = DEFAULT_FRACTIONS  # the one grid of critmass._defaults
@@ -100,6 +100,12 @@ class ModelEntry(_Section):
     image_size: PositiveInt | None = Field(None, description="Override the input resolution (px).")
     batch_size: PositiveInt | None = Field(None,
         description="Extraction batch size of this model (default: the top-level one).")
+    datasets: list[str] | None = Field(None, min_length=1,
+        description="Names of the datasets this model runs on (default: every dataset); e.g. image models on "
+                    "the image tasks and text encoders on the text tasks of one sweep.")
+
+    def runs_on(self, dataset_label: str) -> bool:
+        return self.datasets is None or dataset_label in self.datasets
 
     @field_validator("spec")
     @classmethod
@@ -276,7 +282,7 @@ class SweepConfig(_Section):
     seeds: list[NonNegativeInt] = Field(default_factory=lambda: parse_seeds(DEFAULT_SEEDS), min_length=1,
         description="Seeds of the random selectors (an int N means 0..N-1; default 5: 0..4).")
     solvers: list[Solver] = Field(default_factory=lambda: ["logistic"],
-        description="Probe solvers: logistic, ridge, sgd ([] for CKA only).")
+        description="Probe solvers: logistic, ridge, sgd, knn, retrieval ([] for CKA only).")
     probes: ProbeOptions = Field(default_factory=ProbeOptions, description="Probe options.")
     cka: CkaOptions = Field(default_factory=CkaOptions, description="CKA on/off and options.")
     executor: ExecutorOptions = Field(default_factory=ExecutorOptions, description="Execution backend.")
@@ -334,7 +340,36 @@ class SweepConfig(_Section):
 
 
 # ------------------------------------------------------------------------------------------ loading
-def _line_map(node, path=(), lines=None, filename="config") -> dict[tuple, int]:
+def read_config(source, *, kind: str, example: str, model_class) -> tuple:
+    """``(data, filename, stem, lines)`` of a YAML path or a dict: the parsed mapping, the file's name and stem
+    (None for a dict) and the line of every key path (``{("models", 0, "spec"): 7}``), for one-line errors that
+    name the line. Unreadable YAML and duplicate keys are one-line errors naming ``kind`` (sweep, train)."""
+    lines: dict = {}
+    if isinstance(source, dict):
+        return source, "<dict>", None, lines
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"a {kind} config must be a YAML path, a dict or a {model_class.__name__}; "
+                          f"got {type(source).__name__}")
+    path = Path(source).expanduser()
+    filename = path.name
+    if not path.is_file():
+        raise ConfigError(f"{kind} config {str(path)!r} does not exist; pass the path of a YAML file "
+                          f"(see {example})")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{kind} config {filename}{where} is not valid YAML ({problem}); fix the syntax") from None
+    if node is not None:
+        _line_map(node, lines=lines, filename=filename, kind=kind)
+    return data, filename, path.stem, lines
+
+
+def _line_map(node, path=(), lines=None, filename="config", kind="sweep") -> dict[tuple, int]:
     """Map each key path (``('models', 0, 'spec')``) to its 1-based line; refuse duplicate keys."""
     lines = {} if lines is None else lines
     lines.setdefault(path, node.start_mark.line + 1)
@@ -344,15 +379,15 @@ def _line_map(node, path=(), lines=None, filename="config") -> dict[tuple, int]:
             key = key_node.value
             if key in seen:
                 raise ConfigError(
-                    f"invalid sweep config {filename} line {key_node.start_mark.line + 1}: {_dotted(path + (key,))}: "
+                    f"invalid {kind} config {filename} line {key_node.start_mark.line + 1}: {_dotted(path + (key,))}: "
                     f"key given twice (first on line {seen[key]}); keep one"
                 )
             seen[key] = key_node.start_mark.line + 1
             lines[path + (key,)] = key_node.start_mark.line + 1
-            _line_map(value_node, path + (key,), lines, filename)
+            _line_map(value_node, path + (key,), lines, filename, kind)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _line_map(item, path + (i,), lines, filename)
+            _line_map(item, path + (i,), lines, filename, kind)
     return lines
 
 
@@ -453,6 +488,12 @@ def _check_semantics(cfg: SweepConfig, lines: dict, filename: str, base: Path, c
                 fail((kind, i, "name" if e.name else "spec"),
                      f"{kind[:-1]} {e.label!r} is also entry {seen[e.label]}; give each entry a distinct `name:`")
             seen[e.label] = i
+    labels = [d.label for d in cfg.datasets]
+    for i, m in enumerate(cfg.models):
+        for name in m.datasets or []:
+            if name not in labels:
+                fail(("models", i, "datasets"), f"dataset {name!r} is not one of this sweep's datasets "
+                     f"({', '.join(labels)}){closest(name, labels)}; use a dataset's name (its spec unless it sets `name:`)")
     for e in (*cfg.models, *cfg.datasets):
         e.name = e.label  # the resolved config states every name
     for i, m in enumerate(cfg.models):
@@ -513,29 +554,9 @@ def load_config(source, *, base_dir=None, check_paths: bool = True) -> SweepConf
     if isinstance(source, SweepConfig):
         return source
     base = Path(base_dir).expanduser().resolve() if base_dir is not None else Path.cwd()
-    lines: dict = {}
-    stem = "sweep"
-    if isinstance(source, dict):
-        data, filename = source, "<dict>"
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        filename, stem = path.name, path.stem
-        if not path.is_file():
-            raise ConfigError(f"sweep config {str(path)!r} does not exist; pass the path of a YAML file "
-                              "(see examples/demo.yaml)")
-        text = path.read_text(encoding="utf-8")
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"sweep config {filename}{where} is not valid YAML ({problem}); fix the syntax") from None
-        if node is not None:
-            _line_map(node, lines=lines, filename=filename)
-    else:
-        raise ConfigError(f"a sweep config must be a YAML path, a dict or a SweepConfig; got {type(source).__name__}")
+    data, filename, stem, lines = read_config(source, kind="sweep", example="examples/demo.yaml",
+                                              model_class=SweepConfig)
+    stem = stem or "sweep"
     if data is None:
         raise ConfigError(f"sweep config {filename} is empty; it needs at least `models:` and `datasets:` "
                           "(see examples/demo.yaml)")

@@ -5,7 +5,9 @@ Three unit kinds, two stages:
 * :class:`ExtractUnit`, one per feature-cache entry (model, layer, dataset and what selects its
   samples) with the union of the splits its datasets ask for: the GPU-heavy forward passes, written
   into the shared feature cache once and read by every analysis unit of that entry. Keyed like the
-  entry it writes, so two units of a sweep never write the same entry at once.
+  entry it writes, so two units of a sweep never write the same entry at once. A model with several
+  layers has ONE extraction unit per dataset entry for all of them (one pass over the decoded images,
+  :func:`critmass.features._profile.extract_layers`); its status records ``entry`` as ``{layer: path}``.
 * :class:`ProbeUnit`, one per (extraction, solver, selector, seed) holding every fraction (the
   probes of one seed's nested subsets share one fit); a deterministic selector (all, prefix, pca,
   pca-least, norm-*) is one unit recorded with the first seed. Per-seed units give a cluster many
@@ -124,7 +126,10 @@ def _weights_stamp(path) -> list | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _entry_complete(entry: str | None, splits) -> bool:
+def _entry_complete(entry, splits) -> bool:
+    """Every split of the entry (or of each layer's entry, ``{layer: path}``) is complete."""
+    if isinstance(entry, dict):
+        return bool(entry) and all(_entry_complete(e, splits) for e in entry.values())
     return bool(entry) and all((Path(entry) / s / "manifest.json").is_file() for s in splits)
 
 
@@ -154,7 +159,8 @@ class Plan:
         CKA cells (selector x size x seed) of the whole grid."""
         cfg = self.config
         sizes = len(cfg.fractions) + len(cfg.n_neurons or [])
-        n_feature_sets = sum(len(m.layers) for m in cfg.models) * len(cfg.datasets)  # one full-layer probe each
+        n_feature_sets = sum(len(m.layers) * sum(m.runs_on(d.label) for d in cfg.datasets)
+                             for m in cfg.models)  # one full-layer probe each
         probes = sum(sizes * len(u.params["seeds"]) for u in self.of_kind("probe"))
         probes += n_feature_sets * len(cfg.solvers)
         cells = sum(sizes * len(cfg.seeds) * len(u.params["selectors"]) for u in self.of_kind("cka"))
@@ -168,7 +174,8 @@ class Plan:
         cells = self.count_cells()
         lines = [
             f"sweep {cfg.name!r} -> {self.run_dir}",
-            (f"  grid: {len(cfg.models)} model(s) / {layers} layer(s) x {len(cfg.datasets)} dataset(s) x "
+            (f"  grid: {len(cfg.models)} model(s) / {layers} layer(s) x {len(cfg.datasets)} dataset(s)"
+             f"{'' if all(m.datasets is None for m in cfg.models) else ' (paired as each model lists)'} x "
              f"{len(cfg.selectors)} selector(s) x {sizes} size(s) x {len(cfg.seeds)} seed(s) x "
              f"{len(cfg.solvers)} solver(s); CKA {'on' if cfg.cka.enabled else 'off'}"),
         ]
@@ -222,6 +229,8 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
     for i, m in enumerate(cfg.models):
         for layer in m.layers:
             for j, d in enumerate(cfg.datasets):
+                if not m.runs_on(d.label):  # the model entry names the datasets it runs on
+                    continue
                 # The features this dataset entry reads (as before: the analysis keys of finished runs stay).
                 ext_id = {
                     "model": m.spec, "weights": str(m.weights) if m.weights else None,
@@ -239,14 +248,18 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     raise cfg.error(path, f"gives the same features as {other} (only names or batch sizes differ); "
                                     "remove one of them")
                 seen[fid] = (i, j)
-                ekey = unit_key("extract", _entry_identity(m, d, layer, cfg, libs))
+                # All layers of a model share one extraction unit (one pass); one layer keeps its old key.
+                multi = len(m.layers) > 1
+                ekey = unit_key("extract", _entry_identity(m, d, list(m.layers) if multi else layer, cfg, libs))
                 where = f"{m.label} | {d.label} | {layer}"
                 ext = extracts.get(ekey)
                 if ext is None:
+                    ext_layers = ", ".join(m.layers)
                     extracts[ekey] = ExtractUnit(
-                        kind="extract", key=ekey, label=f"extract {where}", model=m.label, dataset=d.label,
-                        layer=layer, params={
-                            "model": m.spec, "dataset": d.spec, "layer": layer, "split": list(d.splits),
+                        kind="extract", key=ekey, label=f"extract {m.label} | {d.label} | {ext_layers}",
+                        model=m.label, dataset=d.label, layer=ext_layers, params={
+                            "model": m.spec, "dataset": d.spec, **({"layers": list(m.layers)} if multi else
+                                                                  {"layer": layer}), "split": list(d.splits),
                             "cache": str(cfg.cache) if cfg.cache else None,
                             "data_root": str(d.root) if d.root else None, "download": d.download,
                             "weights": str(m.weights) if m.weights else None, "pretrained": m.pretrained,
@@ -263,7 +276,7 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     if d.label not in names:
                         names.append(d.label)
                     extracts[ekey] = replace(ext, dataset=", ".join(names), params=p,
-                                             label=f"extract {m.label} | {', '.join(names)} | {layer}")
+                                             label=f"extract {m.label} | {', '.join(names)} | {ext.layer}")
                 for solver in cfg.solvers:
                     for sel in cfg.selectors:
                         fixed = make_selector(sel).deterministic  # fitted once: one unit, first seed
