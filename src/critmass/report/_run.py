@@ -57,7 +57,10 @@ class RunData:
 def _read_optional(path: Path, name: str, required) -> pd.DataFrame | None:
     if not (path / name).is_file():
         return None
-    return check_table(read_results(path, name=name), required, name=name)
+    table = read_results(path, name=name)
+    if len(table) == 0:  # e.g. the empty cka.parquet of a sweep with `cka: false`: the same as no table
+        return None
+    return check_table(table, required, name=name)
 
 
 def _json_values(series: pd.Series) -> list:
