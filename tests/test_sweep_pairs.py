@@ -61,3 +61,22 @@ def test_the_offline_table1_example_pairs_vision_and_text(tmp_path):
     vision = {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "open-nsfw"}
     assert pairs == ({(m, d) for m in vision for d in ("fashion-mnist", "digits", "textures")}
                      | {(m, d) for m in ("all-minilm-l6-v2", "all-mpnet-base-v2") for d in ("bbc-news", "spam-assassin")})
+
+
+def test_report_reads_a_run_whose_cka_table_is_empty(tmp_path, digits, probe_threads):
+    """A sweep with `cka: false` writes an empty cka.parquet; the report must treat it as absent (it failed
+    with 'cka.parquet is empty')."""
+    import pandas as pd
+
+    from critmass.features import FeatureSet, FeatureSplit
+    from critmass.probes import run_probes
+    from critmass.report._run import load_run
+    from critmass.sweep._run import CKA_KEYS
+
+    X, y, Xt, yt = digits
+    fs = FeatureSet({"train": FeatureSplit(X[:400], y[:400]), "test": FeatureSplit(Xt, yt)},
+                    {"model": "m", "dataset": "digits", "layer": "penultimate"})
+    run_probes(fs, fractions=[0.5, 1.0], seeds=[0], solver="ridge", device="cpu", out=tmp_path)
+    pd.DataFrame(columns=CKA_KEYS).to_parquet(tmp_path / "cka.parquet", index=False)
+    run = load_run(tmp_path)
+    assert run.cka is None and len(run.results) == 3
