@@ -398,9 +398,9 @@ def _dotted(path) -> str:
     return out or "(top level)"
 
 
-def _model_at(path) -> type[BaseModel] | None:
+def _model_at(path, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
     """The pydantic section class that a key path points into (for listing its valid keys)."""
-    cls: type[BaseModel] | None = SweepConfig
+    cls: type[BaseModel] | None = root or SweepConfig
     for p in path:
         if isinstance(p, int) or cls is None:
             continue
@@ -419,8 +419,10 @@ def _find_model(ann) -> type[BaseModel] | None:
     return None
 
 
-def _format_errors(exc: ValidationError, data, lines: dict, filename: str) -> str:
-    """One line per pydantic error location, with the YAML line, joined into one message."""
+def _format_errors(exc: ValidationError, data, lines: dict, filename: str, *, root: type[BaseModel] | None = None,
+                   kind_name: str = "sweep") -> str:
+    """One line per pydantic error location, with the YAML line, joined into one message (``root``: the
+    config's model class, default :class:`SweepConfig`; ``kind_name``: 'sweep', 'train')."""
     found: dict[tuple, list[str]] = {}
     for err in exc.errors(include_url=False):
         loc, kind = err["loc"], err["type"]
@@ -437,7 +439,7 @@ def _format_errors(exc: ValidationError, data, lines: dict, filename: str) -> st
             # anything else is a union member tag (e.g. 'int', 'dict[...]'): not a key of the file
         real = tuple(real)
         if kind == "extra_forbidden":
-            section = _model_at(real[:-1])
+            section = _model_at(real[:-1], root)
             valid = list(section.model_fields) if section is not None else []
             msg = f"unknown key{closest(str(real[-1]), valid)}" + (f"; valid keys: {', '.join(valid)}" if valid else "")
         elif kind == "missing":
@@ -461,7 +463,7 @@ def _format_errors(exc: ValidationError, data, lines: dict, filename: str) -> st
                 break
         where = f"line {line}: " if line is not None else ""
         parts.append((line or 0, f"{where}{_dotted(path)}: {' or '.join(msgs)}"))
-    return f"invalid sweep config {filename}: " + "; ".join(text for _, text in sorted(parts, key=lambda p: p[0]))
+    return f"invalid {kind_name} config {filename}: " + "; ".join(text for _, text in sorted(parts, key=lambda p: p[0]))
 
 
 def _resolve_path(p: Path | None, base: Path) -> Path | None:

@@ -195,49 +195,10 @@ class TrainConfig(_Section):
 
 
 def _format_errors(exc: ValidationError, data, lines: dict, filename: str) -> str:
-    """Each pydantic error with its YAML line and dotted key, joined into one line."""
-    from ..sweep._config import _dotted, _find_model
+    """Each pydantic error with its YAML line and dotted key, joined into one line (the sweep's formatter)."""
+    from ..sweep._config import _format_errors as format_errors
 
-    found: dict[tuple, list[str]] = {}
-    for err in exc.errors(include_url=False):
-        loc, kind = err["loc"], err["type"]
-        cur, real, missing = data, [], None
-        for i, el in enumerate(loc):
-            if isinstance(cur, dict) and el in cur:
-                real.append(el)
-                cur = cur[el]
-            elif isinstance(cur, list) and isinstance(el, int) and 0 <= el < len(cur):
-                real.append(el)
-                cur = cur[el]
-            elif kind == "missing" and i == len(loc) - 1:
-                missing = el
-        real = tuple(real)
-        if kind == "extra_forbidden":
-            section: type[BaseModel] | None = TrainConfig
-            for p in real[:-1]:  # the section the unknown key sits in, to list its valid keys
-                if isinstance(p, int) or section is None:
-                    continue
-                field = section.model_fields.get(p)
-                section = _find_model(field.annotation) if field is not None else None
-            valid = list(section.model_fields) if section is not None else []
-            msg = f"unknown key{closest(str(real[-1]), valid)}" + (f"; valid keys: {', '.join(valid)}" if valid else "")
-        elif kind == "missing":
-            msg = f"missing required key {missing!r}"
-            real = real + (missing,) if missing is not None else real
-        else:
-            msg = str(err["msg"])
-            msg = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
-            value = err.get("input")
-            if kind != "value_error" and (value is None or isinstance(value, (str, int, float, bool))):
-                msg += f"; got {value!r}"
-        if msg not in found.setdefault(real, []):
-            found[real].append(msg)
-    parts = []
-    for path, msgs in found.items():
-        line = next((lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in lines), None)
-        where = f"line {line}: " if line is not None else ""
-        parts.append((line or 0, f"{where}{_dotted(path)}: {' or '.join(msgs)}"))
-    return f"invalid train config {filename}: " + "; ".join(t for _, t in sorted(parts, key=lambda p: p[0]))
+    return format_errors(exc, data, lines, filename, root=TrainConfig, kind_name="train")
 
 
 def load_train_config(source, *, base_dir=None, seed: int | None = None, output=None) -> TrainConfig:
