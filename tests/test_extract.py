@@ -106,6 +106,24 @@ def test_resume_after_crash_gives_identical_features(tmp_path, monkeypatch):
     assert not (split_dir / "progress.json").exists()
 
 
+def test_first_batch_is_durable_before_the_second_is_computed(tmp_path, monkeypatch):
+    # Later batches are flushed every FLUSH_S seconds; the first at once, so a SIGKILL (no exception handler
+    # runs) early in a long extraction keeps it and a watcher (the sweep crash test) sees progress.json.
+    calls = _count_forwards(monkeypatch)
+    original = LayerReader.__call__
+    seen = []
+
+    def check_progress(self, batch):
+        if calls["n"] == 1:  # the second forward: the first batch was written by now
+            split_dir = next((tmp_path / "c").glob("*/train"))
+            seen.append(json.loads((split_dir / "progress.json").read_text())["rows_done"])
+        return original(self, batch)
+
+    monkeypatch.setattr(LayerReader, "__call__", check_progress)
+    extract("timm:test_resnet", "textures", pretrained=False, cache=tmp_path / "c", **KW)
+    assert seen == [16]
+
+
 def test_corrupt_and_truncated_entries_are_reported(tmp_path):
     fs = extract("timm:test_resnet", "textures", pretrained=False, cache=tmp_path, **KW)
     split_dir = next(tmp_path.glob("*/train"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from contextlib import ExitStack, nullcontext
@@ -28,8 +29,9 @@ AMP = {None: None, "none": None, "bf16": "bfloat16", "fp16": "float16"}  # torch
 #: A layer wider than this without --max-width gets a warning (its cache takes n x width x 4 bytes).
 WIDE_LAYER = 16384
 UNITS = "units.npy"  # in a capped entry: the kept columns of the pooled layer output (sorted)
-#: Rows are made durable (memmap flush + progress.json, both fsynced) at most this often, or when this many
-#: bytes are buffered: a flush per batch and layer cost 0.2 s each on a busy disk, more than the forward pass.
+#: Rows are made durable (memmap flush + progress.json, both fsynced) after the first batch, then at most this
+#: often or when this many bytes are buffered: a flush per batch and layer cost 0.2 s each on a busy disk, more
+#: than the forward pass. The first batch is flushed at once so progress shows (and survives a SIGKILL) early.
 FLUSH_S, FLUSH_BYTES = 2.0, 64 << 20
 
 
@@ -473,7 +475,7 @@ def _extract_split(backbone, make_read, ds, targets: list[_Target], units: dict,
     row = start
     warned = set()
     buffers: dict[str, list] = {name: [] for name in writers}
-    state = {"bytes": 0, "last": time.perf_counter()}
+    state = {"bytes": 0, "last": -math.inf}  # -inf: the first batch is made durable at once
 
     def drain():
         for name, chunks in buffers.items():
