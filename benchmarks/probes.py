@@ -304,8 +304,13 @@ def protocol_main(args) -> None:
           f"penalty grid alpha = {', '.join(f'{a:g}' for a in alphas)} (sklearn C = 1/(alpha n_fit)) chosen on "
           f"a stratified 10% validation split of train; test accuracy of the chosen penalty")
     devices = args.device.split(",")
+    n_jobs = [v if v == "auto" else int(v) for v in args.n_jobs.split(",")]
     for dev in devices:
         warm_cuda(dev)
+    from critmass.probes._parallel import usable_cores
+
+    print(f"run_probes n_jobs: {', '.join(map(str, n_jobs))} ('auto': one process per usable core, here "
+          f"{usable_cores()}, for runs large enough)")
     summary = []
     with tempfile.TemporaryDirectory(prefix="critmass-bench-") as tmp:
         workdir = Path(tmp)
@@ -315,13 +320,16 @@ def protocol_main(args) -> None:
             print(f"\n=== {name}: {desc}; {fs.x_train.shape[0] - n_val} fit + {n_val} val rows")
             timed = []
             for dev in devices:
-                runs = []
-                for _ in range(max(1, args.repeat)):
-                    t = time.perf_counter()
-                    res = run_probes(fs, selectors=["random"], fractions=fractions, seeds=seeds, solver="logistic",
-                                     device=dev, save_weights=False, solver_options=args.solver_options)
-                    runs.append(time.perf_counter() - t)
-                timed.append((dev, res, float(np.mean(runs)), runs))
+                for nj in n_jobs:
+                    runs = []
+                    for _ in range(max(1, args.repeat)):
+                        t = time.perf_counter()
+                        res = run_probes(fs, selectors=["random"], fractions=fractions, seeds=seeds, solver="logistic",
+                                         device=dev, save_weights=False, solver_options=args.solver_options, n_jobs=nj)
+                        runs.append(time.perf_counter() - t)
+                    label = dev if len(n_jobs) == 1 else f"{dev}, n_jobs={nj}"
+                    timed.append((label, res, float(np.mean(runs)), runs))
+            timed.sort(key=lambda t: t[2])  # the fastest first: the summary's and the comparison's
             res = timed[0][1]
             sk, secs = sklearn_protocol(fs, fractions, seeds[:sk_seeds], alphas, args.sk_max_iter)
             per_seed = np.mean([secs[s] for s in seeds[:sk_seeds]])
@@ -333,7 +341,7 @@ def protocol_main(args) -> None:
             n_fits = (len(set(resolve(fractions, fs.n_features))) * len(seeds) + 1) * len(alphas)
             print(f"scikit-learn loop ({n_fits} lbfgs fits): {t_sk:8.1f} s  ({note})")
             for dev, _r, tt, runs in timed:
-                label = "" if len(devices) == 1 else f" [{dev}]"
+                label = "" if len(timed) == 1 else f" [{dev}]"
                 each = f" (mean of {len(runs)} runs: {', '.join(f'{r:.2f}' for r in runs)} s)" if len(runs) > 1 else ""
                 print(f"critmass run_probes{label}: {tt:8.2f} s{each}  speed-up x{t_sk / tt:.1f}")
             rows = compare(res, sk, fractions)
@@ -483,6 +491,8 @@ def main(argv=None) -> None:
     ap.add_argument("--C", type=float, default=1.0, help="fixed-c: scikit-learn C (critmass alpha = 1/(C n_fit))")
     ap.add_argument("--max-iter", type=int, default=None, help="critmass L-BFGS max_iter (default: the probe's)")
     ap.add_argument("--device", default="auto", help="device(s) for critmass, comma-separated: e.g. cuda,cpu")
+    ap.add_argument("--n-jobs", default="auto",
+                    help="run_probes n_jobs, comma-separated to time several in one run (e.g. 1,auto)")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for both torch and numpy/scipy BLAS (default: libraries' defaults)")
     ap.add_argument("--quick", action="store_true",

@@ -25,6 +25,15 @@ def _parse_int(value: str, flag: str) -> int:
         raise ConfigError(f"{flag} must be a positive integer or 'all'; got {value!r}") from None
 
 
+def _parse_n_jobs(value: str):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--n-jobs must be a positive integer or 'auto'; got {value!r}") from None
+
+
 @app.command("probe")
 def probe(
     features: Path = typer.Argument(..., help="Feature cache entry directory, or a .npz with x_train, y_train, "
@@ -72,6 +81,8 @@ def probe(
     map_at: str = typer.Option(None, "--map-at", help="retrieval: mAP cutoff (default 100) or 'all' (whole gallery)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine)."),
+    n_jobs: str = typer.Option("auto", "--n-jobs", help="Processes for the logistic fits on a CPU (Linux): 'auto' "
+                               "(one per core for large runs) or N; 1 = one process."),
     csv: bool = typer.Option(False, "--csv", help="Also write CSV copies of the tables."),
     no_weights: bool = typer.Option(False, "--no-weights", help="Do not save probe weights."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
@@ -117,6 +128,7 @@ def probe(
         progress=progress,
         solver_options=options or None,
         n_threads=threads,
+        n_jobs=_parse_n_jobs(n_jobs),
         penalty_rule=penalty_rule,
     )
     full = res.full_accuracy()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .._registry import Registry, parse_spec
+from .._validation import check_positive_int
 from ..exceptions import SpecError, WeightsError
 from ._backbone import Backbone
 from ._onnx import load_onnx
@@ -559,7 +560,8 @@ SOURCES.register("onnx", "onnx:FILE.onnx: an ONNX image encoder via onnx2torch; 
 
 
 def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: int | None = None,
-               num_classes: int | None = None, preprocessing: dict | None = None) -> Backbone:
+               num_classes: int | None = None, preprocessing: dict | None = None,
+               max_seq_length: int | None = None) -> Backbone:
     """Build a :class:`Backbone` from a spec (``timm:resnet50``, ``torchvision:resnet50``, ``hf:DIR``,
     ``sbert:DIR``, ``onnx:FILE.onnx`` or an offline alias such as ``efficientnet-lite0``), in eval mode, on the CPU.
 
@@ -571,6 +573,10 @@ def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: 
     num_classes : classifier size of the architecture (to load a fine-tuned checkpoint's head).
     preprocessing : ``onnx:`` models only: input options (``size``, ``mean``, ``std``, ``scale``, ``bgr``,
         ``channels_last``, ...; see ``critmass.models._onnx.PREPROCESSING_KEYS``) over the file's sidecar.
+    max_seq_length : text models only: truncate inputs to this many tokens (sentence-transformers'
+        ``max_seq_length``, the Hugging Face tokenizer's ``max_length``; default the model's own: 256 for
+        all-MiniLM-L6-v2, 384 for all-mpnet-base-v2, 256 for ``hf:`` text models). Recorded in the
+        backbone's preprocessing, so it is part of the feature-cache key.
 
     The returned ``weights_id`` names exactly what was loaded: ``random-init:seed0``, ``sha256:...`` (a local
     weights file or model dir, by content), or ``pretrained:<repo>@<commit>`` for hub weights (the commit the
@@ -590,9 +596,30 @@ def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: 
             raise SpecError(f"preprocessing options (--mean, --std, --scale, --bgr, --nhwc) apply to onnx: models only; "
                             f"{spec} takes its preprocessing from its own config (--image-size still applies)")
         options["preprocessing"] = {**options.get("preprocessing", {}), **preprocessing}
+    if max_seq_length is not None:
+        check_positive_int(max_seq_length, name="max_seq_length")
     backbone = SOURCES.get(source)(name, pretrained=pretrained, weights=weights, image_size=image_size,
                                    num_classes=num_classes, **options)
+    if max_seq_length is not None:
+        _set_max_seq_length(backbone, int(max_seq_length))
     return backbone
+
+
+def _set_max_seq_length(backbone: Backbone, n: int) -> None:
+    """Truncate a text backbone's inputs to ``n`` tokens (and record it where its preprocessing says how long)."""
+    if backbone.modality != "text":
+        raise SpecError(f"max_seq_length (--max-seq-length) applies to text models; {backbone.spec} reads images")
+    if hasattr(backbone.module, "max_seq_length"):  # sentence-transformers
+        limit = getattr(backbone.module.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < n:
+            raise SpecError(f"max_seq_length {n} exceeds {backbone.spec}'s limit of {limit} tokens; pass at most {limit}")
+        backbone.module.max_seq_length = n
+        backbone.preprocessing["max_seq_length"] = n
+    elif hasattr(backbone.collate, "max_length"):  # hf: text models
+        backbone.collate.max_length = n
+        backbone.preprocessing["max_length"] = n
+    else:
+        raise SpecError(f"{backbone.spec} has no token limit to set; drop max_seq_length")
 
 
 def list_model_sources() -> dict[str, str]:

@@ -158,15 +158,19 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
         gi = g[idx].clone()  # copies: the state is updated in place below
         q = gi.clone()
         slots = [(ptr - 1 - j) % history for j in range(min(n_pairs, history))]  # newest first
+        # The active problems' history gathered once (one copy each of S, Y, rho), not once per pair and loop:
+        # per-pair gathers were ~40 small copies per iteration, most of the time of a small fit's iteration.
+        Sa, Ya, rhoa = (S, Y, rho) if full else (S[:, idx], Y[:, idx], rho[:, idx])
         coefs = []
         for h in slots:
-            a = rho[h, idx] * torch.einsum("pm,pm->p", S[h, idx], q)
-            q.sub_(a[:, None] * Y[h, idx])
+            a = rhoa[h] * torch.einsum("pm,pm->p", Sa[h], q)
+            q.sub_(a[:, None] * Ya[h])
             coefs.append(a)
         r = gamma[idx][:, None] * q
         for h, a in zip(reversed(slots), reversed(coefs)):
-            bcoef = rho[h, idx] * torch.einsum("pm,pm->p", Y[h, idx], r)
-            r.add_(S[h, idx] * (a - bcoef)[:, None])
+            bcoef = rhoa[h] * torch.einsum("pm,pm->p", Ya[h], r)
+            r.add_(Sa[h] * (a - bcoef)[:, None])
+        del Sa, Ya, rhoa
         d = r.neg_()
         gd = (gi * d).sum(1)
         bad = gd >= 0

@@ -262,7 +262,7 @@ def _run_probe(unit: Unit, shard: Path) -> dict:
     features = load_features(_entry_of(unit), splits=p["splits"]) if p.get("splits") else _entry_of(unit)
     res = run_probes(features, selectors=[p["selector"]], fractions=p["fractions"], seeds=p["seeds"],
                      solver=p["solver"], n_neurons=p["n_neurons"], out=shard, device=p["device"], progress=False,
-                     **opts)
+                     n_jobs=1, **opts)  # one process per unit: the sweep runs units in parallel
     return {"rows": len(res.results), "probe_seconds": round(res.seconds, 3)}
 
 

@@ -1,0 +1,121 @@
+"""run_probes(n_jobs=...): the logistic fits split over forked worker processes give the same probes
+(the same rows, penalties and, to the solver's tolerance, objectives) as one process."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from critmass.data._splits import train_val_indices
+from critmass.exceptions import ConfigError
+from critmass.probes import run_probes
+from critmass.probes._base import standard_scale
+from critmass.probes._parallel import AUTO_MIN_WORK, resolve_n_jobs, split_even
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+KEYS = ["selector", "seed", "fraction", "n_neurons"]
+
+
+def _data(n=1200, d=48, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(classes, 6)) @ rng.normal(size=(6, d)) * 0.15  # overlapping classes
+    y = rng.integers(0, classes, n + n // 3)
+    x = (means[y] + rng.normal(size=(len(y), d))).astype(np.float32)
+    return {"x_train": x[:n], "y_train": y[:n], "x_test": x[n:], "y_test": y[n:]}
+
+
+def _npz(tmp_path, data):
+    path = tmp_path / "f.npz"
+    np.savez(path, **data)
+    return path
+
+
+def _objective(data, weights_file, k, fit_rows, mean, scale):
+    """Mean cross-entropy + alpha/2 ||W||^2 (W in standardised units) of a saved probe, in float64."""
+    w = np.load(weights_file)
+    cols, coef, b, alpha = w[f"indices_{k}"], w[f"coef_{k}"].astype(np.float64), w[f"intercept_{k}"], float(w[f"reg_{k}"])
+    x, y = data["x_train"][fit_rows][:, cols].astype(np.float64), data["y_train"][fit_rows]
+    logits = x @ coef.T + b
+    pos = np.searchsorted(w["classes"], y)
+    ce = np.mean(logsumexp(logits, 1) - logits[np.arange(len(y)), pos])
+    return ce + 0.5 * alpha * np.sum((coef * scale[cols][None, :]) ** 2)
+
+
+def test_split_even_is_contiguous_and_as_balanced_as_a_brute_force_cut():
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        m, n = int(rng.integers(1, 9)), int(rng.integers(1, 5))
+        costs = rng.integers(1, 50, m).tolist()
+        runs = split_even(costs, n)
+        assert runs[0][0] == 0 and runs[-1][1] == m
+        assert all(a < b for a, b in runs) and all(r[1] == s[0] for r, s in zip(runs, runs[1:]))
+        assert len(runs) <= n
+        got = max(sum(costs[a:b]) for a, b in runs)
+        # The best contiguous cut into at most n runs (brute force): the nearest-boundary rule is within one
+        # item of its share, so at most the optimum plus the largest item.
+        best = min(max(sum(costs[a:b]) for a, b in zip((0, *cut), (*cut, m)))
+                   for r in range(min(n, m)) for cut in itertools.combinations(range(1, m), r))
+        assert got <= best + max(costs), (costs, n, runs)
+    assert split_even([5, 5, 5, 5], 2) == [(0, 2), (2, 4)]
+    assert split_even([1, 1, 100], 3) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_auto_uses_one_process_unless_the_run_is_large_and_logistic_on_a_cpu(monkeypatch):
+    monkeypatch.setattr("critmass.probes._parallel.usable_cores", lambda: 2)
+    big = 10 * AUTO_MIN_WORK
+    on_linux = 2 if sys.platform.startswith("linux") else 1
+    assert resolve_n_jobs("auto", solver="logistic", device="cpu", work=big, pieces=30) == on_linux
+    assert resolve_n_jobs(None, solver="logistic", device="cpu", work=big, pieces=30) == on_linux
+    assert resolve_n_jobs("auto", solver="logistic", device="cpu", work=AUTO_MIN_WORK / 10, pieces=30) == 1
+    assert resolve_n_jobs("auto", solver="logistic", device="cuda", work=big, pieces=30) == 1
+    assert resolve_n_jobs("auto", solver="ridge", device="cpu", work=big, pieces=30) == 1
+    assert resolve_n_jobs("auto", solver="logistic", device="cpu", work=big, pieces=1) == 1
+    assert resolve_n_jobs(3, solver="logistic", device="cpu", work=1, pieces=2) == on_linux
+    for bad in (0, -1, 1.5, True, "two"):
+        with pytest.raises(ConfigError, match="n_jobs must be a positive integer or 'auto'"):
+            resolve_n_jobs(bad, solver="logistic", device="cpu", work=1, pieces=2)
+
+
+def test_bad_n_jobs_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="n_jobs must be a positive integer or 'auto'; got 0"):
+        run_probes(_npz(tmp_path, _data(n=200)), n_jobs=0, device="cpu")
+
+
+@linux
+@pytest.mark.parametrize("penalty_rule", ["per-probe", "first-seed"])
+def test_two_processes_fit_the_same_probes_as_one(tmp_path, penalty_rule):
+    data = _data()
+    path = _npz(tmp_path, data)
+    kw = dict(selectors=["random", "pca"], fractions=[0.05, 0.1, 0.25, 0.5, 1.0], seeds=[0, 1, 2], device="cpu",
+              penalty_rule=penalty_rule)
+    one = run_probes(path, n_jobs=1, out=tmp_path / "one", **kw)
+    two = run_probes(path, n_jobs=2, out=tmp_path / "two", **kw)
+    a = one.results.sort_values(KEYS).reset_index(drop=True)
+    b = two.results.sort_values(KEYS).reset_index(drop=True)
+    assert a[KEYS].equals(b[KEYS]) and len(a) == 1 + 5 + 3 * 5
+    assert (a.weights_file == b.weights_file).all()
+    assert sorted(p.name for p in (tmp_path / "one" / "weights").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "two" / "weights").iterdir())
+    # Both minimise the same alpha-strongly convex objective until the max-abs gradient is below tol=1e-5 (or
+    # an iteration gains less than ftol=1e-7 of it): each is within m tol^2 / (2 alpha) of the optimum (m
+    # parameters), so the two agree to that sum, plus 1e-4 relative for the ftol stop; a penalty choice can
+    # differ only on a near tie.
+    fit_rows, _ = train_val_indices(data["y_train"], 0.1, seed=0)
+    mean, scale = standard_scale([data["x_train"]], [fit_rows])
+    same_reg = 0
+    for (_, ra), (_, rb) in zip(a.iterrows(), b.iterrows()):
+        if ra.selector == "pca":
+            continue  # projected features: the weights index the projection's outputs
+        same_reg += ra.reg == rb.reg
+        if ra.reg == rb.reg:
+            oa = _objective(data, tmp_path / "one" / ra.weights_file, ra.n_neurons, fit_rows, mean, scale)
+            ob = _objective(data, tmp_path / "two" / rb.weights_file, rb.n_neurons, fit_rows, mean, scale)
+            m = (ra.n_neurons + 1) * 4
+            assert abs(oa - ob) <= 1e-4 * abs(oa) + m * 1e-10 / ra.reg, (ra.selector, ra.seed, ra.n_neurons, oa, ob)
+    assert same_reg >= 15
+    assert np.abs(a.test_accuracy - b.test_accuracy).max() <= 0.02
+    assert len(one.per_class) == len(two.per_class)
