@@ -119,3 +119,62 @@ def test_two_processes_fit_the_same_probes_as_one(tmp_path, penalty_rule):
     assert same_reg >= 15
     assert np.abs(a.test_accuracy - b.test_accuracy).max() <= 0.02
     assert len(one.per_class) == len(two.per_class)
+
+
+# ------------------------------------------------------------------------- repeated sets, the full layer
+@pytest.mark.parametrize("solver", ["logistic", "ridge"])
+def test_a_repeated_column_set_is_fitted_once_and_reordered(solver, monkeypatch):
+    from critmass.probes import LogisticProbe, RidgeProbe
+
+    data = _data(n=600, d=20)
+    X, y = data["x_train"], data["y_train"]
+    perm = np.random.default_rng(3).permutation(20)
+    cls = LogisticProbe if solver == "logistic" else RidgeProbe
+    fitted = []
+    original = cls._fit_all
+
+    def counting(self, data_, subsets, alphas):
+        fitted.append(len(subsets))
+        return original(self, data_, subsets, alphas)
+
+    monkeypatch.setattr(cls, "_fit_all", counting)
+    both = cls(subsets=[np.arange(20), perm, perm[:5]], device="cpu").fit(X, y)
+    assert fitted == [2]  # the permuted full set is the same problem as the full set
+    np.testing.assert_array_equal(both.coefs_[1], both.coefs_[0][:, perm])  # its weights in its own order
+    np.testing.assert_allclose(both.intercepts_[1], both.intercepts_[0], rtol=1e-12, atol=1e-15)  # summed in its order
+    assert both.regs_[1] == both.regs_[0] and both.n_iter_[1] == both.n_iter_[0]
+    pred = both.predict_subsets(data["x_test"])
+    np.testing.assert_array_equal(pred[1], pred[0])
+    alone = cls(subsets=[perm, perm[:5]], device="cpu").fit(X, y)  # fitted in the permuted order: same optimum
+    np.testing.assert_allclose(both.decision_function_subsets(data["x_test"])[1],
+                               alone.decision_function_subsets(data["x_test"])[0], atol=2e-3)
+    np.testing.assert_array_equal(pred[2], alone.predict_subsets(data["x_test"])[1])
+
+
+def test_full_layer_false_leaves_the_reference_to_another_run(tmp_path):
+    path = _npz(tmp_path, _data(n=300, d=16))
+    res = run_probes(path, fractions=[0.5, 1.0], seeds=[0], full_layer=False, device="cpu", solver="ridge")
+    assert set(res.results.selector) == {"random"}
+    res = run_probes(path, selectors=["all"], fractions=[1.0], seeds=[0], full_layer=False, device="cpu",
+                     solver="ridge")
+    assert list(res.results.selector) == ["all"]
+    with pytest.raises(ConfigError, match="no selectors"):
+        run_probes(path, selectors=[], full_layer=False, device="cpu")
+
+
+def test_a_sweep_fits_the_full_layer_once_per_model_dataset_and_solver(tmp_path):
+    from critmass.sweep import plan_sweep, run_sweep
+
+    cfg = {"output": str(tmp_path / "run"), "cache": str(tmp_path / "cache"), "device": "cpu", "batch_size": 16,
+           "num_workers": 0, "models": [{"spec": "timm:test_resnet", "pretrained": False, "image_size": 32}],
+           "datasets": [{"spec": "textures"}], "selectors": ["random", "pca"], "fractions": [0.25, 1.0],
+           "seeds": [0, 1, 2], "solvers": ["ridge", "logistic"], "cka": False, "probes": {"device": "cpu"}}
+    probes = plan_sweep(cfg).of_kind("probe")
+    assert len(probes) == 2 * 4
+    for solver in ("ridge", "logistic"):
+        mine = [u for u in probes if u.params["solver"] == solver]
+        assert [u.params.get("full_layer", True) for u in mine] == [True, False, False, False]
+    res = run_sweep(cfg, workers=1)
+    assert res.ok, res.failures
+    full = res.results[res.results.selector == "all"]
+    assert sorted(full.solver) == ["logistic", "ridge"]

@@ -286,7 +286,7 @@ datasets:
 
 BAD_CONFIGS = {
     "unknown key": (BASE.replace("    pretrained: false\n", "    weigths: x.pth\n"),
-                    r"line 3: models\[0\]\.weigths: unknown key \(closest: weights\); valid keys: spec, name"),
+                    r"line 3: models\[0\]\.weigths: unknown key \(closest: weights[^)]*\); valid keys: spec, name"),
     "unknown top-level key": (BASE + "fraction: [0.1]\n", r"line 6: fraction: unknown key \(closest: fractions"),
     "fraction above 1": (BASE + "fractions:\n  - 0.1\n  - 2.0\n",
                          r"line 8: fractions\[1\]: fraction must be in \(0, 1\]"),

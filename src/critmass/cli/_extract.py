@@ -62,20 +62,23 @@ def extract_cmd(
     bgr: bool = typer.Option(None, "--bgr/--rgb", help="onnx: models: channel order of the input."),
     nhwc: bool = typer.Option(None, "--nhwc/--nchw", help="onnx: models: input layout (NHWC = channels-last input; "
                               "--channels-last is the GPU memory format) [default: from the graph]."),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Text models: truncate inputs to this many "
+                                       "tokens [default: the model's own, e.g. 256 for all-MiniLM-L6-v2]."),
+    max_width: int = typer.Option(None, "--max-width", help="A pooled layer wider than this (e.g. --pooling flatten "
+                                  "of a conv map) keeps this many seeded random units [default: no cap]."),
+    width_seed: int = typer.Option(0, "--width-seed", help="Seed of the units kept by --max-width."),
 ):
     """Extract MODEL's LAYER features on DATASET splits into the cache (a second run does no work)."""
     from ..features import extract
 
     prep = {k: v for k, v in (("mean", parse_list(mean, float) or None), ("std", parse_list(std, float) or None),
                               ("scale", scale), ("bgr", bgr), ("channels_last", nhwc)) if v is not None}
-    if prep:  # input options of onnx: models: the backbone is built here with them (they enter its cache key)
-        from ..models import load_model
-
-        model = load_model(model, pretrained=pretrained, weights=weights, image_size=image_size, preprocessing=prep)
     fs = extract(model, dataset, layer=layer, split=parse_list(split), cache=cache, data_root=data_root,
                  download=download, weights=weights, pretrained=pretrained, pooling=pooling, image_size=image_size,
-                 max_samples=parse_max_samples(max_samples), carve_test=carve_test, seed=seed, batch_size=batch_size, num_workers=num_workers, device=device,
-                 dtype=dtype, amp=amp, channels_last=channels_last, progress=not quiet)
+                 max_samples=parse_max_samples(max_samples), carve_test=carve_test, seed=seed, batch_size=batch_size,
+                 num_workers=num_workers, device=device, dtype=dtype, amp=amp, channels_last=channels_last,
+                 progress=not quiet, preprocessing=prep or None, max_seq_length=max_seq_length,
+                 max_width=max_width, width_seed=width_seed)
     for name, sp in fs.splits.items():
         speed = sp.manifest.get("images_per_s")
         typer.echo(f"{name}: {sp.n_samples} x {sp.n_features} {sp.x.dtype}" + (f"  ({speed} samples/s)" if speed else ""))

@@ -48,6 +48,8 @@ def profile_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ... (extraction and probes)."),
     amp: str = typer.Option(None, "--amp", help="bf16 or fp16 autocast (GPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Text models: truncate inputs to this many "
+                                       "tokens [default: the model's own]."),
 ):
     """Profile MODEL across depth on DATASET: one forward pass extracts every layer into the cache, then per layer
     the full accuracy, the random-subset curve, DR(delta) with its CI, the critical mass and subset CKA, and the
@@ -60,7 +62,8 @@ def profile_cmd(
         probe_val_fraction=val_fraction, val_seed=val_seed, probe_device=device, split=parse_list(split),
         pooling=pooling, max_width=max_width or None, width_seed=width_seed, cache=cache, data_root=data_root,
         weights=weights, pretrained=pretrained, image_size=image_size, max_samples=parse_max_samples(max_samples),
-        seed=seed, batch_size=batch_size, num_workers=num_workers, device=device, amp=amp, progress=not quiet)
+        seed=seed, batch_size=batch_size, num_workers=num_workers, device=device, amp=amp, progress=not quiet,
+        max_seq_length=max_seq_length)
     p = prof.profile
     width = max(len(str(n)) for n in p["layer"])
     typer.echo(f"{'layer'.ljust(width)}  width  full acc  DR({delta:g})  95% CI        k*     CKA@k*")

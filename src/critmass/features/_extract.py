@@ -125,6 +125,8 @@ def extract(
     verify: bool = True,
     max_width: int | None = None,
     width_seed: int = 0,
+    max_seq_length: int | None = None,
+    preprocessing: dict | None = None,
 ) -> FeatureSet:
     """Extract ``layer`` features of ``model`` on ``dataset`` splits into the cache and return them.
 
@@ -148,6 +150,9 @@ def extract(
         ``max_width`` random units, chosen with ``width_seed`` (:func:`width_units`), as the paper sampled random
         units of flattened maps; recorded in the key and the manifest (``width_cap``) and the kept columns in
         ``units.npy``. A layer not wider than ``max_width`` has the key of an uncapped extraction.
+    max_seq_length : text models: truncate inputs to this many tokens (default the model's own).
+    preprocessing : ``onnx:`` models: input options over the file's sidecar (``mean``, ``std``, ``scale``,
+        ``bgr``, ``channels_last``, ``size``); see :func:`critmass.models.load_model`. Both are part of the key.
 
     Returns
     -------
@@ -158,6 +163,7 @@ def extract(
     splits = [split] if isinstance(split, str) else list(split)
     per_split_max = _check_options(splits, batch_size=batch_size, dtype=dtype, amp=amp, max_samples=max_samples,
                                    max_width=max_width, width_seed=width_seed)
+    model_options = check_model_options(model, max_seq_length=max_seq_length, preprocessing=preprocessing)
     cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
     from ..data._fingerprint import dataset_fingerprint
 
@@ -167,7 +173,7 @@ def extract(
         model, dataset, weights=weights, pretrained=pretrained, data_root=data_root, dataset_content=content,
         **request_options(layer, splits, pooling=pooling, image_size=image_size, max_samples=max_samples, seed=seed,
                           val_fraction=val_fraction, carve_test=carve_test, dtype=dtype, amp=amp,
-                          max_width=max_width, width_seed=width_seed))
+                          max_width=max_width, width_seed=width_seed, **model_options))
     if request is not None and (hit := _requests.lookup(cache, request, splits, verify=verify)) is not None:
         return hit
 
@@ -175,7 +181,7 @@ def extract(
 
     _resolve_device(device)  # a bad device fails before the model is loaded
     backbone = model if isinstance(model, Backbone) else load_model(
-        model, pretrained=pretrained, weights=weights, image_size=image_size)
+        model, pretrained=pretrained, weights=weights, image_size=image_size, **model_options)
     reader = LayerReader(backbone, layer, pooling)  # validates the layer before any data is touched
 
     def make_read(_layers, units):
@@ -203,6 +209,23 @@ def request_options(layer: str, splits, *, max_width, width_seed, **options) -> 
     out = {"layer": layer, "split": list(splits), **options}
     if max_width is not None:
         out.update(max_width=int(max_width), width_seed=int(width_seed))
+    return out
+
+
+def check_model_options(model, *, max_seq_length, preprocessing) -> dict:
+    """The model-loading options that were given (``max_seq_length``, ``preprocessing``), checked; they go to
+    :func:`critmass.models.load_model` and, only when given, into the request-index key."""
+    out = {}
+    if max_seq_length is not None:
+        check_positive_int(max_seq_length, name="max_seq_length")
+        out["max_seq_length"] = int(max_seq_length)
+    if preprocessing:
+        if not isinstance(preprocessing, dict):
+            raise ConfigError(f"preprocessing must be a mapping of onnx input options; got {preprocessing!r}")
+        out["preprocessing"] = dict(preprocessing)
+    if out and not isinstance(model, str):
+        raise ConfigError(f"{' and '.join(out)} apply when the model is a spec; a loaded Backbone has its own "
+                          "(pass them to critmass.models.load_model)")
     return out
 
 

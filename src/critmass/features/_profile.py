@@ -75,6 +75,8 @@ def extract_layers(
     channels_last: bool = False,
     progress: bool = True,
     verify: bool = True,
+    max_seq_length: int | None = None,
+    preprocessing: dict | None = None,
 ) -> dict[str, FeatureSet]:
     """Features of several layers of ``model`` from ONE forward pass per split, one cache entry per layer.
 
@@ -97,17 +99,19 @@ def extract_layers(
     dict of layer name -> FeatureSet, in the order of ``layers``.
     """
     from . import _requests
-    from ._extract import _check_options, _resolve_device, default_cache_dir, extract_entries, request_options
+    from ._extract import (_check_options, _resolve_device, check_model_options, default_cache_dir, extract_entries,
+                           request_options)
 
     splits = [split] if isinstance(split, str) else list(split)
     per_split_max = _check_options(splits, batch_size=batch_size, dtype=dtype, amp=amp, max_samples=max_samples,
                                    max_width=max_width, width_seed=width_seed)
+    model_options = check_model_options(model, max_seq_length=max_seq_length, preprocessing=preprocessing)
     cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
     from ..data._fingerprint import dataset_fingerprint
 
     content = dataset_fingerprint(dataset, data_root)
     opts = dict(pooling=pooling, image_size=image_size, max_samples=max_samples, seed=seed, val_fraction=val_fraction,
-                carve_test=carve_test, dtype=dtype, amp=amp, max_width=max_width, width_seed=width_seed)
+                carve_test=carve_test, dtype=dtype, amp=amp, max_width=max_width, width_seed=width_seed, **model_options)
 
     def request(name):
         return _requests.request_key(model, dataset, weights=weights, pretrained=pretrained, data_root=data_root,
@@ -133,7 +137,7 @@ def extract_layers(
 
     _resolve_device(device)
     backbone = model if isinstance(model, Backbone) else load_model(
-        model, pretrained=pretrained, weights=weights, image_size=image_size)
+        model, pretrained=pretrained, weights=weights, image_size=image_size, **model_options)
     names = resolve_layers(backbone, layers)
     MultiLayerReader(backbone, names, pooling)  # validates the pooling before any data is touched
 

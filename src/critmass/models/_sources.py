@@ -609,11 +609,16 @@ def _set_max_seq_length(backbone: Backbone, n: int) -> None:
     """Truncate a text backbone's inputs to ``n`` tokens (and record it where its preprocessing says how long)."""
     if backbone.modality != "text":
         raise SpecError(f"max_seq_length (--max-seq-length) applies to text models; {backbone.spec} reads images")
-    if hasattr(backbone.module, "max_seq_length"):  # sentence-transformers
-        limit = getattr(backbone.module.tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and 0 < limit < n:
-            raise SpecError(f"max_seq_length {n} exceeds {backbone.spec}'s limit of {limit} tokens; pass at most {limit}")
-        backbone.module.max_seq_length = n
+    module = backbone.module
+    transformer = getattr(module[0], "auto_model", None) if hasattr(module, "max_seq_length") else module
+    config = getattr(transformer, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "mpnet", "camembert"):
+        limit -= 2  # their position ids start after the padding index
+    if isinstance(limit, int) and 0 < limit < n:
+        raise SpecError(f"max_seq_length {n} exceeds {backbone.spec}'s {limit} position embeddings; pass at most {limit}")
+    if hasattr(module, "max_seq_length"):  # sentence-transformers
+        module.max_seq_length = n
         backbone.preprocessing["max_seq_length"] = n
     elif hasattr(backbone.collate, "max_length"):  # hf: text models
         backbone.collate.max_length = n

@@ -79,6 +79,28 @@ class Chain:
         return sorted({k for _, k, _ in self.members})
 
 
+def _distinct_sets(subsets: Sequence[np.ndarray]) -> tuple[list[int], np.ndarray]:
+    """``(fit_index, same)``: the first subset of each distinct column set, and for every subset the position
+    in ``fit_index`` of the one with its set."""
+    first: dict[bytes, int] = {}
+    fit_index, same = [], np.empty(len(subsets), dtype=np.int64)
+    for i, s in enumerate(subsets):
+        key = np.sort(s).tobytes()
+        if key not in first:
+            first[key] = len(fit_index)
+            fit_index.append(i)
+        same[i] = first[key]
+    return fit_index, same
+
+
+def _reorder(W: np.ndarray, fitted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Rows of ``W`` (one per column of ``fitted``) in the column order of ``wanted`` (the same set)."""
+    if np.array_equal(fitted, wanted):
+        return W
+    pos = {int(c): r for r, c in enumerate(fitted)}
+    return W[np.fromiter((pos[int(c)] for c in wanted), dtype=np.int64, count=len(wanted))]
+
+
 def nested_chains(subsets: Sequence[np.ndarray], n_union: int) -> list[Chain]:
     """Group subsets (index arrays into ``range(n_union)``) into chains nested as sets.
 
@@ -303,7 +325,11 @@ class BaseProbe(ParamsMixin):
             raise ConfigError(f"{len(alphas)} alphas need validation data to choose from; pass X_val and y_val, "
                               "set val_fraction > 0, or pass a single alpha")
 
-        chosen = self._fit_select(views, fit_rows, y, val, subsets, alphas, device)
+        # Subsets with the same columns (random at fraction 1 of every seed and the full layer, in other orders)
+        # are one problem: fitted once, the others get its weights in their own column order.
+        fit_index, same = _distinct_sets(subsets)
+        fit_subsets = [subsets[i] for i in fit_index]
+        chosen = self._fit_select(views, fit_rows, y, val, fit_subsets, alphas, device)
         W, b, train_acc, n_iter, reg, applied, val_scores, val_best, mean, scale = chosen
         n_train = len(fit_rows)
         if self.refit and val is not None:
@@ -318,9 +344,16 @@ class BaseProbe(ParamsMixin):
                 arrays = [np.concatenate([np.asarray(views[0]), np.asarray(val[0])])]
             rows = np.arange(len(y_all))
             mean, scale = self._stats(arrays, [rows] * len(arrays))
-            data = self._data(arrays, rows, y_all, None, subsets, mean, scale, device)
-            W, b, train_acc, n_iter, _, applied, _, _ = self._fit_all(data, subsets, [np.array([r]) for r in reg])
+            data = self._data(arrays, rows, y_all, None, fit_subsets, mean, scale, device)
+            W, b, train_acc, n_iter, _, applied, _, _ = self._fit_all(data, fit_subsets, [np.array([r]) for r in reg])
             n_train = len(rows)
+        self._fit_index, self._same = fit_index, same
+        if len(fit_index) < len(subsets):
+            if self._progress is not None:
+                self._progress(len(subsets) - len(fit_index))
+            W = [_reorder(W[same[i]], fit_subsets[same[i]], s) for i, s in enumerate(subsets)]
+            b, train_acc, n_iter, reg, applied, val_scores, val_best = (
+                np.asarray(a)[same] for a in (b, train_acc, n_iter, reg, applied, val_scores, val_best))
 
         self.mean_, self.scale_ = mean, scale
         self.subsets_ = [np.asarray(s) for s in subsets]
@@ -515,9 +548,10 @@ class BaseProbe(ParamsMixin):
         if X.shape[1] != self.n_features_in_:
             raise FeatureError(f"features have {X.shape[1]} columns but the probe was fitted on {self.n_features_in_}; "
                                "pass features of the same layer")
-        out = [None] * len(self.subsets_)
+        fit_index = getattr(self, "_fit_index", range(len(self.subsets_)))  # the distinct subsets fitted
+        out = [None] * len(fit_index)
         C = len(self.classes_)
-        for head, members in self._chains:
+        for head, members in self._chains:  # members index the fitted (distinct) subsets
             # One gather per chain; each member uses a leading block of it. Members sorted by size share
             # one product per block of columns between consecutive sizes (no wasted flops, wide products).
             Xh = torch.from_numpy(np.take(np.asarray(X), head, axis=1).astype(np.float64, copy=False))
@@ -525,7 +559,7 @@ class BaseProbe(ParamsMixin):
             ks = np.array([k for _, k, _ in members])
             Wh = torch.zeros((int(ks.max()), len(members) * C), dtype=torch.float64)
             for j, (i, k, rows) in enumerate(members):
-                Wh[torch.from_numpy(rows), j * C : (j + 1) * C] = torch.from_numpy(self.coefs_[i].T)
+                Wh[torch.from_numpy(rows), j * C : (j + 1) * C] = torch.from_numpy(self.coefs_[fit_index[i]].T)
             Z = torch.zeros((X.shape[0], len(members) * C), dtype=torch.float64)
             lo = 0
             for k in np.unique(ks):
@@ -534,8 +568,9 @@ class BaseProbe(ParamsMixin):
                 lo = int(k)
             Z = Z.numpy()
             for j, (i, _, _) in enumerate(members):
-                out[i] = Z[:, j * C : (j + 1) * C] + self.intercepts_[i]
-        return out
+                out[i] = Z[:, j * C : (j + 1) * C] + self.intercepts_[fit_index[i]]
+        same = getattr(self, "_same", None)
+        return out if same is None else [out[u] for u in same]  # a repeated set scores as its first copy
 
     def predict_subsets(self, X) -> np.ndarray:
         """Predicted labels of every subset's probe, shape (n_subsets, n_samples)."""

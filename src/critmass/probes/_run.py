@@ -21,7 +21,7 @@ from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError
 from ..features import FeatureSet, load_features, sample_ids
 from ..subsets import make_selector
-from ._base import check_alphas, resolve_device
+from ._base import _distinct_sets, check_alphas, resolve_device
 from ._knn import KNNProbe
 from ._logistic import LogisticProbe
 from ._parallel import SOLVERS as PARALLEL_SOLVERS
@@ -168,13 +168,14 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
                alphas=None, val_fraction: float = 0.1, val_seed: int = 0, refit: bool = False,
                device: str = "auto", csv: bool = False, save_weights: bool = True, progress: bool = False,
                solver_options: dict | None = None, n_threads: int | None = None,
-               penalty_rule: str = "per-probe", n_jobs: int | str | None = "auto") -> ProbeResults:
+               penalty_rule: str = "per-probe", n_jobs: int | str | None = "auto",
+               full_layer: bool = True) -> ProbeResults:
     """Fit linear probes on neuron subsets of a layer for every selector, seed and fraction.
 
     For each selector and seed the selector is fitted on the training rows, the subsets of every size are
     probed, and one row per (selector, fraction, seed) records train / validation / test accuracy, the
     test mean per-class recall and the chosen regularisation. The full layer (``selector='all'``,
-    fraction 1.0) is always included once, as the reference of the metrics stage.
+    fraction 1.0) is included once (unless ``full_layer=False``), as the reference of the metrics stage.
 
     Protocol: features are centred and scaled with the statistics of the rows the probe is fitted on; the
     validation split is the feature set's ``'val'`` split when present, else ``val_fraction`` of train
@@ -247,6 +248,10 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
         Other solvers, GPUs and non-Linux systems use one process (their work is BLAS-bound or on the device).
         A rerun with another ``n_jobs`` fits the same problems, fused differently: results agree to the
         solver's tolerance, as across thread counts.
+    full_layer : bool, default True
+        Also fit the full layer (``selector='all'``), the metrics' reference. A sweep fits it in one probe
+        unit per (model, dataset, layer, solver) and passes False to the others (``'all'`` named in
+        ``selectors`` is fitted either way).
 
     Returns
     -------
@@ -255,7 +260,7 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
     kwargs = dict(selectors=selectors, fractions=fractions, seeds=seeds, solver=solver, out=out, n_neurons=n_neurons,
                   alphas=alphas, val_fraction=val_fraction, val_seed=val_seed, refit=refit, device=device, csv=csv,
                   save_weights=save_weights, progress=progress, solver_options=solver_options,
-                  penalty_rule=penalty_rule, n_jobs=n_jobs)
+                  penalty_rule=penalty_rule, n_jobs=n_jobs, full_layer=full_layer)
     if n_threads is None:
         return _run_probes(features, **kwargs)
     import torch
@@ -271,7 +276,8 @@ def run_probes(features, *, selectors: Sequence[str] = ("random",), fractions: S
 
 
 def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons, alphas, val_fraction, val_seed,
-                refit, device, csv, save_weights, progress, solver_options, penalty_rule, n_jobs) -> ProbeResults:
+                refit, device, csv, save_weights, progress, solver_options, penalty_rule, n_jobs,
+                full_layer) -> ProbeResults:
     t0 = time.perf_counter()
     if solver not in SOLVERS:
         raise ConfigError(f"unknown solver {solver!r}{closest(solver, SOLVERS)}; valid: {', '.join(SOLVERS)}")
@@ -288,7 +294,9 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
     seeds = _parse_seeds(seeds)
     if isinstance(selectors, str):
         selectors = [selectors]
-    selectors = list(dict.fromkeys(["all", *selectors]))
+    selectors = list(dict.fromkeys(["all", *selectors] if full_layer else selectors))
+    if not selectors:
+        raise ConfigError("no selectors: pass at least one, or full_layer=True")
     for name in selectors:
         make_selector(name)  # unknown names fail here, before any work
     fracs = [check_fraction(f) for f in fractions]
@@ -489,9 +497,20 @@ def _split_jobs(jobs: list[_Job], n: int) -> list[_Job]:
             out.append(job)
             continue
         pieces = max(1, round(n * sum(cost(job)) / total))
-        for a, b in split_even(cost(job), pieces):
-            owners = {(m[0], m[1]) for m in job.meta[a:b]}
-            out.append(_Job(job.x_fit, job.x_val, job.x_test, job.subsets[a:b], job.meta[a:b], job.random_state,
+        # A subset with the columns of an earlier one is fitted once (BaseProbe.fit): it costs nothing and goes
+        # with the piece of its first copy.
+        fit_index, same = _distinct_sets(job.subsets)
+        first = np.asarray(fit_index)[same]
+        costs = [c if first[i] == i else 0 for i, c in enumerate(cost(job))]
+        piece_of = np.empty(len(costs), dtype=np.int64)
+        for p, (a, b) in enumerate(split_even(costs, pieces)):
+            piece_of[a:b] = p
+        piece_of = piece_of[first]
+        for p in np.unique(piece_of):
+            idx = np.nonzero(piece_of == p)[0]
+            meta = [job.meta[i] for i in idx]
+            owners = {(m[0], m[1]) for m in meta}
+            out.append(_Job(job.x_fit, job.x_val, job.x_test, [job.subsets[i] for i in idx], meta, job.random_state,
                             weights=[w for w in job.weights if (w[0], w[1]) in owners], projection=job.projection,
                             alphas=job.alphas, group=job.group))
     return out

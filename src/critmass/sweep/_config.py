@@ -98,6 +98,15 @@ class ModelEntry(_Section):
         description="Layers to extract: penultimate or module names.")
     pooling: str = Field("auto", description="Pooling of conv maps / tokens: auto, avg, max, flatten, cls, mean.")
     image_size: PositiveInt | None = Field(None, description="Override the input resolution (px).")
+    max_seq_length: PositiveInt | None = Field(None,
+        description="Text models: truncate inputs to this many tokens (default: the model's own).")
+    preprocessing: dict[str, Any] | None = Field(None,
+        description="onnx: models: input options over the file's sidecar (mean, std, scale, bgr, channels_last, "
+                    "size), as `critmass extract --mean --std --scale --bgr --nhwc`.")
+    max_width: PositiveInt | None = Field(None,
+        description="A pooled layer wider than this (e.g. a flattened conv map) keeps this many seeded random "
+                    "units (the paper's sampling of flattened maps); default: no cap.")
+    width_seed: NonNegativeInt = Field(0, description="Seed of the units kept by max_width.")
     batch_size: PositiveInt | None = Field(None,
         description="Extraction batch size of this model (default: the top-level one).")
     datasets: list[str] | None = Field(None, min_length=1,

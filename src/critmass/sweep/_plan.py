@@ -239,7 +239,7 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     "root": str(d.root) if d.root else None, "splits": sorted(d.splits),
                     "max_samples": d.max_samples, "seed": d.seed,
                     "val_fraction": d.val_fraction if "val" in d.splits else None,
-                    "dtype": cfg.dtype, "amp": cfg.amp, "libs": libs,
+                    "dtype": cfg.dtype, "amp": cfg.amp, "libs": libs, **_model_options(m),
                 }
                 fid = unit_key("extract", ext_id)
                 if fid in seen:  # two entries that differ only in name / batch size: one would shadow the other
@@ -266,7 +266,7 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                             "pooling": m.pooling, "image_size": m.image_size, "max_samples": d.max_samples,
                             "seed": d.seed, "val_fraction": d.val_fraction,
                             "batch_size": m.batch_size or cfg.batch_size, "num_workers": cfg.num_workers,
-                            "device": cfg.device, "dtype": cfg.dtype, "amp": cfg.amp,
+                            "device": cfg.device, "dtype": cfg.dtype, "amp": cfg.amp, **_model_options(m),
                         })
                 else:  # another dataset entry of the same cache entry: one unit extracts the union of splits
                     p = dict(ext.params, split=[*ext.params["split"], *(s for s in d.splits
@@ -278,11 +278,14 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     extracts[ekey] = replace(ext, dataset=", ".join(names), params=p,
                                              label=f"extract {m.label} | {', '.join(names)} | {ext.layer}")
                 for solver in cfg.solvers:
+                    reference = True  # the first unit fits the full layer (the metrics' reference); the rest not
                     for sel in cfg.selectors:
                         fixed = make_selector(sel).deterministic  # fitted once: one unit, first seed
                         for seed_group in ([seeds[:1]] if fixed else [[s] for s in seeds]):
                             pid = {"extract": fid, "solver": solver, "selector": sel, "seeds": seed_group,
-                                   "fractions": fractions, "n_neurons": n_neurons, **probe_opts}
+                                   "fractions": fractions, "n_neurons": n_neurons, **probe_opts,
+                                   **({} if reference else {"full_layer": False})}
+                            reference = False
                             seed_txt = "" if fixed else f" seed {seed_group[0]}"
                             analysis.append(ProbeUnit(
                                 kind="probe", key=unit_key("probe", pid), extract_key=ekey,
@@ -319,6 +322,17 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
     return Plan(config=cfg, run_dir=run_dir, units=units, state=state, entries=entries)
 
 
+_LATER_MODEL_OPTIONS = ("max_seq_length", "preprocessing", "max_width", "width_seed")
+
+
+def _model_options(m) -> dict:
+    """The model entry's loading / width options that are set, as extraction parameters."""
+    out = {k: getattr(m, k) for k in ("max_seq_length", "preprocessing", "max_width") if getattr(m, k)}
+    if m.max_width:
+        out["width_seed"] = m.width_seed
+    return out
+
+
 def _entry_identity(m, d, layer: str, cfg: SweepConfig, libs: dict) -> dict:
     """What selects the feature-cache entry a (model, layer, dataset entry) is extracted into.
 
@@ -328,7 +342,9 @@ def _entry_identity(m, d, layer: str, cfg: SweepConfig, libs: dict) -> dict:
     ``max_samples``, as in the cache. Every other option of the model and dataset entries counts, so a
     new option is never silently shared.
     """
-    model = m.model_dump(mode="json", exclude={"name", "layers", "batch_size"})
+    # Options added later count only when set: the keys of runs made before them stay.
+    model = m.model_dump(mode="json", exclude={"name", "layers", "batch_size", *_LATER_MODEL_OPTIONS})
+    model.update(_model_options(m))
     if m.weights:
         model["pretrained"] = None  # ignored with a weights file
     model["weights_stamp"] = _weights_stamp(m.weights)

@@ -230,8 +230,8 @@ def _run_extract_layers(unit: Unit) -> dict:
 
     t0 = time.time()
     with _ExtractProgress(unit):
-        # No width cap: each layer's entry is exactly the one a single-layer extraction writes.
-        fsets = extract_layers(**unit.params, max_width=None, progress=False)
+        # No width cap unless the model entry sets one: each layer's entry is the one a single-layer extraction writes.
+        fsets = extract_layers(**{"max_width": None, **unit.params}, progress=False)
     speeds = {}
     for layer, fs in fsets.items():
         for name, sp in fs.splits.items():
@@ -257,6 +257,7 @@ def _run_probe(unit: Unit, shard: Path) -> dict:
 
     p = unit.params
     opts = {k: p[k] for k in ("alphas", "val_fraction", "val_seed", "refit", "save_weights", "solver_options")}
+    opts["full_layer"] = p.get("full_layer", True)  # one unit per (model, dataset, layer, solver) fits it
     # run_probes writes results.parquet, per_class.parquet and weights/ atomically into the shard.
     # Only this dataset entry's splits: the shared cache entry may hold a val split another entry asked for.
     features = load_features(_entry_of(unit), splits=p["splits"]) if p.get("splits") else _entry_of(unit)
