@@ -103,7 +103,12 @@ def test_sweep_model_entry_options_reach_the_extraction_and_only_set_ones_enter_
     res = run_sweep(capped_cfg, workers=1)
     assert res.ok, res.failures
     assert set(res.results.n_features) == {50}
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump({**base, "models": [{**model, "max_seq_length": 0}]}))
-    with pytest.raises(ConfigError, match="max_seq_length"):
-        plan_sweep(cfg)
+    for bad, match in (({"max_seq_length": 0}, r"models\[0\]\.max_seq_length"),
+                       ({"max_seq_length": 64}, "max_seq_length applies to text models; timm:test_resnet reads"),
+                       ({"preprocessing": {"bgr": True}}, "preprocessing applies to onnx: models"),
+                       ({"spec": "onnx:x.onnx", "preprocessing": {"colour": 1}}, "unknown preprocessing key 'colour'")):
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text(yaml.safe_dump({**base, "models": [{**model, **bad}]}))
+        with pytest.raises(ConfigError, match=match) as err:
+            plan_sweep(cfg)
+        assert "line" in str(err.value) and "\n" not in str(err.value)

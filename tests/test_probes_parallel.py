@@ -178,3 +178,17 @@ def test_a_sweep_fits_the_full_layer_once_per_model_dataset_and_solver(tmp_path)
     assert res.ok, res.failures
     full = res.results[res.results.selector == "all"]
     assert sorted(full.solver) == ["logistic", "ridge"]
+
+
+def test_cli_n_jobs(tmp_path, capsys):
+    from critmass.cli._app import main
+
+    path = _npz(tmp_path, _data(n=300, d=16))
+    rc = main(["probe", str(path), "--fractions", "0.5,1", "--seeds", "2", "--n-jobs", "2", "--device", "cpu",
+               "--out", str(tmp_path / "out")])
+    assert rc == 0 and "wrote 5 probe rows" in capsys.readouterr().out
+    for bad in ("two", "0"):
+        rc = main(["probe", str(path), "--n-jobs", bad, "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err
+        assert rc != 0 and "n-jobs" in err.replace("n_jobs", "n-jobs") and "Traceback" not in err
+        assert not (tmp_path / "bad" / "results.parquet").exists()

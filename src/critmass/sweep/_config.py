@@ -125,6 +125,27 @@ class ModelEntry(_Section):
         parse_spec(v, kind="model", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
         return v.strip()
 
+    @model_validator(mode="after")
+    def _loading_options(self):
+        """Options of one kind of model, refused here (with the key) for a spec that is not of that kind."""
+        from ..models._sources import ALIASES
+
+        source = self.spec.split(":", 1)[0] if ":" in self.spec else ALIASES[self.spec][1]
+        if self.preprocessing and source != "onnx":
+            raise ValueError(f"preprocessing applies to onnx: models; {self.spec} takes its preprocessing from its "
+                             "own config (image_size still applies)")
+        if self.max_seq_length is not None and source in ("timm", "torchvision", "onnx"):
+            raise ValueError(f"max_seq_length applies to text models; {self.spec} reads images")
+        if self.preprocessing:
+            from ..exceptions import ConfigError
+            from ..models._onnx import check_preprocessing
+
+            try:
+                check_preprocessing(self.preprocessing, where="preprocessing")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
     @field_validator("pooling")
     @classmethod
     def _pooling(cls, v: str) -> str:
