@@ -192,3 +192,14 @@ def test_cli_n_jobs(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc != 0 and "n-jobs" in err.replace("n_jobs", "n-jobs") and "Traceback" not in err
         assert not (tmp_path / "bad" / "results.parquet").exists()
+
+
+@linux
+def test_warnings_of_the_workers_reach_the_caller(tmp_path):
+    from critmass.probes._base import ConstantSubsetWarning
+
+    data = _data(n=400, d=16)
+    data["x_train"][:, 1:] = 1.0  # 15 of the 16 neurons constant: most 1-neuron subsets see nothing
+    data["x_test"][:, 1:] = 1.0
+    with pytest.warns(ConstantSubsetWarning, match="hold only constant"):
+        run_probes(_npz(tmp_path, data), fractions=[1 / 16, 1.0], seeds=[0, 1, 2, 3], n_jobs=2, device="cpu")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -92,7 +93,12 @@ def _child_init() -> None:
 
 
 def _child_fit(i: int):
-    return _FIT(_JOBS[i])
+    # Warnings raised in a worker are sent back and raised again in the parent, where callers filter or
+    # record them (a worker's own stderr would show them once, out of their reach).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = _FIT(_JOBS[i])
+    return out, [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
 
 
 def fit_in_order(jobs: list, fit: Callable, n_jobs: int) -> Iterator:
@@ -111,7 +117,10 @@ def fit_in_order(jobs: list, fit: Callable, n_jobs: int) -> Iterator:
             futures = [pool.submit(_child_fit, i) for i in range(len(jobs))]
             try:
                 for fut in futures:
-                    yield fut.result()
+                    out, caught = fut.result()
+                    for message, category, filename, lineno in caught:
+                        warnings.warn_explicit(message, category, filename, lineno)
+                    yield out
             except BaseException:
                 for fut in futures:
                     fut.cancel()
