@@ -279,6 +279,15 @@ def test_bad_export_inputs_are_one_line_errors(digits_run, tmp_path):
         export_run(tmp_path, fraction=0.25, out=tmp_path / "e", head_only=True)
     with pytest.raises(DataError, match="is not an export directory"):
         load_exported(tmp_path)
+    export_run(run, fraction=0.25, out=tmp_path / "ok", head_only=True)
+    config = tmp_path / "ok" / "config.json"
+    text = config.read_text()
+    config.write_text("[")
+    with pytest.raises(DataError, match=r"config.json' is not valid JSON \(.*\); re-export$"):
+        load_exported(tmp_path / "ok")
+    config.write_text(text.replace("critmass-export/1", "critmass-export/9"))
+    with pytest.raises(DataError, match=r"expected 'critmass-export/1'; re-export with this critmass$"):
+        load_exported(tmp_path / "ok")
     assert not (tmp_path / "e").exists()  # nothing written by a refused export
 
 
@@ -383,6 +392,15 @@ def test_compress_bad_inputs(gallery, tmp_path, capsys):
     assert not (tmp_path / "w.npy").exists()
     with pytest.raises(DataError, match="is not a reducer"):
         apply_reducer(tmp_path, qpath)
+    meta = tmp_path / "c" / "reducer.json"
+    good = meta.read_text()
+    meta.write_text("{torn")
+    with pytest.raises(DataError, match=r"reducer.json' is not valid JSON \(.*\); re-run `critmass compress`$"):
+        apply_reducer(tmp_path / "c", qpath)
+    meta.write_text(good.replace("critmass-reducer/1", "critmass-reducer/0"))
+    with pytest.raises(DataError, match=r"has format 'critmass-reducer/0', expected 'critmass-reducer/1'; re-run"):
+        apply_reducer(tmp_path / "c", qpath)
+    meta.write_text(good)
     assert main(["compress", str(gpath), "--keep", "8", "--selector", "prefix", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
     assert "compressed" in out and "bytes per vector: 192 -> 32 (0.167x)" in out and "gallery of 400 vectors" in out

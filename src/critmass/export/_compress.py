@@ -16,7 +16,6 @@ standardisation: a retrieval gallery keeps its own metric). The reduced vector o
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from .._env import versions
 from .._io import atomic_path, atomic_write_bytes, atomic_write_json, sha256_file
 from .._validation import check_features, resolve_sizes
 from ..exceptions import ConfigError, DataError
+from ._runs import read_format_json
 
 __all__ = ["compress", "apply_reducer", "load_reducer", "Reducer", "CompressResult", "DTYPES"]
 
@@ -253,12 +253,7 @@ def load_reducer(path) -> Reducer:
     if not js.is_file():
         raise DataError(f"{str(path)!r} is not a reducer (no reducer.json beside it); pass the --out directory of "
                         "`critmass compress`")
-    try:
-        meta = json.loads(js.read_text())
-    except ValueError as exc:
-        raise DataError(f"{str(js)!r} is not valid JSON ({exc}); re-run `critmass compress`") from None
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{str(js)!r} has format {meta.get('format')!r}, expected {FORMAT!r}; re-run `critmass compress`")
+    meta = read_format_json(js, FORMAT, fix="re-run `critmass compress`")
     arrays = None
     if path.suffix == ".safetensors" or (path.is_dir() and not (base / "reducer.npz").is_file()):
         from safetensors.numpy import load_file

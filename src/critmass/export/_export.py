@@ -13,7 +13,6 @@ An export directory holds::
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 import time
@@ -25,7 +24,7 @@ import numpy as np
 from .._env import versions
 from .._io import atomic_path, atomic_write_bytes, atomic_write_json
 from ..exceptions import ConfigError, DataError, WeightsError
-from ._runs import RunProbe, read_probe
+from ._runs import RunProbe, read_format_json, read_probe
 
 __all__ = ["export_run", "load_exported", "ExportResult", "FORMAT"]
 
@@ -422,13 +421,7 @@ def load_exported(path):
     if not cfg_path.is_file() or not (path / _WEIGHTS).is_file():
         raise DataError(f"{str(path)!r} is not an export directory (no {_CONFIG} / {_WEIGHTS}); pass the --out "
                         "directory of `critmass export`")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except ValueError as exc:
-        raise DataError(f"{str(cfg_path)!r} is not valid JSON ({exc}); re-export") from None
-    if config.get("format") != FORMAT:
-        raise DataError(f"{str(cfg_path)!r} has format {config.get('format')!r}, expected {FORMAT!r}; re-export with "
-                        "this critmass")
+    config = read_format_json(cfg_path, FORMAT, fix="re-export", format_fix="re-export with this critmass")
     try:
         state = load_file(str(path / _WEIGHTS))
     except Exception as exc:

@@ -17,6 +17,19 @@ __all__ = ["RunProbe", "read_probe"]
 _PROBE_FIX = "re-run `critmass probe ... --out RUN_DIR` without --no-weights"
 
 
+def read_format_json(path: Path, fmt: str, *, fix: str, format_fix: str | None = None) -> dict:
+    """The JSON file critmass wrote beside an artefact (an export's config, a reducer's meta), checked to be
+    valid JSON of format ``fmt``; otherwise a one-line :class:`DataError` ending in ``fix`` (``format_fix``
+    for a wrong format)."""
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{str(path)!r} is not valid JSON ({exc}); {fix}") from None
+    if meta.get("format") != fmt:
+        raise DataError(f"{str(path)!r} has format {meta.get('format')!r}, expected {fmt!r}; {format_fix or fix}")
+    return meta
+
+
 @dataclass
 class RunProbe:
     """One probe of a ``critmass probe`` run: the subset (or projection) and its linear head.
