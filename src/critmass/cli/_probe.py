@@ -18,20 +18,16 @@ def parse_seeds(value) -> list[int]:
     return _parse_seeds(value, name="--seeds")
 
 
-def _parse_int(value: str, flag: str) -> int:
+def _parse_int(value: str, flag: str, word: str = "all") -> int:
+    """An integer option that also takes ``word`` (the caller handles the word)."""
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"{flag} must be a positive integer or 'all'; got {value!r}") from None
+        raise ConfigError(f"{flag} must be a positive integer or {word!r}; got {value!r}") from None
 
 
 def _parse_n_jobs(value: str):
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"--n-jobs must be a positive integer or 'auto'; got {value!r}") from None
+    return value if value == "auto" else _parse_int(value, "--n-jobs", "auto")
 
 
 @app.command("probe")

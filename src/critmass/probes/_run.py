@@ -24,7 +24,6 @@ from ..subsets import make_selector
 from ._base import _distinct_sets, check_alphas, resolve_device
 from ._knn import KNNProbe
 from ._logistic import LogisticProbe
-from ._parallel import SOLVERS as PARALLEL_SOLVERS
 from ._parallel import check_n_jobs, fit_in_order, resolve_n_jobs, split_even
 from ._neighbours_run import NEIGHBOUR_COLUMNS, NEIGHBOUR_SOLVERS, check_neighbour_options, neighbour_rows
 from ._retrieval import RetrievalProbe
@@ -355,13 +354,12 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
 
     # 'first-seed': the other seeds of the seed-dependent selectors wait for the first seed's choices
     # (a one-penalty grid has nothing to choose: the plan is then the per-probe one).
-    defer = (solver not in NEIGHBOUR_SOLVERS and penalty_rule == "first-seed"
-             and len(check_alphas(est_cls(**opts).alphas)) > 1)
+    n_alphas = 0 if solver in NEIGHBOUR_SOLVERS else len(check_alphas(est_cls(**opts).alphas))
+    defer = penalty_rule == "first-seed" and n_alphas > 1
     jobs, deferred = _plan(selectors, seeds, solver, size_fracs, X_fit, X_val, X_test, d, defer=defer)
     total = sum(len(j.subsets) for j in jobs + deferred)
     # Data-pass work (rows x sizes x classes x penalties) decides whether n_jobs='auto' forks workers.
-    work = (len(y_fit) * len(classes) * len(check_alphas(est_cls(**opts).alphas))
-            * sum(len(s) for j in jobs + deferred for s in j.subsets)) if solver in PARALLEL_SOLVERS else 0
+    work = len(y_fit) * len(classes) * n_alphas * sum(len(s) for j in jobs + deferred for s in j.subsets)
     workers = resolve_n_jobs(n_jobs, solver=solver, device=dev.type, work=work,
                              pieces=sum(len(j.subsets) for j in jobs))
     jobs = _split_jobs(jobs, workers)
@@ -393,7 +391,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
                 est.fit(x_fit, y_fit, X_val=x_val, y_val=y_val)
             else:
                 est.fit(x_fit, y_fit)
-            est._progress = None
+            est._progress = None  # a bound method of the bar: a worker's estimator goes back pickled
             return est, est.predict_subsets(x_test)
 
         for job, est, pred in _fit_phases(jobs, deferred, chosen, pending, seeds, fit, workers, bar):
