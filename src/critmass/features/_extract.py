@@ -220,7 +220,8 @@ def check_model_options(model, *, max_seq_length, preprocessing) -> dict:
         check_positive_int(max_seq_length, name="max_seq_length")
         out["max_seq_length"] = int(max_seq_length)
     if preprocessing:
-        if not isinstance(preprocessing, dict):
+        if not isinstance(preprocessing, dict):  # its keys are checked where the onnx model loads: importing
+            # that check (critmass.models, torch) here would slow down the request index's torch-free hits
             raise ConfigError(f"preprocessing must be a mapping of onnx input options; got {preprocessing!r}")
         out["preprocessing"] = dict(preprocessing)
     if out and not isinstance(model, str):
