@@ -112,3 +112,7 @@ def test_sweep_model_entry_options_reach_the_extraction_and_only_set_ones_enter_
         with pytest.raises(ConfigError, match=match) as err:
             plan_sweep(cfg)
         assert "line" in str(err.value) and "\n" not in str(err.value)
+    # An onnx: graph may be a text encoder: max_seq_length and the text sidecar keys pass validation.
+    text = {"spec": "onnx:x.onnx", "max_seq_length": 64, "preprocessing": {"max_length": 64, "text_pooling": "cls"}}
+    planned = plan_sweep({**base, "models": [text]}).of_kind("extract")[0]
+    assert planned.params["max_seq_length"] == 64 and planned.params["preprocessing"]["text_pooling"] == "cls"

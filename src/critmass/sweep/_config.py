@@ -134,7 +134,7 @@ class ModelEntry(_Section):
         if self.preprocessing and source != "onnx":
             raise ValueError(f"preprocessing applies to onnx: models; {self.spec} takes its preprocessing from its "
                              "own config (image_size still applies)")
-        if self.max_seq_length is not None and source in ("timm", "torchvision", "onnx"):
+        if self.max_seq_length is not None and source in ("timm", "torchvision"):  # onnx: may be a text graph
             raise ValueError(f"max_seq_length applies to text models; {self.spec} reads images")
         if self.preprocessing:
             from ..exceptions import ConfigError
