@@ -534,19 +534,9 @@ class OnnxTokenize:
                f"max_length={self.max_length})"
 
 
-_TOKENIZER_SUFFIXES = (".json", ".txt", ".model", ".vocab", ".tiktoken")
-
-
-def _tokenizer_digest(tok: Path) -> str:
-    """``sha256:`` of a tokenizer file, or of the tokenizer files at the top of a directory (what
-    ``from_pretrained`` reads; weights beside them are not hashed), so an edited tokenizer is a new cache key."""
-    if tok.is_file():
-        return file_digest(tok)
-    h = hashlib.sha256()
-    for p in sorted(p for p in tok.iterdir() if p.is_file() and p.suffix in _TOKENIZER_SUFFIXES
-                    and not p.name.startswith(".")):
-        h.update(f"{p.name}\0{file_digest(p)}\n".encode())
-    return "sha256:" + h.hexdigest()[:16]
+# The files ``from_pretrained`` reads for a tokenizer (weights beside them are not hashed): an edited
+# tokenizer is a new cache key.
+_TOKENIZER_SUFFIXES = frozenset({".json", ".txt", ".model", ".vocab", ".tiktoken"})
 
 
 def _load_tokenizer(tok: Path, where: str):
@@ -658,7 +648,7 @@ def _load_text(name, path: Path, model, externals, tokens, *, sidecar, from_side
         out = capture(module, producer, run, batch, where=f"onnx:{name}")  # the forward stops there
         return _pool_tokens(out if index is None else out[index], batch["attention_mask"], pooling, where)
 
-    record = {"tokenizer": str(tok), "tokenizer_digest": _tokenizer_digest(tok),
+    record = {"tokenizer": str(tok), "tokenizer_digest": file_digest(tok, suffixes=_TOKENIZER_SUFFIXES),
               "tokenizer_class": type(tokenizer).__name__, "max_length": cfg["max_length"], "output": output,
               "text_pooling": pooling, "inputs": input_names, "input_dtypes": [str(d) for _, d in tokens],
               "sidecar": str(sidecar) if sidecar is not None else None, "origin": origin,

@@ -19,12 +19,13 @@ __all__ = ["load_state_dict", "apply_state_dict", "file_digest", "efficientnet_l
 _DIGEST_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json", ".txt", ".model", ".py"})
 
 
-def file_digest(path, chunk: int = 1 << 22) -> str:
-    """``sha256:<first 16 hex>`` of a file, or of the content (and relative names) of every weight, config and
-    tokenizer file in a directory (a local model dir's identity: it changes whenever those files do)."""
+def file_digest(path, chunk: int = 1 << 22, *, suffixes=_DIGEST_SUFFIXES) -> str:
+    """``sha256:<first 16 hex>`` of a file, or of the content (and relative names) of every file with one of
+    ``suffixes`` in a directory (by default weight, config and tokenizer files: a local model dir's identity,
+    which changes whenever those files do)."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(
-        (p for p in path.rglob("*") if p.is_file() and p.suffix in _DIGEST_SUFFIXES
+        (p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes
          and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(path).parts)),
         key=lambda p: p.relative_to(path).as_posix(),
     )
