@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._alloc import heap_reuse
 from .._env import versions
 from .._io import atomic_path, atomic_write_json
 from .._validation import check_positive_int
@@ -514,8 +515,10 @@ def _extract_split(backbone, make_read, ds, targets: list[_Target], units: dict,
         state["bytes"], state["last"], state["wait"] = 0, now, max(FLUSH_S, 9 * (now - t))
 
     t0 = time.perf_counter()
+    reuse = False
     try:
-        with torch.inference_mode(), autocast:
+        # On a CPU, glibc would unmap and page-fault every large activation again each batch (see _alloc).
+        with heap_reuse(device.type == "cpu") as reuse, torch.inference_mode(), autocast:
             for xb, yb in loader:
                 out = read(_to_device(xb, device, channels_last))
                 labels = yb.numpy()
@@ -560,4 +563,4 @@ def _extract_split(backbone, make_read, ds, targets: list[_Target], units: dict,
         writers[t.layer].commit({
             **t.identity, "sample_pool": ds.info.get("pool", t.identity["split"]), "classes": list(ds.classes),
             "elapsed_s": round(elapsed, 3), "images_per_s": round((len(ds) - start) / max(elapsed, 1e-9), 2),
-            **extra})
+            "heap_reuse": reuse, **extra})

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .._alloc import heap_reuse
 from .._io import atomic_write_json, sha256_file
 from ..exceptions import ConfigError
 from ._adversarial import PGD
@@ -241,7 +242,8 @@ def train(config, *, output=None, seed: int | None = None, progress: bool = True
             return TrainResult(out, out / "model.safetensors", cfg.model.arch, info["step"], info["total_steps"],
                                info["history"], info["final"])
     device = _device(cfg.device)
-    with _torch_session(cfg.threads, device):
+    # heap_reuse: on a CPU, glibc would unmap and page-fault the large activations again every step.
+    with _torch_session(cfg.threads, device), heap_reuse(device.type == "cpu"):
         return _run(cfg, out, device, progress, stop_after)
 
 
