@@ -210,7 +210,7 @@ def test_one_extraction_unit_per_cache_entry(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- local placement
-def test_local_executor_runs_one_extraction_at_a_time_without_a_gpu(tmp_path, monkeypatch):
+def test_local_executor_shares_the_cores_and_runs_extractions_on_any_worker_without_a_gpu(tmp_path, monkeypatch):
     from critmass.sweep import _executors
     from critmass.sweep._plan import Unit
 
@@ -234,9 +234,13 @@ def test_local_executor_runs_one_extraction_at_a_time_without_a_gpu(tmp_path, mo
     ex.submit(ana[:1])
     ex.submit(ext)
     ex.submit(ana[1:])
-    # three workers: one extraction (all cores, the rest wait for it) and two analysis units
-    assert [u.key for u, _ in calls] == ["p0", "e0", "p1"]
-    assert dict((u.key, t) for u, t in calls)["e0"] == (os.cpu_count() or 1)
+    # A unit submitted alone gets every core; then the free workers take extractions first, each with its
+    # share of the cores, so the three workers' torch threads add up to at most the cores (one each when
+    # there are fewer cores than workers). The old rule gave the one CPU extraction every core next to
+    # the analysis units: 2 + 1 + 1 threads on 2 cores.
+    cores = os.cpu_count() or 1
+    share = max(1, cores // 3)
+    assert [(u.key, t) for u, t in calls] == [("p0", cores), ("e0", share), ("e1", share)]
     assert ex.pending == 6
 
     gpu = _executors.LocalExecutor(workers=4)
@@ -248,3 +252,4 @@ def test_local_executor_runs_one_extraction_at_a_time_without_a_gpu(tmp_path, mo
     # one extraction per GPU, each pinned to its device; analysis units on the other workers
     assert [(u.key, u.params.get("device")) for u, _ in calls] == [("e0", "cuda:0"), ("e1", "cuda:1"),
                                                                   ("p0", None), ("p1", None)]
+    assert [t for _, t in calls] == [max(1, cores // 4)] * 4  # analysis units too: no inherited thread count
