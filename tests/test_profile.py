@@ -207,6 +207,35 @@ def test_cli_profile_writes_the_tables(tmp_path, capsys):
     assert "layer 'nope' not in timm:test_resnet" in capsys.readouterr().err
 
 
+def test_cli_extract_layers_is_one_pass_with_the_single_layer_entries(tmp_path, capsys, monkeypatch):
+    from critmass.cli import _main
+
+    args = ["--no-pretrained", "--image-size", "32", "--max-samples", "train=150,test=60", "--num-workers", "0",
+            "--batch-size", "32", "--quiet", "--cache", str(tmp_path / "c")]
+    passes = {"n": 0}
+    import critmass.features._extract as ex
+
+    original = ex.extract_entries
+
+    def counting(*a, **kw):
+        passes["n"] += 1
+        return original(*a, **kw)
+
+    monkeypatch.setattr(ex, "extract_entries", counting)
+    assert _main(["extract", SPEC, "digits", "--layers", "layer1,penultimate", *args]) == 0
+    out = capsys.readouterr().out
+    assert passes["n"] == 1 and "layer1 train: 150 x" in out and "penultimate test: 60 x" in out
+    entries = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
+    single = extract(SPEC, "digits", layer="layer1", cache=tmp_path / "c", **KW)  # a cache hit of that entry
+    assert entries[0] == single.meta["source"] and len(entries) == 2
+    assert _main(["extract", SPEC, "digits", "--layers", "stages", *args]) == 0  # the named set
+    assert capsys.readouterr().out.count(str(tmp_path)) == 5
+    assert _main(["extract", SPEC, "digits", "--layer", "layer1", "--layers", "layer2", *args]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert _main(["extract", SPEC, "digits", "--layers", "layer1,nope", *args]) == 2
+    assert "layer 'nope' not in timm:test_resnet" in capsys.readouterr().err
+
+
 def test_sweep_extracts_a_models_layers_in_one_unit(tmp_path):
     from critmass.sweep import plan_sweep
     from critmass.sweep._units import _entry_of, execute_unit

@@ -1,4 +1,4 @@
-"""`critmass extract`: features of one layer on dataset splits, into the cache."""
+"""`critmass extract`: features of one layer (or several, in one pass) on dataset splits, into the cache."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def extract_cmd(
     model: str = typer.Argument(..., help="Model spec: timm:NAME, torchvision:NAME, hf:DIR, sbert:DIR, onnx:FILE, or an alias."),
     dataset: str = typer.Argument(..., help="Dataset spec: torchvision:NAME, imagefolder:DIR, hf:NAME, npz:FILE, or an alias."),
     layer: str = typer.Option("penultimate", "--layer", "-l", help="Layer name (`critmass layers MODEL`)."),
+    layers: str = typer.Option(None, "--layers", help="Several layers in ONE forward pass, one cache entry each: "
+                               "stages, all, or a comma list (e.g. blocks.3,blocks.6,penultimate)."),
     split: str = typer.Option("train,test", "--split", "-s", help="Comma-separated splits: train, val, test."),
     cache: Path = typer.Option(None, "--cache", help="Cache directory [default: $CRITMASS_CACHE or ~/.cache/critmass/features]."),
     data_root: Path = typer.Option(None, "--data-root", help="Root folder of torchvision datasets."),
@@ -69,17 +71,30 @@ def extract_cmd(
     width_seed: int = typer.Option(0, "--width-seed", help="Seed of the units kept by --max-width."),
 ):
     """Extract MODEL's LAYER features on DATASET splits into the cache (a second run does no work)."""
-    from ..features import extract
-
     prep = {k: v for k, v in (("mean", parse_list(mean, float) or None), ("std", parse_list(std, float) or None),
                               ("scale", scale), ("bgr", bgr), ("channels_last", nhwc)) if v is not None}
-    fs = extract(model, dataset, layer=layer, split=parse_list(split), cache=cache, data_root=data_root,
-                 download=download, weights=weights, pretrained=pretrained, pooling=pooling, image_size=image_size,
-                 max_samples=parse_max_samples(max_samples), carve_test=carve_test, seed=seed, batch_size=batch_size,
-                 num_workers=num_workers, device=device, dtype=dtype, amp=amp, channels_last=channels_last,
-                 progress=not quiet, preprocessing=prep or None, max_seq_length=max_seq_length,
-                 max_width=max_width, width_seed=width_seed)
-    for name, sp in fs.splits.items():
-        speed = sp.manifest.get("images_per_s")
-        typer.echo(f"{name}: {sp.n_samples} x {sp.n_features} {sp.x.dtype}" + (f"  ({speed} samples/s)" if speed else ""))
-    typer.echo(fs.meta["source"])
+    common = dict(split=parse_list(split), cache=cache, data_root=data_root, download=download, weights=weights,
+                  pretrained=pretrained, pooling=pooling, image_size=image_size,
+                  max_samples=parse_max_samples(max_samples), carve_test=carve_test, seed=seed, batch_size=batch_size,
+                  num_workers=num_workers, device=device, dtype=dtype, amp=amp, channels_last=channels_last,
+                  progress=not quiet, preprocessing=prep or None, max_seq_length=max_seq_length,
+                  max_width=max_width, width_seed=width_seed)
+    if layers is not None:
+        if layer != "penultimate":
+            raise ConfigError("pass --layer NAME (one layer) or --layers SET (several, one pass), not both")
+        if not layers.strip():
+            raise ConfigError("--layers is empty; pass stages, all or a comma list of layer names")
+        from ..features._profile import extract_layers
+
+        named = layers.strip() if layers.strip() in ("stages", "all") else parse_list(layers)
+        found = extract_layers(model, dataset, layers=named, **common)
+    else:
+        from ..features import extract
+
+        found = {layer: extract(model, dataset, layer=layer, **common)}
+    for name_, fs in found.items():
+        for name, sp in fs.splits.items():
+            speed = sp.manifest.get("images_per_s")
+            typer.echo((f"{name_} " if len(found) > 1 else "") + f"{name}: {sp.n_samples} x {sp.n_features} "
+                       f"{sp.x.dtype}" + (f"  ({speed} samples/s)" if speed else ""))
+        typer.echo(fs.meta["source"])
