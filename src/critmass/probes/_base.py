@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._alloc import heap_reuse
 from .._validation import check_features, check_labels
 from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError, NotFittedError
@@ -295,16 +294,11 @@ class BaseProbe(ParamsMixin):
         -------
         self
         """
-        device = resolve_device(getattr(self, "device", "auto"))
-        # On a CPU, glibc would unmap and page-fault the large per-step temporaries again every step (_alloc).
-        with heap_reuse(device.type == "cpu"):
-            return self._fit(X, y, X_val, y_val, device)
-
-    def _fit(self, X, y, X_val, y_val, device):
         views = self._check_X(X)
         d = views[0].shape[1]
         y = check_labels(y, views[0].shape[0], name="training labels")
         alphas = check_alphas(self.alphas, strictly_positive=self._alpha_strictly_positive)
+        device = resolve_device(getattr(self, "device", "auto"))
         subsets = self._check_subsets(d)
         self.classes_ = np.unique(y)
         self.n_features_in_ = int(d)
