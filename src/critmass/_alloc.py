@@ -6,12 +6,15 @@ back to the kernel on ``free``. A CPU forward pass allocates and frees activatio
 all of them in again and the kernel zeroes each page. Measured on 2 cores, Lite0 on 300 Fashion-MNIST images at
 224 px in a fresh ``critmass extract`` process: 21.9 s wall, of which 17.7 s system time and 6.0M minor faults;
 with ``M_MMAP_MAX = 0`` (blocks come from the heap) and a trim threshold that keeps it: 10.7 s, 2.3 s system,
-0.43M faults, the same peak RSS (1.55 GB vs 1.43 GB) and the same features. Raising only the mmap threshold
-(its 32 MiB cap) gave 18.4 s; only the trim threshold, no gain. PyTorch's CPU tuning guide suggests an other
+0.43M faults, about the same peak RSS (1.55 GB vs 1.43 GB) and the same features. Raising only the mmap threshold
+(its 32 MiB cap) gave 18.4 s; only the trim threshold, no gain. PyTorch's CPU tuning guide suggests another
 allocator (jemalloc, tcmalloc) for this; setting glibc's own two knobs needs nothing preloaded.
 
-The settings hold only inside :func:`heap_reuse`: on exit glibc's default mmap limit and trim threshold are set
-back and ``malloc_trim(0)`` returns the freed heap to the system. Elsewhere (not glibc, or
+The settings hold only inside :func:`heap_reuse`. On exit mmap is allowed again, and ``malloc_trim(0)`` returns
+the freed heap to the system. Any ``mallopt`` turns glibc's dynamic mmap threshold off for good, so the exit
+sets the values that threshold reaches once a large block has been freed (as in any forward pass): mmap
+threshold 32 MiB, trim threshold 64 MiB. The defaults of a fresh process (128 KiB) would map every block
+over 128 KiB afresh in the work that follows in the same process. Elsewhere (not glibc, or
 ``CRITMASS_HEAP_REUSE=0``) it does nothing. glibc falls back to ``mmap`` by itself when the heap cannot grow.
 """
 
@@ -30,8 +33,10 @@ __all__ = ["heap_reuse"]
 
 log = logging.getLogger(__name__)
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # malloc.h
-_DEFAULT_TRIM = 128 * 1024  # glibc's defaults, restored on exit
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # malloc.h
+# On exit: glibc's dynamic threshold after a large free (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, trim 2x it).
+_AFTER_MMAP_THRESHOLD = 32 * 1024 * 1024
+_AFTER_TRIM = 2 * _AFTER_MMAP_THRESHOLD
 _DEFAULT_MMAP_MAX = 65536
 _KEEP = 2**31 - 1  # mallopt takes an int: the largest trim threshold it can be given
 ENV = "CRITMASS_HEAP_REUSE"
@@ -91,5 +96,6 @@ def heap_reuse(active: bool = True) -> Iterator[bool]:
             _depth -= 1
             if _depth == 0:
                 lib.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                lib.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+                lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
+                lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
                 lib.malloc_trim(0)
