@@ -76,16 +76,14 @@ def heap_reuse(active: bool = True) -> Iterator[bool]:
     """
     global _depth
     lib = _glibc() if active and enabled() else None
-    if lib is None:
-        yield False
-        return
-    with _lock:
-        if _depth == 0 and not (lib.mallopt(_M_MMAP_MAX, 0) and lib.mallopt(_M_TRIM_THRESHOLD, _KEEP)):
-            lib.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-            log.debug("mallopt refused the heap-reuse settings; leaving malloc as it is")
-            lib = None
-        else:
-            _depth += 1
+    if lib is not None:
+        with _lock:
+            if _depth == 0 and not (lib.mallopt(_M_MMAP_MAX, 0) and lib.mallopt(_M_TRIM_THRESHOLD, _KEEP)):
+                lib.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                log.debug("mallopt refused the heap-reuse settings; leaving malloc as it is")
+                lib = None
+            else:
+                _depth += 1
     if lib is None:
         yield False
         return

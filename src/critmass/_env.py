@@ -11,9 +11,10 @@ _PACKAGES = ("critmass", "torch", "torchvision", "timm", "transformers", "senten
              "scipy", "scikit-learn", "pandas")
 
 
-def versions(packages=_PACKAGES) -> dict[str, str]:
-    """Installed versions of the packages that can change numbers (missing ones are omitted)."""
-    out = {"python": platform.python_version()}
+def versions(packages=_PACKAGES, *, python: bool = True) -> dict[str, str]:
+    """Installed versions of the packages that can change numbers (missing ones are omitted), after Python's
+    own unless ``python=False``."""
+    out = {"python": platform.python_version()} if python else {}
     for name in packages:
         try:
             out[name] = md.version(name)

@@ -82,19 +82,16 @@ def extract_cmd(
     if layers is not None:
         if layer != "penultimate":
             raise ConfigError("pass --layer NAME (one layer) or --layers SET (several, one pass), not both")
-        if not layers.strip():
-            raise ConfigError("--layers is empty; pass stages, all or a comma list of layer names")
         from ..features._profile import extract_layers
 
-        named = layers.strip() if layers.strip() in ("stages", "all") else parse_list(layers)
-        found = extract_layers(model, dataset, layers=named, **common)
+        found = extract_layers(model, dataset, layers=layers, **common)  # it parses and checks the set
     else:
         from ..features import extract
 
         found = {layer: extract(model, dataset, layer=layer, **common)}
-    for name_, fs in found.items():
-        for name, sp in fs.splits.items():
+    for layer_name, fs in found.items():
+        for split_name, sp in fs.splits.items():
             speed = sp.manifest.get("images_per_s")
-            typer.echo((f"{name_} " if len(found) > 1 else "") + f"{name}: {sp.n_samples} x {sp.n_features} "
-                       f"{sp.x.dtype}" + (f"  ({speed} samples/s)" if speed else ""))
+            typer.echo((f"{layer_name} " if len(found) > 1 else "") + f"{split_name}: {sp.n_samples} x "
+                       f"{sp.n_features} {sp.x.dtype}" + (f"  ({speed} samples/s)" if speed else ""))
         typer.echo(fs.meta["source"])

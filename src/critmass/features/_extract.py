@@ -515,7 +515,6 @@ def _extract_split(backbone, make_read, ds, targets: list[_Target], units: dict,
         state["bytes"], state["last"], state["wait"] = 0, now, max(FLUSH_S, 9 * (now - t))
 
     t0 = time.perf_counter()
-    reuse = False
     try:
         # On a CPU, glibc would unmap and page-fault every large activation again each batch (see _alloc).
         with heap_reuse(device.type == "cpu") as reuse, torch.inference_mode(), autocast:

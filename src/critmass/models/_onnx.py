@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._env import versions
 from .._validation import closest
 from ..exceptions import ConfigError, PoolingError, SpecError, WeightsError
 from ._backbone import Backbone, capture
@@ -491,18 +492,6 @@ def _resolve_penultimate(module, model, requested: str | None, path: Path) -> st
                       f"(`critmass layers onnx:{path}` lists the names)")
 
 
-def _versions(packages=("onnx", "onnx2torch")) -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in packages:
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:  # pragma: no cover - imported above
-            pass
-    return out
-
-
 # ---- text encoders ------------------------------------------------------------------------------------------
 
 class OnnxTokenize:
@@ -652,7 +641,7 @@ def _load_text(name, path: Path, model, externals, tokens, *, sidecar, from_side
               "tokenizer_class": type(tokenizer).__name__, "max_length": cfg["max_length"], "output": output,
               "text_pooling": pooling, "inputs": input_names, "input_dtypes": [str(d) for _, d in tokens],
               "sidecar": str(sidecar) if sidecar is not None else None, "origin": origin,
-              "converter": _versions(("onnx", "onnx2torch", "transformers", "tokenizers"))}
+              "converter": versions(("onnx", "onnx2torch", "transformers", "tokenizers"), python=False)}
     return Backbone(spec=f"onnx:{name}", module=module, modality="text", run=run, penultimate=penultimate,
                     collate=collate, weights_id=_weights_id(path, externals), preprocessing=record,
                     token_pooling="mean")
@@ -735,7 +724,8 @@ def load_onnx(name, *, pretrained=True, weights=None, image_size=None, num_class
     record = {k: cfg[k] for k in ("size", "resize", "resize_mode", "interpolation", "scale", "mean", "std", "bgr",
                                   "channels_last", "jpeg_reencode")}
     record.update(penultimate=penultimate_layer, channels=channels, input=input_name, input_shape=dims,
-                  sidecar=str(sidecar) if sidecar is not None else None, origin=origin, converter=_versions())
+                  sidecar=str(sidecar) if sidecar is not None else None, origin=origin,
+                  converter=versions(("onnx", "onnx2torch"), python=False))
 
     def penultimate(x):
         return capture(module, penultimate_layer, module, x, where=f"onnx:{name}")

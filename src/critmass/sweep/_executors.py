@@ -157,7 +157,7 @@ class LocalExecutor(Executor):
         # wait on descheduled peers. A unit that runs alone (nothing else queued or running) gets every core.
         cores = os.cpu_count() or 1
         share = max(1, cores // self.workers)
-        n_slots = max(1, len(self._gpus)) if self._gpus else self.workers
+        n_slots = len(self._gpus) or self.workers
         while len(self._futures) < self.workers:
             free = sorted(set(range(n_slots)) - set(self._slots.values()))
             if self._extract_queue and free:
