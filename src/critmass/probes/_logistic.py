@@ -163,13 +163,13 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
         Sa, Ya, rhoa = (S, Y, rho) if full else (S[:, idx], Y[:, idx], rho[:, idx])
         coefs = []
         for h in slots:
-            a = rhoa[h] * torch.einsum("pm,pm->p", Sa[h], q)
-            q.sub_(a[:, None] * Ya[h])
+            a = rhoa[h] * torch.linalg.vecdot(Sa[h], q)
+            q.addcmul_(a[:, None], Ya[h], value=-1.0)
             coefs.append(a)
         r = gamma[idx][:, None] * q
         for h, a in zip(reversed(slots), reversed(coefs)):
-            bcoef = rhoa[h] * torch.einsum("pm,pm->p", Ya[h], r)
-            r.add_(Sa[h] * (a - bcoef)[:, None])
+            bcoef = rhoa[h] * torch.linalg.vecdot(Ya[h], r)
+            r.addcmul_(Sa[h], (a - bcoef)[:, None])
         del Sa, Ya, rhoa  # free the copies before the line search's evaluations allocate
         d = r.neg_()
         gd = (gi * d).sum(1)
