@@ -7,6 +7,7 @@ module runs in about a minute on two cores; the feature cache is shared by every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -168,20 +169,28 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(first_run, cache, tmp_p
     cfg = make_config(cache, tmp_path / "run", seeds=[0, 1, 2, 3, 4, 5])
     path = write_yaml(tmp_path / "sweep.yaml", cfg)
     code = "import sys; from critmass.cli import main; main()"
+    # One worker runs the units in the driver, one by one: paused once the first probe unit is done, the
+    # driver has the extractions and that unit behind it and every other unit ahead (the sweep's test hook).
+    env = {**os.environ, "CRITMASS_SWEEP_PAUSE_AT": "probe"}
     proc = subprocess.Popen([sys.executable, "-c", code, "sweep", str(path), "--workers", "1", "-q"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    probe_dir = tmp_path / "run" / "shards" / "probe"
-    deadline = time.monotonic() + 120
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    paused = tmp_path / "run" / ".paused-probe"
+    deadline = time.monotonic() + 300  # fails a hung sweep; the kill point is the pause, not a time
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(p.is_file() for p in probe_dir.glob("*/status.json")):
-                break
+        while not paused.is_file():
+            if proc.poll() is not None:
+                pytest.fail(f"the sweep exited ({proc.returncode}) before it paused after a probe unit: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the sweep did not pause after a probe unit before the deadline")
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group of the sweep we started
+        with contextlib.suppress(ProcessLookupError):  # the whole process group of the sweep we started
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not (tmp_path / "run" / "summary.json").exists()
+    paused.unlink()
 
     plan = plan_sweep(cfg)
     done = {k for k, s in plan.state.items() if s == "done"}

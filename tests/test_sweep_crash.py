@@ -2,9 +2,10 @@
 workers with it and resumes with no failure, no duplicate and no lost row; unreadable shards are re-run;
 one extraction unit per feature-cache entry; the local executor runs one extraction at a time without a GPU.
 
-The driver runs as a subprocess (`python -m critmass.cli sweep`) in its own session, so every process it
+The driver runs as a subprocess (a script calling `critmass sweep`) in its own session, so every process it
 starts (pool workers, their DataLoader workers, the resource tracker) shares its process group: after the
-driver alone is killed, none of them may remain.
+driver alone is killed, none of them may remain. Each kill lands at a pause point (a test hook that writes a
+marker file and sleeps), never at a time, so how far the sweep got does not depend on the machine's speed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ NUMERIC = ["n_features", "reg", "train_accuracy", "val_accuracy", "test_accuracy
 
 
 def make_config(cache, out, **changes) -> dict:
-    # Small batches and one DataLoader worker: the extraction lasts long enough to be killed in, and has a
+    # Small batches: the extraction pauses after its first with more to come. One DataLoader worker: a
     # grandchild process of the driver that must die too.
     cfg = {"output": str(out), "cache": str(cache), "device": "cpu", "batch_size": 8, "num_workers": 1,
            "models": [MODEL], "datasets": DATASETS, "selectors": ["random", "pca"], "fractions": [0.25, 1.0],
@@ -57,17 +58,45 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+# The driver's script. `CRITMASS_SWEEP_PAUSE_AT=extraction` pauses an extraction once its first rows are durable
+# and more remain, its DataLoader worker running: the sweep's own pause points are in the driver, after units.
+# The spawned pool workers run this file too (as __mp_main__: the spawn start method imports the parent's main
+# script), so the extraction inside them has the pause point as well.
+DRIVER_SCRIPT = """\
+from critmass._testhooks import pause_here
+from critmass.features import _store
+
+_write = _store.SplitWriter.write
+
+
+def write(self, feats, labels):
+    _write(self, feats, labels)
+    if 0 < self.rows_done < self.n:
+        pause_here("CRITMASS_SWEEP_PAUSE_AT", "extraction", {run!r}, seconds_env="CRITMASS_SWEEP_PAUSE_S")
+
+
+_store.SplitWriter.write = write
+
+if __name__ == "__main__":
+    from critmass.cli import main
+
+    main()
+"""
+
+
 class Driver:
     """A `critmass sweep` subprocess in its own session (its pid is its process group)."""
 
     def __init__(self, config: Path, run: Path, *, env: dict | None = None, workers: int = 2):
-        code = "from critmass.cli import main; main()"
+        script = config.with_name("driver.py")
+        script.write_text(DRIVER_SCRIPT.format(run=str(run)))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, "sweep", str(config), "--out", str(run), "--workers", str(workers), "-q"],
+            [sys.executable, str(script), "sweep", str(config), "--out", str(run), "--workers", str(workers), "-q"],
             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, **(env or {})})
 
-    def wait_for(self, found, what: str, timeout: float = 120) -> None:
+    def wait_for(self, found, what: str, timeout: float = 300) -> None:
+        """Wait until ``found()``; ``timeout`` fails a hung sweep (the kill point is a pause, not a time)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if found():
@@ -122,11 +151,10 @@ def test_killed_driver_takes_its_workers_and_resumes_without_loss_or_duplicates(
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     units = plan_sweep(cfg).units
-    extracting = lambda: any(cache.glob("*/*/progress.json"))  # noqa: E731 - rows being written
-    paused = lambda at: lambda: (run / f".paused-{at}").is_file()  # noqa: E731 - the driver's test hook
+    paused = lambda at: lambda: (run / f".paused-{at}").is_file()  # noqa: E731 - the test hooks' markers
 
     before: set[str] = set()
-    for point, found, env in (("extraction", extracting, None),
+    for point, found, env in (("extraction", paused("extraction"), {"CRITMASS_SWEEP_PAUSE_AT": "extraction"}),
                               ("probes", paused("probe"), {"CRITMASS_SWEEP_PAUSE_AT": "probe"}),
                               ("merge", paused("merge"), {"CRITMASS_SWEEP_PAUSE_AT": "merge"})):
         kept = stamps(run, before)
@@ -140,6 +168,8 @@ def test_killed_driver_takes_its_workers_and_resumes_without_loss_or_duplicates(
         finally:
             driver.cleanup()
         assert not (run / "summary.json").exists()
+        if point == "extraction":  # paused inside the sweep's one extraction: nothing had finished
+            assert not done_keys(cfg)
         if point == "probes":
             assert not (run / "results.parquet").exists()
         assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), f"finished units ran again ({point})"

@@ -251,27 +251,30 @@ def test_training_resumes_after_sigkill_to_the_same_weights(tiny_npz, tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "killed"
     cmd = [sys.executable, "-c", "from critmass.cli import main; main()", "train", str(path), "--out", str(out), "-q"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state = out / "checkpoint" / "state.json"
+    # The harness's test hook: once step 4's checkpoint is written the run writes the marker and sleeps.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "CRITMASS_TRAIN_PAUSE_AT_STEP": "4"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    paused, state = out / ".paused-step-4", out / "checkpoint" / "state.json"
     killed_at = None
-    deadline = time.time() + 120
+    deadline = time.monotonic() + 300  # fails a hung run; the kill point is the pause, not a time
     try:
-        while time.time() < deadline and proc.poll() is None:
-            if state.is_file():
-                try:
-                    killed_at = json.loads(state.read_text())["step"]
-                except (ValueError, KeyError):
-                    killed_at = None
-                if killed_at is not None and killed_at >= 4:
-                    proc.send_signal(signal.SIGKILL)
-                    break
+        while not paused.is_file():
+            if proc.poll() is not None:
+                pytest.fail(f"the run exited ({proc.returncode}) before it paused at step 4: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the run did not pause at step 4 before the deadline")
             time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = json.loads(state.read_text())["step"]
     finally:
-        if proc.poll() is None and killed_at is None:
+        if proc.poll() is None:
             proc.kill()
         proc.wait()
     assert killed_at is not None and proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-500:]
+    assert killed_at == 4
+    paused.unlink()
     assert not (out / "train.json").exists()
     resumed = train(path, output=out, progress=False)
     assert resumed.done and resumed.step == resumed.total_steps == 40 and killed_at < 40

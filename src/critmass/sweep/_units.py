@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from .._io import atomic_path, atomic_write_json
+from .._testhooks import pause_here
 from ..exceptions import CritmassError
 from ._plan import STATUS_FILE, Unit
 
@@ -88,14 +89,11 @@ def _die_with_parent(parent: int, poll_s: float = 1.0) -> None:
 def pause_point(name: str, run_dir) -> None:
     """Test hook: with ``CRITMASS_SWEEP_PAUSE_AT=name`` write ``RUN_DIR/.paused-<name>`` and sleep.
 
-    Lets the crash tests kill the driver at an exact point: ``probe`` / ``cka`` once such a unit has
-    finished (its workers still running others), ``merge`` between two of the run's tables.
+    Lets the crash tests kill the driver at an exact point rather than when some file happens to appear:
+    ``probe`` / ``cka`` once such a unit has finished (its workers still running others), ``merge`` between
+    two of the run's tables. ``CRITMASS_SWEEP_PAUSE_S`` sets the sleep (see :func:`critmass._testhooks.pause_here`).
     """
-    if os.environ.get("CRITMASS_SWEEP_PAUSE_AT") != name:
-        return
-    marker = Path(run_dir) / f".paused-{name}"
-    marker.write_text(str(os.getpid()))
-    time.sleep(float(os.environ.get("CRITMASS_SWEEP_PAUSE_S", "600")))
+    pause_here("CRITMASS_SWEEP_PAUSE_AT", name, run_dir, seconds_env="CRITMASS_SWEEP_PAUSE_S")
 
 
 def failed_status(unit: Unit, error: str, *, tb: str | None = None, seconds: float = float("nan")) -> dict:

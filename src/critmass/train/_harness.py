@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from .._alloc import heap_reuse
 from .._io import atomic_write_json, sha256_file
+from .._testhooks import pause_here
 from ..exceptions import ConfigError
 from ._adversarial import PGD
 from ._checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_tensors, save_checkpoint, save_weights
@@ -34,6 +35,11 @@ from ._losses import DeCov, MatryoshkaLoss, Penultimate
 __all__ = ["train", "TrainResult", "build_model"]
 
 log = logging.getLogger(__name__)
+
+#: Test hook (see :func:`critmass._testhooks.pause_here`): with ``CRITMASS_TRAIN_PAUSE_AT_STEP=N`` a run
+#: writes ``OUT/.paused-step-N`` once the checkpoint of step N is written, then sleeps
+#: (``CRITMASS_TRAIN_PAUSE_S`` seconds), so a test kills it at exactly that step.
+PAUSE_AT_STEP_ENV, PAUSE_S_ENV = "CRITMASS_TRAIN_PAUSE_AT_STEP", "CRITMASS_TRAIN_PAUSE_S"
 
 
 @dataclass
@@ -328,6 +334,8 @@ def _run(cfg: TrainConfig, out: Path, device, progress: bool, stop_after: int | 
         save_checkpoint(out, step, model, tensors, {"optim": meta, "history": history, "stats": stats,
                                                     "identity_hash": cfg.identity_hash()},
                         arch=cfg.model.arch, timm_kwargs=timm_kwargs, identity=identity)
+        # Test hook: the kill test stops here once step N's checkpoint is durable and SIGKILLs the run.
+        pause_here(PAUSE_AT_STEP_ENV, str(step), out, marker=f"step-{step}", seconds_env=PAUSE_S_ENV)
 
     from tqdm.auto import tqdm
 
