@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.critmass-installed
 PYTEST_ARGS ?=
 
-.PHONY: install data browser demo test bench clean
+.PHONY: install data browser demo test test-numerics bench clean
 
 # torch is pinned here, not in pyproject.toml, so library users keep their own build. These exact
 # versions come from the machine's local wheel store; an unpinned torch would pull a multi-GB CUDA build.
@@ -50,6 +50,11 @@ demo: install data
 test: install data browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The numerically sensitive tests (-m numeric) under 12 float-order variants that mimic other CPUs:
+# torch threads {1, 2} x MKL_CBWR {unset, COMPATIBLE, AVX2} x ATEN_CPU_CAPABILITY {unset, default}.
+test-numerics: install data
+	PY=$(BIN)/python tools/numeric-matrix $(PYTEST_ARGS)
+
 bench: install data
 	$(BIN)/python benchmarks/extract.py
 	$(BIN)/python benchmarks/probes.py
@@ -57,6 +62,7 @@ bench: install data
 	$(BIN)/python benchmarks/sweep.py
 	$(BIN)/python benchmarks/layers.py
 	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/choice_rule.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

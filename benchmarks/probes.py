@@ -9,8 +9,8 @@ scikit-learn ``LogisticRegression`` (lbfgs, ``max_iter=100``) fitted per subset 
 standardised rows (mean / scale of the fit rows, ``critmass.probes._base.standard_scale``) with
 ``C = 1 / (alpha n_fit)`` for the same alphas (the same objective: mean cross-entropy +
 alpha/2 ||W||^2), the penalty picked on the same validation rows with critmass's own rule
-(``critmass.probes._base._select``: best validation accuracy, then lowest validation loss, then the
-strongest penalty), then its test accuracy. The subsets are critmass's (``critmass.subsets.plan_subsets``),
+(``critmass.probes._base._select``: the strongest penalty within one binomial standard error of the best
+validation accuracy), then its test accuracy. The subsets are critmass's (``critmass.subsets.plan_subsets``),
 and both sides also fit the full layer once (``selector='all'``, which ``run_probes`` always adds).
 Default curve: the demo's 12 fractions (``critmass._demo.DEMO_FRACTIONS``) x 3 seeds.
 
@@ -134,7 +134,6 @@ def sklearn_protocol(fs: FeatureSet, fractions, seeds, alphas, max_iter: int):
     """The protocol with scikit-learn: per subset x alpha one lbfgs fit; pick on validation; test.
 
     Returns ``{(selector, seed, k): (test accuracy, chosen alpha)}`` and ``{'all': s, seed: s}`` seconds."""
-    from scipy.special import logsumexp
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -153,19 +152,14 @@ def sklearn_protocol(fs: FeatureSet, fractions, seeds, alphas, max_iter: int):
         size_fracs.setdefault(k, []).append(f)
 
     def probe(cols):
-        cand_acc, cand_loss, models = [], [], []
+        cand_acc, models = [], []
         for a in alphas:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 clf = LogisticRegression(C=1.0 / (a * n_fit), max_iter=max_iter).fit(Z[:, cols], y_fit)
-            s = clf.decision_function(Zv[:, cols])
-            if s.ndim == 1:  # binary: scikit-learn's one logit
-                s = np.stack([np.zeros_like(s), s], 1)
-            pos = np.searchsorted(clf.classes_, y_val)
-            cand_acc.append(float(np.mean(clf.classes_[s.argmax(1)] == y_val)))
-            cand_loss.append(float(np.mean(logsumexp(s, 1) - s[np.arange(len(s)), pos])))
+            cand_acc.append(float(np.mean(clf.predict(Zv[:, cols]) == y_val)))
             models.append(clf)
-        best = _select(list(range(len(alphas))), cand_acc, cand_loss, alphas, len(y_val))
+        best, _ = _select(list(range(len(alphas))), cand_acc, alphas, len(y_val))
         return float(models[best].score(Zt[:, cols], y_test)), alphas[best]
 
     out, seconds = {}, {}

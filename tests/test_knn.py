@@ -70,6 +70,7 @@ def any_near_tie(S, depth=None):
 
 
 # ------------------------------------------------------------------------------------------ kNN vs sklearn
+@pytest.mark.numeric
 @pytest.mark.parametrize("metric,sk_metric", [("cosine", "cosine"), ("l2", "euclidean")])
 @pytest.mark.parametrize("k", [1, 5, 20])
 def test_knn_matches_sklearn(rng, metric, sk_metric, k):
@@ -98,6 +99,7 @@ def test_knn_vote_ties_go_to_the_smallest_label():
     assert probe.predict(q)[0] == ref[0] == 1
 
 
+@pytest.mark.numeric
 def test_dino_vote_matches_brute_force(rng):
     X, y = blobs(rng, 700, d=10, n_classes=5, spread=1.0, noise=0.2)
     Xtr, ytr, Xte = X[:500], y[:500], X[500:]
@@ -115,6 +117,7 @@ def test_dino_vote_matches_brute_force(rng):
     assert not (differ & ~near_tie(S, k)).any()
 
 
+@pytest.mark.numeric
 def test_torch_backend_equals_faiss(rng):
     X, y = blobs(rng, 500)
     a = KNNProbe(ks=[5], metric="l2", device="cpu").fit(X[:400], y[:400])
@@ -124,6 +127,7 @@ def test_torch_backend_equals_faiss(rng):
     assert not ((a.predict(X[400:]) != b.predict(X[400:])) & ~ties).any()
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("index,opts", [("ivf", {"nlist": 8, "nprobe": 8}), ("hnsw", {"ef_search": 256})])
 def test_approximate_indexes(rng, index, opts):
     X, y = blobs(rng, 1500, d=16, n_classes=6)
@@ -155,6 +159,7 @@ def test_faiss_threads_follow_torch():
 
 
 # ------------------------------------------------------------------------------------------ k on validation
+@pytest.mark.numeric
 def test_k_chosen_on_validation(rng):
     # Label noise: more neighbours average it out, so the validation curve peaks at a large k.
     X, y = blobs(rng, 1400, d=8, n_classes=3, spread=1.2, noise=0.4)
@@ -207,6 +212,7 @@ def test_truncate_renorm_vs_normalize_truncate():
     np.testing.assert_allclose(s_nt[0, 0], 1 / np.sqrt(2), atol=1e-6)  # (1, 0) . (1, 1) / sqrt(2)
 
 
+@pytest.mark.numeric
 def test_normalize_truncate_scores_are_prefix_inner_products(rng):
     X, y = blobs(rng, 300, d=10)
     cols = np.array([1, 2, 4, 8])
@@ -267,6 +273,7 @@ def brute_retrieval(Q, yq, G, yg, metric, ks, cutoff):
     return hits, ap, S
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 @pytest.mark.parametrize("cutoff", [None, 10])
 def test_retrieval_matches_brute_force(rng, metric, cutoff):
@@ -298,6 +305,7 @@ def npz(tmp_path_factory):
     return path, X, y
 
 
+@pytest.mark.numeric
 def test_run_probes_knn_end_to_end(npz, tmp_path):
     path, X, y = npz
     res = run_probes(path, selectors=["random", "pca", "prefix"], fractions=[0.25, 0.5, 1.0], seeds=2, solver="knn",
@@ -338,6 +346,7 @@ def test_run_probes_knn_end_to_end(npz, tmp_path):
     np.testing.assert_array_equal(res2.results["val_accuracy"], df["val_accuracy"])
 
 
+@pytest.mark.numeric
 def test_run_probes_retrieval_end_to_end(npz, tmp_path):
     path, X, y = npz
     res = run_probes(path, selectors=["random"], fractions=[0.25, 1.0], seeds=2, solver="retrieval", device="cpu",

@@ -16,6 +16,8 @@ from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import RESULT_COLUMNS, LogisticProbe, run_probes
 from critmass.probes._run import PENALTY_RULES
 
+from choice_oracle import assert_same_choice  # noqa: I001 - the tests' own module
+
 SELECTORS = ["random", "randproj", "pca"]
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
 SEEDS = [3, 0, 7]  # the first seed is 3: 'first' means first in the list, not the smallest
@@ -28,7 +30,7 @@ KEYS = ["selector", "fraction", "seed"]
 SOLVER = {"tol": 1e-9, "ftol": 0.0, "max_iter": 2000}
 
 
-pytestmark = pytest.mark.usefixtures("probe_threads")  # 1 torch thread, or CRITMASS_TEST_THREADS (conftest)
+pytestmark = [pytest.mark.usefixtures("probe_threads"), pytest.mark.numeric]  # 1 torch thread, or CRITMASS_TEST_THREADS (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,13 @@ def _indexed(res):
     return res.results.set_index(KEYS).sort_index()
 
 
+def _shift(val_a, val_b, same_choice, n_val: int) -> float:
+    """Validation samples by which two computations' counts differ, as far as the rows show it: the largest
+    difference between the chosen candidates' counts where both chose the same (at least one sample)."""
+    diff = np.abs(np.rint(np.asarray(val_a) * n_val) - np.rint(np.asarray(val_b) * n_val))[np.asarray(same_choice)]
+    return float(max(1.0, diff.max(initial=0.0)))
+
+
 # ---------------------------------------------------------------------------------------- (1) default
 def test_default_is_per_probe_and_unchanged(fs, default):
     small = dict(selectors=["random", "randproj"], fractions=[0.25, 1.0], seeds=[3, 0], device="cpu",
@@ -80,9 +89,14 @@ def test_default_is_per_probe_and_unchanged(fs, default):
         rows = table[(table.selector == "random") & (table.seed == seed)]
         subsets = [weights[f"indices_{k}"] for k in rows.n_neurons]
         est = LogisticProbe(subsets=subsets, device="cpu", **SOLVER).fit(X_fit, y_fit, X_val=X_val, y_val=y_val)
-        np.testing.assert_array_equal(rows.reg.to_numpy(), est.regs_)
-        acc = [(p == fs["test"].y).mean() for p in est.predict_subsets(fs["test"].x)]
-        np.testing.assert_allclose(rows.test_accuracy.to_numpy(), acc, atol=1.01 / len(fs["test"].y))
+        # Batched with the other seeds vs alone: another float order. Equal where the choice's margin exceeds
+        # what the observed shift of validation counts can cross (choice_oracle); else within the tie band.
+        shift = _shift(rows.val_accuracy.to_numpy(), est.scores_, rows.reg.to_numpy() == est.regs_, len(y_val))
+        equal = [assert_same_choice(r.reg, est.regs_[i], r.choice_margin, est.choice_margins_[i], shift=shift,
+                                    val_a=r.val_accuracy, val_b=est.scores_[i], n_val=len(y_val), what=f"seed {seed}")
+                 for i, r in enumerate(rows.itertuples())]
+        acc = np.array([(p == fs["test"].y).mean() for p in est.predict_subsets(fs["test"].x)])
+        np.testing.assert_allclose(rows.test_accuracy.to_numpy()[equal], acc[equal], atol=1.01 / len(fs["test"].y))
 
 
 # ------------------------------------------------------------------------------------- (2) first-seed
@@ -133,8 +147,15 @@ def test_searched_rows_equal_per_probe_rows(fs, default, first):
     assert a.index.equals(b.index)
     searched = (b.index.get_level_values("seed") == SEEDS[0])
     n_test = len(fs["test"].y)
-    np.testing.assert_array_equal(a.reg[searched], b.reg[searched])
-    np.testing.assert_allclose(a.test_accuracy[searched], b.test_accuracy[searched], atol=1.01 / n_test)
+    # Seed 3 batched with seeds 0 and 7 vs alone: equal choices where the margin allows (see choice_oracle).
+    n_val = len(fs["val"].y)
+    sa, sb = a[searched], b[searched]
+    shift = _shift(sa.val_accuracy.to_numpy(), sb.val_accuracy.to_numpy(), (sa.reg == sb.reg).to_numpy(), n_val)
+    equal = np.array([assert_same_choice(ra.reg, rb.reg, ra.choice_margin, rb.choice_margin, shift=shift,
+                                         val_a=ra.val_accuracy, val_b=rb.val_accuracy, n_val=n_val, what=str(key))
+                      for key, ra, rb in zip(sa.index, sa.itertuples(), sb.itertuples())])
+    assert equal.mean() >= 0.75  # knife edges are the exception
+    np.testing.assert_allclose(sa.test_accuracy[equal], sb.test_accuracy[equal], atol=1.01 / n_test)
     # Projections are fitted alone in both runs: the first seed's rows are bit for bit the same.
     proj = searched & (b.index.get_level_values("selector") == "randproj")
     for col in ("reg", "val_accuracy", "test_accuracy", "train_accuracy", "n_iter"):

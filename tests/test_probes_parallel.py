@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from choice_oracle import assert_same_choice
 from scipy.special import logsumexp
 
 from critmass.data._splits import train_val_indices
@@ -85,6 +86,7 @@ def test_bad_n_jobs_is_refused_before_any_work(tmp_path):
         run_probes(_npz(tmp_path, _data(n=200)), n_jobs=0, device="cpu")
 
 
+@pytest.mark.numeric
 @linux
 @pytest.mark.parametrize("penalty_rule", ["per-probe", "first-seed"])
 def test_two_processes_fit_the_same_probes_as_one(tmp_path, penalty_rule):
@@ -106,22 +108,30 @@ def test_two_processes_fit_the_same_probes_as_one(tmp_path, penalty_rule):
     # differ only on a near tie.
     fit_rows, _ = train_val_indices(data["y_train"], 0.1, seed=0)
     mean, scale = standard_scale([data["x_train"]], [fit_rows])
-    same_reg = 0
+    # A penalty choice may differ only where its choice_margin is within what the shift of validation counts
+    # between the two float orders can cross (choice_oracle), and then within the tie band.
+    n_val = int(a.n_val.iloc[0])
+    same = (a.reg == b.reg).to_numpy()
+    diff = np.abs(np.rint(a.val_accuracy * n_val) - np.rint(b.val_accuracy * n_val)).to_numpy()[same]
+    shift = max(1.0, float(diff.max(initial=0.0)))
+    asserted = 0
     for (_, ra), (_, rb) in zip(a.iterrows(), b.iterrows()):
+        asserted += assert_same_choice(ra.reg, rb.reg, ra.choice_margin, rb.choice_margin, shift=shift, val_a=ra.val_accuracy,
+                           val_b=rb.val_accuracy, n_val=n_val, what=f"{ra.selector} {ra.seed} {ra.n_neurons}")
         if ra.selector == "pca":
             continue  # projected features: the weights index the projection's outputs
-        same_reg += ra.reg == rb.reg
         if ra.reg == rb.reg:
             oa = _objective(data, tmp_path / "one" / ra.weights_file, ra.n_neurons, fit_rows, mean, scale)
             ob = _objective(data, tmp_path / "two" / rb.weights_file, rb.n_neurons, fit_rows, mean, scale)
             m = (ra.n_neurons + 1) * 4
             assert abs(oa - ob) <= 1e-4 * abs(oa) + m * 1e-10 / ra.reg, (ra.selector, ra.seed, ra.n_neurons, oa, ob)
-    assert same_reg >= 15
-    assert np.abs(a.test_accuracy - b.test_accuracy).max() <= 0.02
+    assert asserted >= len(a) // 2  # not vacuous: most choices are far from a knife edge
+    assert np.abs(a.test_accuracy - b.test_accuracy)[same].max() <= 0.02
     assert len(one.per_class) == len(two.per_class)
 
 
 # ------------------------------------------------------------------------- repeated sets, the full layer
+@pytest.mark.numeric
 @pytest.mark.parametrize("solver", ["logistic", "ridge"])
 def test_a_repeated_column_set_is_fitted_once_and_reordered(solver, monkeypatch):
     from critmass.probes import LogisticProbe, RidgeProbe

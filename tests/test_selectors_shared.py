@@ -85,6 +85,7 @@ def _check_cka_rows_use_probe_weights(cka_df, weights_dir, x_train, seeds):
                 assert abs(row["cka"].item() - _naive_cka(part, x_train)) < 1e-9, (sel, seed, k)
 
 
+@pytest.mark.numeric
 def test_cka_parquet_rows_are_the_subsets_the_probes_saved(entry, tmp_path, capsys):
     entry, kind = entry
     x_train = np.load(entry / "train" / "features.npy")
@@ -101,6 +102,7 @@ def test_cka_parquet_rows_are_the_subsets_the_probes_saved(entry, tmp_path, caps
     assert (df["val_fraction"] == (DEFAULT_VAL_FRACTION if kind == "carved" else 0.0)).all()
 
 
+@pytest.mark.numeric
 def test_cka_curve_follows_the_probes_validation_split(tmp_path):
     x, y = _features(90, seed=4)
     xt, yt = _features(30, seed=5)
@@ -114,6 +116,7 @@ def test_cka_curve_follows_the_probes_validation_split(tmp_path):
     assert (df["n_fit"] == len(train_val_indices(y, 0.3, seed=7)[0])).all()
 
 
+@pytest.mark.numeric
 def test_the_cka_path_computes_with_the_saved_arrays_themselves(tmp_path, monkeypatch):
     """White box: the bases and index sets handed to the CKA estimators are the saved arrays."""
     from critmass.similarity import _curve

@@ -23,6 +23,8 @@ from critmass.data._splits import train_val_indices
 from critmass.probes._base import standard_scale
 from critmass.subsets import make_selector
 
+pytestmark = pytest.mark.numeric  # float results compared across code paths: make test-numerics
+
 TOL = 1e-8
 
 

@@ -13,6 +13,7 @@ def X(rng):
     return (rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + rng.normal(size=12)).astype(np.float32)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("name", sorted(list_selectors()))
 def test_every_selector_is_nested_seeded_and_shaped(name, X):
     a = make_selector(name, random_state=3).fit(X)
@@ -36,6 +37,7 @@ def test_random_is_the_papers_seeded_permutation(X):
     assert not np.array_equal(other.order_, sel.order_)
 
 
+@pytest.mark.numeric
 def test_pca_matches_sklearn(X):
     from sklearn.decomposition import PCA
 
@@ -49,6 +51,7 @@ def test_pca_matches_sklearn(X):
                                atol=1e-4)
 
 
+@pytest.mark.numeric
 def test_random_projections(X):
     g = make_selector("randproj", random_state=0).fit(X)
     R = np.random.default_rng(0).standard_normal((12, 12)) / np.sqrt(12)
@@ -60,6 +63,7 @@ def test_random_projections(X):
     np.testing.assert_allclose(np.linalg.norm(u.components_, axis=0), 1.0)
 
 
+@pytest.mark.numeric
 def test_norm_selectors_against_a_loop(X):
     norms = [np.sqrt(sum(float(X[i, j]) ** 2 for i in range(X.shape[0]))) for j in range(X.shape[1])]
     top3 = sorted(range(12), key=lambda j: -norms[j])[:3]
@@ -73,6 +77,7 @@ def test_prefix_and_all(X):
     np.testing.assert_array_equal(make_selector("all").fit(X).transform(X, 12), X)
 
 
+@pytest.mark.numeric
 def test_covariance_streams_over_chunks(X):
     mean, cov = covariance(X, chunk=37)
     np.testing.assert_allclose(mean, X.astype(np.float64).mean(0), rtol=1e-10)

@@ -7,7 +7,9 @@
   dead neuron at the smallest fraction does not discard a whole curve (the probes of such a subset run
   and score chance, they do not fail either);
 * :data:`DEFAULT_VAL_FRACTION`, :data:`DEFAULT_VAL_SEED`: the seeded, stratified validation share
-  carved from train, whose remaining *fit rows* the probes and the selectors are fitted on.
+  carved from train, whose remaining *fit rows* the probes and the selectors are fitted on;
+* :data:`CHOICE_RULE`: how a probe picks its penalty (kNN: k and metric) on validation
+  (:mod:`critmass.probes._choice`), recorded in every run's config and in the sweep's probe unit keys.
 
 :func:`parse_seeds` is the one reading of a ``seeds`` value everywhere (API, CLI, YAML).
 """
@@ -22,6 +24,7 @@ import numpy as np
 from .exceptions import ConfigError
 
 __all__ = [
+    "CHOICE_RULE",
     "DEFAULT_FRACTIONS",
     "DEFAULT_ON_CONSTANT",
     "DEFAULT_SEEDS",
@@ -33,6 +36,11 @@ __all__ = [
     "parse_seeds",
 ]
 
+#: The rule (and its version) by which probes choose on validation; a new version changes the sweep's probe
+#: unit keys, so a resumed sweep never mixes rows chosen under two rules. Version 1 (no ``choice_rule`` in
+#: a run's config) took the highest count of correct validation samples, broke exact ties on validation
+#: loss (within 1%), then on the strongest penalty.
+CHOICE_RULE = {"name": "one-se", "version": 2, "band_se": 1.0}
 #: The fractions of the authors' scripts (Nanda et al. 2023): 0.05% .. 100% of the layer.
 DEFAULT_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
 #: Seeds of the random selectors: a count, 5 meaning seeds 0 .. 4 (the paper's five runs).

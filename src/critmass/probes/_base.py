@@ -19,6 +19,7 @@ import torch
 from .._validation import check_features, check_labels
 from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError, NotFittedError
+from ._choice import choose
 from ._params import ParamsMixin
 
 __all__ = ["BaseProbe", "resolve_device", "check_alphas", "ConstantSubsetWarning"]
@@ -26,10 +27,6 @@ __all__ = ["BaseProbe", "resolve_device", "check_alphas", "ConstantSubsetWarning
 logger = logging.getLogger(__name__)
 
 _EPS = float(np.finfo(np.float64).eps)
-#: Two validation losses (of different penalties with equal validation accuracy) within this relative
-#: distance count as equal: the stronger penalty wins. Float32 summation order (BLAS kernel, threads)
-#: moves a validation cross-entropy by ~1e-6 relative; penalties 10x apart differ by far more.
-_VAL_LOSS_RTOL = 1e-2
 _CONSTANT_FIX = "drop constant neurons first (x[:, x.std(0) > 0])"
 
 
@@ -150,7 +147,6 @@ class ChainFit:
     b: np.ndarray
     train_accuracy: np.ndarray | Callable  # or a function of problem indices, called for the chosen ones
     val_accuracy: np.ndarray
-    val_loss: np.ndarray
     n_iter: np.ndarray
     reg_applied: np.ndarray | None = None  # penalty actually applied per problem (None: the nominal alpha)
 
@@ -241,23 +237,13 @@ def _moments(Xs: Sequence, rows_list: Sequence, d: int, chunk: int = 8192):
     return mean, np.sqrt(sq / n), n
 
 
-def _select(cand, val_accuracy, val_loss, alphas, n_val: int):
-    """The chosen problem among ``cand`` (one subset's penalties): the highest validation accuracy; among
-    accuracies within half a sample of it (equal counts of correct samples), the lowest validation loss,
-    where losses within ``_VAL_LOSS_RTOL`` of the lowest count as equal; among those, the strongest penalty.
-
-    Deterministic under float summation noise: a recomputation in another order (other BLAS kernel or
-    thread count) can move a loss by ~1e-6 relative, which neither reorders penalties of equal accuracy
-    nor breaks an exact tie differently.
-    """
-    acc = np.array([val_accuracy[j] for j in cand], dtype=np.float64)
-    loss = np.array([val_loss[j] for j in cand], dtype=np.float64)
-    tie = acc >= acc.max() - 0.5 / max(int(n_val), 1)
-    if np.isfinite(loss[tie]).all():
-        low = loss[tie].min()
-        tie &= loss <= low + _VAL_LOSS_RTOL * abs(low)
-    pick = max(np.nonzero(tie)[0], key=lambda i: (alphas[i], -i))
-    return cand[pick]
+def _select(cand, val_accuracy, alphas, n_val: int) -> tuple[int, float]:
+    """The chosen problem among ``cand`` (one subset's penalties) and its ``choice_margin``: the strongest
+    penalty whose validation accuracy is within the tie band of the best (:mod:`critmass.probes._choice`)."""
+    correct = np.rint(np.array([val_accuracy[j] for j in cand], dtype=np.float64) * max(int(n_val), 1))
+    strongest_first = sorted(range(len(cand)), key=lambda i: (-alphas[i], i))
+    pick, margin = choose(correct, strongest_first, n_val)
+    return cand[pick], margin
 
 
 class BaseProbe(ParamsMixin):
@@ -330,7 +316,7 @@ class BaseProbe(ParamsMixin):
         fit_index, same = _distinct_sets(subsets)
         fit_subsets = [subsets[i] for i in fit_index]
         chosen = self._fit_select(views, fit_rows, y, val, fit_subsets, alphas, device)
-        W, b, train_acc, n_iter, reg, applied, val_scores, val_best, mean, scale = chosen
+        W, b, train_acc, n_iter, reg, applied, val_scores, val_best, margin, mean, scale = chosen
         n_train = len(fit_rows)
         if self.refit and val is not None:
             # Refit on train + validation with each subset's chosen alpha (DINOv2's protocol).
@@ -345,15 +331,16 @@ class BaseProbe(ParamsMixin):
             rows = np.arange(len(y_all))
             mean, scale = self._stats(arrays, [rows] * len(arrays))
             data = self._data(arrays, rows, y_all, None, fit_subsets, mean, scale, device)
-            W, b, train_acc, n_iter, _, applied, _, _ = self._fit_all(data, fit_subsets, [np.array([r]) for r in reg])
+            W, b, train_acc, n_iter, _, applied, _, _, _ = self._fit_all(data, fit_subsets,
+                                                                       [np.array([r]) for r in reg])
             n_train = len(rows)
         self._fit_index, self._same = fit_index, same
         if len(fit_index) < len(subsets):
             if self._progress is not None:
                 self._progress(len(subsets) - len(fit_index))
             W = [_reorder(W[same[i]], fit_subsets[same[i]], s) for i, s in enumerate(subsets)]
-            b, train_acc, n_iter, reg, applied, val_scores, val_best = (
-                np.asarray(a)[same] for a in (b, train_acc, n_iter, reg, applied, val_scores, val_best))
+            b, train_acc, n_iter, reg, applied, val_scores, val_best, margin = (
+                np.asarray(a)[same] for a in (b, train_acc, n_iter, reg, applied, val_scores, val_best, margin))
 
         self.mean_, self.scale_ = mean, scale
         self.subsets_ = [np.asarray(s) for s in subsets]
@@ -366,6 +353,7 @@ class BaseProbe(ParamsMixin):
         self.regs_applied_ = np.asarray(applied, dtype=np.float64)
         self.val_scores_ = val_scores
         self.scores_ = val_best
+        self.choice_margins_ = np.asarray(margin, dtype=np.float64)
         self.train_scores_ = train_acc
         self.n_iter_ = n_iter
         self.n_train_ = int(n_train)
@@ -409,9 +397,9 @@ class BaseProbe(ParamsMixin):
     def _fit_select(self, views, fit_rows, y, val, subsets, alphas, device):
         mean, scale = self._stats(views, [fit_rows] * len(views), check_constant=True, subsets=subsets)
         data = self._data(views, fit_rows, y, val, subsets, mean, scale, device)
-        W, b, train_acc, n_iter, reg, applied, val_scores, val_best = self._fit_all(
+        W, b, train_acc, n_iter, reg, applied, val_scores, val_best, margin = self._fit_all(
             data, subsets, [alphas] * len(subsets))
-        return W, b, train_acc, n_iter, reg, applied, val_scores, val_best, mean, scale
+        return W, b, train_acc, n_iter, reg, applied, val_scores, val_best, margin, mean, scale
 
     def _data(self, views, rows, y, val, subsets, mean, scale, device) -> Data:
         union = np.unique(np.concatenate(subsets))
@@ -443,6 +431,7 @@ class BaseProbe(ParamsMixin):
         train_acc, n_iter, reg, applied = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n)
         val_scores = np.full((n, len(grid)), np.nan)
         val_best = np.full(n, np.nan)
+        margin = np.full(n, np.nan)  # choice_margin: NaN where nothing was chosen (one penalty, no validation)
         ctx = self._prepare(data)
         problems_list = [sorted({(k, float(a)) for i, k, _ in chain.members for a in alphas_per_subset[i]})
                          for chain in chains]
@@ -455,8 +444,8 @@ class BaseProbe(ParamsMixin):
                 # A regularisation path that stopped past its validation peak leaves weaker penalties unfitted.
                 cand = [j for j in cand if fitted.W[j] is not None] or cand
                 if data.X_val is not None:
-                    best = _select(cand, fitted.val_accuracy, fitted.val_loss, [problems[j][1] for j in cand],
-                                   len(data.y_val))
+                    best, margin[i] = _select(cand, fitted.val_accuracy, [problems[j][1] for j in cand],
+                                              len(data.y_val))
                     for j in cand:
                         g = np.searchsorted(grid, problems[j][1])
                         if g < len(grid) and grid[g] == problems[j][1]:
@@ -478,7 +467,7 @@ class BaseProbe(ParamsMixin):
                 train_acc[i] = acc[best]
             if self._progress is not None:
                 self._progress(len(chain.members))
-        return W, b, train_acc, n_iter, reg, applied, val_scores, val_best
+        return W, b, train_acc, n_iter, reg, applied, val_scores, val_best, margin
 
     _progress: Callable[[int], None] | None = None  # set by run_probes to drive its progress bar
 

@@ -31,6 +31,7 @@ import numpy as np
 from .._validation import check_features, check_labels, check_positive_int, closest
 from ..data._splits import train_val_indices
 from ..exceptions import ConfigError, FeatureError, NotFittedError
+from ._choice import choose
 from ._params import ParamsMixin
 
 __all__ = ["KNNProbe", "DEFAULT_KNN_KS", "METRICS", "VOTES", "NORMALIZATIONS", "INDEXES", "BACKENDS"]
@@ -315,8 +316,9 @@ class KNNProbe(ParamsMixin):
 
     For each subset the gallery is the training rows (the fit rows: train minus the validation rows when
     those are carved from it); every value of ``ks`` (and of ``metric`` when several) is scored on the
-    validation split and the best is kept: the highest validation accuracy, ties to the metric listed
-    first, then to the larger k. ``refit=True`` adds the validation rows to the gallery afterwards.
+    validation split and the choice follows the probes' one-standard-error rule: among the values whose
+    validation accuracy is within one binomial standard error (at least one sample) of the best, the
+    metric listed first, then the largest k (the smoothest vote). ``refit=True`` adds the validation rows to the gallery afterwards.
 
     Parameters
     ----------
@@ -357,6 +359,8 @@ class KNNProbe(ParamsMixin):
         Validation accuracy of every grid value (NaN without validation).
     scores_ : ndarray (n_subsets,)
         Validation accuracy of the chosen value.
+    choice_margins_ : ndarray (n_subsets,)
+        How far each choice is from the rule's boundaries, in validation samples (NaN: nothing to choose).
     ks_ : list of int
         The grid actually searched (clipped to the gallery size).
     n_train_, n_val_ : int
@@ -493,6 +497,7 @@ class KNNProbe(ParamsMixin):
         nS, nM = len(subsets), len(s["metrics"])
         self.val_scores_ = np.full((nS, nM, len(self.ks_)), np.nan)
         choice = np.zeros((nS, 2), dtype=np.int64)  # (metric position, k position)
+        margins = np.full(nS, np.nan)
         test_pred = [None] * nS if X_test is not None else None
         refit_now = self.refit and val is not None
         kmax = self.ks_[-1]
@@ -517,7 +522,7 @@ class KNNProbe(ParamsMixin):
                     if tv is not None:
                         test_nb[m] = idx.search(tv.get(cols), kmax)
                     del idx
-                choice[i] = _choose(self.val_scores_[i], len(yv) if yv is not None else 0)
+                *choice[i], margins[i] = _choose(self.val_scores_[i], len(yv) if yv is not None else 0)
                 if test_nb:
                     m, j = choice[i]
                     sc, ids = test_nb[int(m)]
@@ -532,6 +537,7 @@ class KNNProbe(ParamsMixin):
         self.normalizations_ = [s["normalizations"][int(m)] for m, _ in choice]
         self.k_ = np.array([self.ks_[int(j)] for _, j in choice], dtype=np.int64)
         self.scores_ = np.array([self.val_scores_[i, m, j] for i, (m, j) in enumerate(choice)])
+        self.choice_margins_ = margins
         self.n_train_ = int(n_gal)
         self.n_val_ = 0 if val is None else int(len(val[1]))
         self.settings_ = s
@@ -601,15 +607,14 @@ class KNNProbe(ParamsMixin):
         return float(np.mean(self.score_subsets(X, y)))
 
 
-def _choose(val_scores: np.ndarray, n_val: int) -> tuple[int, int]:
-    """(metric, k) positions of the best validation accuracy: equal counts of correct samples tie; ties go
-    to the metric listed first, then to the larger k. Without validation: the first metric, largest k."""
+def _choose(val_scores: np.ndarray, n_val: int) -> tuple[int, int, float]:
+    """(metric, k) positions of the choice on validation and its ``choice_margin``: the probe-wide rule
+    (:func:`critmass.probes._choice.choose`) with the metric listed first, then the larger k, as the more
+    regularised candidate. Without validation: the first metric, largest k (margin NaN)."""
+    n_m, n_k = val_scores.shape
     if n_val == 0 or not np.isfinite(val_scores).any():
-        return 0, val_scores.shape[1] - 1
-    correct = np.rint(np.nan_to_num(val_scores, nan=-1.0) * n_val)
-    best = correct.max()
-    for m in range(val_scores.shape[0]):
-        hits = np.nonzero(correct[m] == best)[0]
-        if len(hits):
-            return m, int(hits[-1])
-    raise AssertionError("unreachable")  # pragma: no cover
+        return 0, n_k - 1, float("nan")
+    correct = np.rint(val_scores * n_val).ravel()  # NaN (not evaluated) stays NaN: never chosen
+    preference = [m * n_k + j for m in range(n_m) for j in range(n_k - 1, -1, -1)]
+    pick, margin = choose(correct, preference, n_val)
+    return pick // n_k, pick % n_k, margin

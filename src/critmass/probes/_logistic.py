@@ -52,6 +52,7 @@ import torch
 from .._validation import check_positive_int
 from ..exceptions import ConfigError
 from ._base import BaseProbe, ChainFit, Data
+from ._choice import tie_band
 
 __all__ = ["LogisticProbe", "DEFAULT_LOGISTIC_ALPHAS", "alpha_from_C", "C_from_alpha"]
 
@@ -68,7 +69,7 @@ _STATE_BUDGET = 2**28  # float32 entries of L-BFGS state per batch (1 GiB): prob
 _GRAM_CHUNK = 4096  # samples per float32 product of the Gram matrix (summed in float64)
 _LIVE_DIAG = 1e-10  # columns whose Gram diagonal is below this share of the largest are constant
 # A regularisation path stops once a penalty's validation accuracy trails the path's best by more than this
-# many binomial standard errors of the best (at least one sample). Measured on the synthetic benchmark set
+# many binomial standard errors of the best (at least one sample: ``tie_band``, the choice rule's band). Measured on the synthetic benchmark set
 # (20,000 x 2,048, 12 fractions x 3 seeds): 0.5 does 3.2x less solver work than fitting the whole grid, at
 # +0.002 points of test accuracy on average (max 0.46); 0 (any drop) -0.02 on average, max 0.82.
 _PATH_MARGIN_SE = 0.5
@@ -420,10 +421,10 @@ class LogisticProbe(BaseProbe):
     Parameters
     ----------
     alphas : float or sequence of float, default (1e-5, ..., 1e-1)
-        Penalty grid; with several values each subset's alpha is chosen on validation accuracy. Ties
-        (the same number of correct validation samples) go to the lower validation cross-entropy, and
-        cross-entropies within 1% of each other count as tied too: then the stronger penalty wins, so
-        float rounding (BLAS kernel, thread count) cannot flip the choice.
+        Penalty grid; with several values each subset's alpha is chosen on validation accuracy by the
+        one-standard-error rule: the strongest penalty whose count of correct validation samples is within
+        one binomial standard error (at least one sample) of the best count (:mod:`critmass.probes._choice`).
+        ``choice_margins_`` says how many samples each choice is from flipping.
     subsets : list of int arrays, optional
         Column subsets, one probe each (batched). ``None`` fits one probe on all columns. Subsets that
         are nested as sets (random prefixes of one permutation) share one factorisation and one data
@@ -479,6 +480,10 @@ class LogisticProbe(BaseProbe):
     coefs_, intercepts_, regs_, regs_applied_ : per-subset versions (lists / arrays over subsets)
     scores_ : ndarray (n_subsets,)
         Validation accuracy of each subset's chosen probe (NaN without validation).
+    choice_margins_ : ndarray (n_subsets,)
+        How far each choice of penalty is from the rule's boundaries, in validation samples (NaN: nothing
+        was chosen, e.g. one penalty or no validation data). A choice with a margin below ~2 samples can
+        flip on another CPU or thread count.
     val_scores_ : ndarray (n_subsets, n_alphas)
         Validation accuracy for every alpha of ``alphas_``.
     train_scores_ : ndarray (n_subsets,)
@@ -632,18 +637,10 @@ class LogisticProbe(BaseProbe):
                     correct = round(float(o.val_accuracy[j]) * n_val)
                     if correct > st["best"]:
                         st["best"], st["since"] = correct, 0
-                    elif correct < st["best"] - self._path_margin(st["best"], n_val):
+                    elif correct < st["best"] - tie_band(st["best"], n_val, _PATH_MARGIN_SE):
                         st["since"] += 1  # clearly below the best so far (ties and near-ties go on)
                     if st["since"] > patience:
                         st["pos"] = len(lines[key])
-
-    @staticmethod
-    def _path_margin(best_correct: float, n_val: int) -> float:
-        """Correct validation samples by which a penalty must trail the path's best to count as past the
-        peak: one binomial standard error of the best accuracy (at least one sample), so a dip within the
-        noise of a validation split does not end the path."""
-        p = min(max(best_correct / n_val, 0.0), 1.0)
-        return max(1.0, _PATH_MARGIN_SE * float(np.sqrt(n_val * p * (1.0 - p))))
 
     def _fit_stage(self, data: Data, XT, XvT, members, problems_list, factors, out, *, blocked: bool,
                    warm) -> None:
@@ -684,7 +681,7 @@ class LogisticProbe(BaseProbe):
                 o = out[c]
                 o.W[j], o.b[j], o.n_iter[j], o.train_accuracy[j] = Wn[i, :k], bn[i], its[i], train[i]
                 if val is not None:
-                    o.val_accuracy[j], o.val_loss[j] = val[0][i], val[1][i]
+                    o.val_accuracy[j] = val[0][i]
 
 
 class _Collected:
@@ -692,9 +689,9 @@ class _Collected:
 
     def __init__(self, P: int, C: int):
         self.W, self.b = [None] * P, np.zeros((P, C))
-        self.train_accuracy, self.val_accuracy, self.val_loss = np.zeros(P), np.full(P, np.nan), np.full(P, np.nan)
+        self.train_accuracy, self.val_accuracy = np.zeros(P), np.full(P, np.nan)
         self.n_iter = np.zeros(P, dtype=np.int64)
 
     def chain_fit(self) -> ChainFit:
         return ChainFit(W=self.W, b=self.b, train_accuracy=self.train_accuracy, val_accuracy=self.val_accuracy,
-                        val_loss=self.val_loss, n_iter=self.n_iter)
+                        n_iter=self.n_iter)

@@ -97,6 +97,7 @@ def neighbour_rows(jobs, *, solver: str, opts: dict, y_fit, y_val, y_test, key: 
                          "normalization": est.normalizations_[i], "recall_at_1": np.nan, "recall_at_5": np.nan,
                          "recall_at_10": np.nan, "map": np.nan}
                 reg = float(est.k_[i])
+                margin = float(est.choice_margins_[i])
             else:
                 hits, ap = out[i]
                 correct = hits[:, 0]
@@ -104,7 +105,7 @@ def neighbour_rows(jobs, *, solver: str, opts: dict, y_fit, y_val, y_test, key: 
                          "normalization": est.normalizations_[i],
                          **{f"recall_at_{c}": float(hits[:, j].mean()) for j, c in enumerate(_RECALL_KS)},
                          "map": float(ap.mean())}
-                reg = np.nan
+                reg, margin = np.nan, np.nan  # retrieval chooses nothing
             recalls, supports = [], []
             for c in range(len(est.classes_)):
                 in_c = pos == c
@@ -114,7 +115,7 @@ def neighbour_rows(jobs, *, solver: str, opts: dict, y_fit, y_val, y_test, key: 
                 k_row = {**key, "selector": sel, "fraction": float(f), "n_neurons": int(k), "seed": int(seed)}
                 rows.append({
                     **k_row, "n_features": common["n_features"], "reg": reg, "reg_applied": reg,
-                    "penalty_rule": penalty_rule, "train_accuracy": np.nan, "val_accuracy": float(est.scores_[i]),
+                    "penalty_rule": penalty_rule, "choice_margin": margin, "train_accuracy": np.nan, "val_accuracy": float(est.scores_[i]),
                     "test_accuracy": float(np.mean(correct)), "mean_per_class_recall": float(np.nanmean(recalls)),
                     "n_train": int(est.n_train_), "n_val": int(est.n_val_), "n_test": int(len(y_test)),
                     "n_classes": int(len(est.classes_)), "n_iter": 0, "refit": bool(refit), "weights_file": None,

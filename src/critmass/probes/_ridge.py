@@ -150,9 +150,8 @@ class RidgeProbe(BaseProbe):
 
         XcT = data.X[head]  # (k_max, n): row gathers of the transposed layout are cheap
         XvT = data.X_val[head] if data.X_val is not None else None
-        Yv = self._targets(data.y_val, data.n_classes, dt) if XvT is not None else None
         P = len(problems)
-        val_acc, val_loss = np.full(P, np.nan), np.full(P, np.nan)
+        val_acc = np.full(P, np.nan)
         index = {p: j for j, p in enumerate(problems)}
         if XvT is not None:
             for k in sizes:  # one product per size for all its alphas
@@ -160,7 +159,6 @@ class RidgeProbe(BaseProbe):
                 Wcat = torch.stack([W[problems[j]] for j in js]).permute(1, 0, 2).reshape(k, -1)
                 Zv = (XvT[:k].T @ Wcat).view(-1, len(js), data.n_classes) + ybar
                 val_acc[js] = (Zv.argmax(2) == data.y_val[:, None]).double().mean(0).cpu().numpy()
-                val_loss[js] = ((Zv - Yv[:, None, :]) ** 2).sum(2).mean(0).cpu().numpy()
 
         def train_accuracy(js):
             # js is sorted by size: one product per block of columns between consecutive sizes.
@@ -178,5 +176,5 @@ class RidgeProbe(BaseProbe):
 
         b = np.tile(ybar.cpu().numpy(), (P, 1))
         return ChainFit(W=[W[p].cpu().numpy() for p in problems], b=b, train_accuracy=train_accuracy,
-                        val_accuracy=val_acc, val_loss=val_loss, n_iter=np.zeros(P, dtype=np.int64),
+                        val_accuracy=val_acc, n_iter=np.zeros(P, dtype=np.int64),
                         reg_applied=np.array([applied[a] for _, a in problems]))

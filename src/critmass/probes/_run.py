@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._defaults import DEFAULT_FRACTIONS, DEFAULT_SEEDS, parse_seeds  # the paper's grid and 5 seeds, defined once
+from .._defaults import CHOICE_RULE, DEFAULT_FRACTIONS, DEFAULT_SEEDS, parse_seeds  # defined once
 from .._env import versions
 from .._io import atomic_path
 from .._validation import check_features, check_fraction, check_labels, closest, resolve_sizes
@@ -46,7 +46,7 @@ PENALTY_RULES = ("per-probe", "first-seed")
 # checkpoints, or two poolings, of one architecture and layer apart.
 KEYS = ["model", "weights", "dataset", "layer", "pooling", "selector", "fraction", "n_neurons", "seed", "solver"]
 RESULT_COLUMNS = KEYS + [
-    "n_features", "reg", "reg_applied", "penalty_rule", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
+    "n_features", "reg", "reg_applied", "penalty_rule", "choice_margin", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
     "n_train", "n_val", "n_test", "n_classes", "n_iter", "refit", "weights_file", "config", "versions",
 ] + NEIGHBOUR_COLUMNS  # kNN / retrieval columns (critmass.probes._neighbours_run); NaN for linear solvers
 PER_CLASS_COLUMNS = KEYS + ["class", "class_name", "accuracy", "support"]
@@ -342,7 +342,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
         "seeds": seeds, "solver": solver, "alphas": None if alphas is None else np.atleast_1d(alphas).tolist(),
         "val_fraction": float(val_fraction), "val_seed": int(val_seed), "val_source": val_source,
         "refit": bool(refit), "device": str(dev), "solver_options": solver_options or {},
-        "source": fs.meta.get("source"), "penalty_rule": penalty_rule,
+        "source": fs.meta.get("source"), "penalty_rule": penalty_rule, "choice_rule": CHOICE_RULE,
     }
     config_json = json.dumps(config, sort_keys=True, default=str)
     versions_json = json.dumps(versions(), sort_keys=True)
@@ -411,7 +411,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
                                n_neurons=int(k), seed=int(seed), solver=solver)
                     rows.append({
                         **key, "n_features": d, "reg": float(est.regs_[i]), "reg_applied": float(est.regs_applied_[i]),
-                        "penalty_rule": penalty_rule,
+                        "penalty_rule": penalty_rule, "choice_margin": float(est.choice_margins_[i]),
                         "train_accuracy": float(est.train_scores_[i]), "val_accuracy": float(est.scores_[i]),
                         "test_accuracy": float(correct.mean()), "mean_per_class_recall": float(np.nanmean(recalls)),
                         "n_train": int(est.n_train_), "n_val": int(est.n_val_), "n_test": int(len(y_test)),

@@ -119,7 +119,6 @@ class SGDProbe(BaseProbe):
         bufW, bufb = torch.zeros_like(W), torch.zeros_like(b)
         best_W, best_b = W.clone(), b.clone()
         best_acc = torch.full((P,), -1.0, dtype=torch.float64, device=dev)
-        best_loss = torch.full((P,), np.inf, dtype=torch.float64, device=dev)
         best_epoch = np.zeros(P, dtype=np.int64)
         # The same seed for every chain: a subset's result does not depend on how subsets were batched.
         gen = torch.Generator().manual_seed(self._split_seed())
@@ -142,34 +141,28 @@ class SGDProbe(BaseProbe):
                 W.sub_(bufW.mul_(mom).add_(gW), alpha=lr)
                 b.sub_(bufb.mul_(mom).add_(gb), alpha=lr)
             if Xv is not None:
-                acc, loss = self._evaluate(Xv, data.y_val, W, b, P, C)
+                acc = self._accuracy(Xv, data.y_val, W, b, P, C)
                 better = acc > best_acc
                 if bool(better.any()):
                     cols = better.repeat_interleave(C)
                     best_W = torch.where(cols[None, :], W, best_W)
                     best_b = torch.where(cols, b, best_b)
                     best_acc = torch.where(better, acc, best_acc)
-                    best_loss = torch.where(better, loss, best_loss)
                     best_epoch[better.cpu().numpy()] = epoch + 1
         if Xv is None:
             best_W, best_b, best_epoch[:] = W, b, int(self.epochs)
-        train_acc, _ = self._evaluate(Xc[0], data.y, best_W, best_b, P, C)
+        train_acc = self._accuracy(Xc[0], data.y, best_W, best_b, P, C)
         Wn = best_W.double().cpu().numpy().reshape(kmax, P, C)
         bn = best_b.double().cpu().numpy().reshape(P, C)
         nan = np.full(P, np.nan)
         return ChainFit(W=[Wn[:k, p] for p, (k, _) in enumerate(problems)], b=bn,
                         train_accuracy=train_acc.cpu().numpy(),
-                        val_accuracy=best_acc.cpu().numpy() if Xv is not None else nan,
-                        val_loss=best_loss.cpu().numpy() if Xv is not None else nan, n_iter=best_epoch)
+                        val_accuracy=best_acc.cpu().numpy() if Xv is not None else nan, n_iter=best_epoch)
 
     @staticmethod
-    def _evaluate(X, y, W, b, P, C, chunk: int = 4096):
+    def _accuracy(X, y, W, b, P, C, chunk: int = 4096):
         correct = torch.zeros(P, dtype=torch.float64, device=X.device)
-        ce = torch.zeros(P, dtype=torch.float64, device=X.device)
         for a in range(0, X.shape[0], chunk):
             Z = (X[a : a + chunk] @ W + b).view(-1, P, C)
-            yc = y[a : a + chunk]
-            correct += (Z.argmax(2) == yc[:, None]).sum(0)
-            logp = torch.log_softmax(Z, dim=2)
-            ce -= logp.gather(2, yc[:, None, None].expand(-1, P, 1)).squeeze(2).double().sum(0)
-        return correct / X.shape[0], ce / X.shape[0]
+            correct += (Z.argmax(2) == y[a : a + chunk, None]).sum(0)
+        return correct / X.shape[0]

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._defaults import CHOICE_RULE
 from .._env import versions
 from ..subsets import make_selector
 from ._config import SweepConfig, load_config
@@ -288,7 +289,8 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                             reference = False
                             seed_txt = "" if fixed else f" seed {seed_group[0]}"
                             analysis.append(ProbeUnit(
-                                kind="probe", key=unit_key("probe", pid), extract_key=ekey,
+                                kind="probe", key=unit_key("probe", {**pid, "choice_rule": CHOICE_RULE}),
+                                extract_key=ekey,
                                 label=f"probe {where} | {solver} {sel}{seed_txt}", model=m.label, dataset=d.label,
                                 layer=layer, params={**pid, "device": cfg.probes.device, "splits": list(d.splits)}))
                 if cfg.cka.enabled:
