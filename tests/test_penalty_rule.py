@@ -70,6 +70,7 @@ def _shift(val_a, val_b, same_choice, n_val: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------- (1) default
+@pytest.mark.slow  # ~20 s: four curves with a tight solver
 def test_default_is_per_probe_and_unchanged(fs, default):
     small = dict(selectors=["random", "randproj"], fractions=[0.25, 1.0], seeds=[3, 0], device="cpu",
                  save_weights=False)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from choice_oracle import assert_same_choice, count_shift
 
 from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import LogisticProbe, RidgeProbe, run_probes
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"), pytest.mark.numeric]
 
 
 def _subsets():
@@ -21,10 +22,14 @@ def _subsets():
 
 
 def _same_choice(cpu, gpu):
-    """Same penalties, or (where float summation order broke a near-tie) equally good ones on validation."""
-    differ = cpu.regs_ != gpu.regs_
-    assert np.all(np.abs(cpu.scores_[differ] - gpu.scores_[differ]) <= 1.0 / cpu.n_val_ + 1e-12), (cpu.regs_, gpu.regs_)
-    assert differ.mean() <= 0.2, differ
+    """Same penalties where a choice's margin exceeds what the shift of validation counts between the devices
+    can cross; knife-edge choices within the tie band (choice_oracle). Returns which subsets chose alike."""
+    same = []
+    for i in range(len(cpu.regs_)):
+        shift = count_shift(cpu.val_scores_[i], gpu.val_scores_[i], cpu.n_val_)
+        same.append(assert_same_choice(cpu.regs_[i], gpu.regs_[i], cpu.choice_margins_[i], gpu.choice_margins_[i],
+                                       shift=shift, val_a=cpu.scores_[i], val_b=gpu.scores_[i], n_val=cpu.n_val_))
+    return np.array(same)
 
 
 def test_logistic_on_cuda_equals_cpu(digits):
@@ -32,9 +37,9 @@ def test_logistic_on_cuda_equals_cpu(digits):
     kw = dict(alphas=[1e-3, 1e-2], subsets=_subsets(), max_iter=400, tol=1e-7, random_state=0)
     cpu = LogisticProbe(device="cpu", **kw).fit(Xtr, ytr)
     gpu = LogisticProbe(device="cuda", **kw).fit(Xtr, ytr)
-    _same_choice(cpu, gpu)
+    same = _same_choice(cpu, gpu)
     agree = (cpu.predict_subsets(Xte) == gpu.predict_subsets(Xte)).mean(axis=1)
-    assert (agree >= 0.99).all(), agree
+    assert (agree[same] >= 0.99).all(), agree
 
 
 def test_ridge_on_cuda_equals_cpu(digits):
@@ -55,5 +60,10 @@ def test_run_probes_on_cuda_equals_cpu(digits):
     cpu = run_probes(fs, device="cpu", **kw).results
     gpu = run_probes(fs, device="cuda", **kw).results
     assert len(cpu) == len(gpu)
+    n_val = int(cpu.n_val.iloc[0])
+    same = np.array([assert_same_choice(a.reg, b.reg, a.choice_margin, b.choice_margin, shift=2, val_a=a.val_accuracy,
+                                        val_b=b.val_accuracy, n_val=n_val)
+                     for a, b in zip(cpu.itertuples(), gpu.itertuples())])
     # float32 on both, different summation orders: a test sample or two may flip.
-    assert np.abs(cpu.test_accuracy.to_numpy() - gpu.test_accuracy.to_numpy()).max() <= 3 / len(yte)
+    diff = np.abs(cpu.test_accuracy.to_numpy() - gpu.test_accuracy.to_numpy())
+    assert diff[same].max() <= 3 / len(yte)

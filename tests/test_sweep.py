@@ -206,6 +206,7 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(first_run, cache, tmp_p
 
 
 # ---------------------------------------------------------------------------------------- backends
+@pytest.mark.slow  # a local Ray cluster starts: ~30 s
 def test_ray_executor_gives_the_local_results(first_run, cache, tmp_path, ray_local):
     res = run_sweep(make_config(cache, tmp_path / "run"), executor="ray")
     assert res.ok, res.failures

@@ -145,6 +145,7 @@ def rows(df: pd.DataFrame, keys: list[str], numeric: list[str]) -> pd.DataFrame:
     return df[keys + numeric].sort_values(keys).reset_index(drop=True)
 
 
+@pytest.mark.slow  # three killed and resumed sweeps: ~40-55 s
 def test_killed_driver_takes_its_workers_and_resumes_without_loss_or_duplicates(tmp_path):
     cache, run = tmp_path / "cache", tmp_path / "run"
     cfg = make_config(cache, run, datasets=DATASETS[:1])
