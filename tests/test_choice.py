@@ -163,3 +163,29 @@ def test_a_new_rule_version_changes_the_probe_unit_keys_only(tmp_path, monkeypat
     assert {k for k, kind in before.items() if kind != "probe"} == {k for k, kind in after.items() if kind != "probe"}
     probes = {k for k, kind in before.items() if kind == "probe"}
     assert probes and not probes & set(after)  # a resumed sweep refits every probe unit under the new rule
+
+
+def test_a_one_sample_flip_changes_a_choice_only_where_its_margin_says_so():
+    """The failure CI saw across CPUs: two float orders whose validation counts differ by one sample chose
+    different penalties, and nothing said the choice was a coin toss. Every probe now carries its margin: a
+    one-sample move of any count changes the choice only where that margin is below 1.5 samples."""
+    from test_probes_numerics import _TableProbe
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 4)), np.repeat(np.arange(2), 100)  # val_fraction 0.25: 50 validation rows
+
+    def fit(counts):  # counts of correct validation samples, strongest penalty first
+        table = {a: (lambda n_val, c=c: c / n_val) for a, c in zip((10.0, 1.0, 0.1), counts)}
+        return _TableProbe(sorted(table), table).fit(X, y)
+
+    for counts in ([42, 44, 45], [30, 44, 45], [40, 41, 46], [45, 45, 45], [35, 40, 47]):
+        base = fit(counts)
+        for j in range(3):
+            for d in (-1, 1):
+                moved = list(counts)
+                moved[j] += d
+                other = fit(moved)
+                if other.reg_ != base.reg_:
+                    assert base.choice_margins_[0] < 1.5 and other.choice_margins_[0] < 2.5, (counts, moved)
+    assert fit([42, 44, 45]).reg_ != fit([42, 44, 44]).reg_  # a knife edge exists, and its margin shows it
+    assert fit([42, 44, 45]).choice_margins_[0] < 1

@@ -14,11 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from pause_helpers import wait_for_pause
 import yaml
 
 from critmass.cli._app import main
@@ -175,15 +175,8 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(first_run, cache, tmp_p
     proc = subprocess.Popen([sys.executable, "-c", code, "sweep", str(path), "--workers", "1", "-q"],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     paused = tmp_path / "run" / ".paused-probe"
-    deadline = time.monotonic() + 300  # fails a hung sweep; the kill point is the pause, not a time
     try:
-        while not paused.is_file():
-            if proc.poll() is not None:
-                pytest.fail(f"the sweep exited ({proc.returncode}) before it paused after a probe unit: "
-                            f"{proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the sweep did not pause after a probe unit before the deadline")
-            time.sleep(0.02)
+        wait_for_pause(proc, paused, "after a probe unit")
     finally:
         with contextlib.suppress(ProcessLookupError):  # the whole process group of the sweep we started
             os.killpg(proc.pid, signal.SIGKILL)

@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from pause_helpers import wait_for_pause
 import torch
 from torch import nn
 
@@ -256,15 +256,8 @@ def test_training_resumes_after_sigkill_to_the_same_weights(tiny_npz, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     paused, state = out / ".paused-step-4", out / "checkpoint" / "state.json"
     killed_at = None
-    deadline = time.monotonic() + 300  # fails a hung run; the kill point is the pause, not a time
     try:
-        while not paused.is_file():
-            if proc.poll() is not None:
-                pytest.fail(f"the run exited ({proc.returncode}) before it paused at step 4: "
-                            f"{proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the run did not pause at step 4 before the deadline")
-            time.sleep(0.01)
+        wait_for_pause(proc, paused, "at step 4")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_at = json.loads(state.read_text())["step"]
