@@ -53,7 +53,7 @@ test: install data browser
 # The numerically sensitive tests (-m numeric) under 12 float-order variants that mimic other CPUs:
 # torch threads {1, 2} x MKL_CBWR {unset, COMPATIBLE, AVX2} x ATEN_CPU_CAPABILITY {unset, default}.
 test-numerics: install data
-	PY=$(BIN)/python tools/numeric-matrix $(PYTEST_ARGS)
+	PY=$(BIN)/python tools/numeric-matrix -m numeric $(PYTEST_ARGS)
 
 bench: install data
 	$(BIN)/python benchmarks/extract.py

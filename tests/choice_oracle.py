@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from critmass.probes._base import BaseProbe, ChainFit
+
 STABLE_PER_SAMPLE = 2.5
 
 
@@ -40,6 +42,14 @@ def pick_penalty(val_scores, alphas, n_val: int) -> float:
     counts = [float("nan") if np.isnan(s) else round(s * n_val) for s in val_scores]
     strongest_first = sorted(range(len(alphas)), key=lambda i: -alphas[i])
     return float(alphas[pick(counts, strongest_first, n_val)])
+
+
+def chosen_shift(val_a, val_b, same_choice, n_val: int) -> float:
+    """Validation samples by which two computations' counts differ, as far as result rows show it (they hold
+    only the chosen candidate's accuracy): the largest difference where both chose the same candidate, at
+    least one sample. A lower bound of :func:`count_shift`; use that where both ``val_scores_`` exist."""
+    diff = np.abs(np.rint(np.asarray(val_a) * n_val) - np.rint(np.asarray(val_b) * n_val))[np.asarray(same_choice)]
+    return float(max(1.0, diff.max(initial=0.0)))
 
 
 def count_shift(val_a, val_b, n_val: int) -> float:
@@ -69,3 +79,24 @@ def assert_same_choice(choice_a, choice_b, margin_a, margin_b, *, shift: float, 
         assert abs(val_a - val_b) * n_val <= band(best, n_val) + shift + 1e-9, (
             f"{what}: knife-edge choices {choice_a} vs {choice_b} are further apart than the tie band")
     return False
+
+
+class TableProbe(BaseProbe):
+    """A solver whose validation accuracy per alpha is given (``table[alpha](n_val)``): the choice rule alone,
+    through the probes' own fit."""
+
+    _solver = "table"
+
+    def __init__(self, alphas, table, *, subsets=None, standardize=True, val_fraction=0.25, refit=False,
+                 device="cpu", random_state=0):
+        self.alphas, self.table, self.subsets = alphas, table, subsets
+        self.standardize, self.val_fraction, self.refit = standardize, val_fraction, refit
+        self.device, self.random_state = device, random_state
+
+    def _fit_chain(self, ctx, data, chain, problems):
+        n_val = len(data.y_val)
+        acc = np.array([self.table[a](n_val) for _, a in problems])
+        C = data.n_classes
+        return ChainFit(W=[np.zeros((k, C)) for k, _ in problems], b=np.zeros((len(problems), C)),
+                        train_accuracy=np.zeros(len(problems)), val_accuracy=acc,
+                        n_iter=np.zeros(len(problems), dtype=np.int64))

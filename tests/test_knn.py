@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from choice_oracle import pick
 from sklearn.neighbors import KNeighborsClassifier
 
 from critmass.cli._app import main
@@ -172,18 +173,21 @@ def test_k_chosen_on_validation(rng):
         pred = KNeighborsClassifier(k, algorithm="brute").fit(Xtr, ytr).predict(Xv)
         ref.append(np.mean(pred == yv))
         assert abs(probe.val_scores_[0, 0, ks.index(k)] - ref[-1]) <= near_tie(S, k).mean() + 1e-12
-    correct = np.rint(probe.val_scores_[0, 0] * len(yv))
-    best = np.nonzero(correct == correct.max())[0][-1]  # ties go to the larger k
+    correct = list(np.rint(probe.val_scores_[0, 0] * len(yv)))
+    best = pick(correct, list(range(len(ks)))[::-1], len(yv))  # the one-SE rule, the larger k preferred
     assert probe.k_[0] == ks[best] and probe.k_[0] >= 10 and probe.n_train_ == 800 and probe.n_val_ == 300
     assert probe.scores_[0] == probe.val_scores_[0, 0, best]
     sk = KNeighborsClassifier(int(probe.k_[0]), algorithm="brute").fit(Xtr, ytr)
     differ = probe.predict(Xte) != sk.predict(Xte)
     assert not (differ & ~near_tie(scores64(Xte, Xtr, "l2"), int(probe.k_[0]))).any()
-    # Two metrics: one (metric, k) pair among all ten, the metric listed first winning ties.
+    # Two metrics: one (metric, k) pair among all ten, the metric listed first preferred within the band.
     both = KNNProbe(ks=ks, metric=["l2", "cosine"], device="cpu").fit(Xtr, ytr, X_val=Xv, y_val=yv)
     assert both.val_scores_.shape == (1, 2, 5)
     np.testing.assert_allclose(both.val_scores_[0, 0], probe.val_scores_[0, 0], atol=1e-12)
-    assert both.scores_[0] == np.nanmax(both.val_scores_)
+    pref = [m * 5 + j for m in range(2) for j in range(4, -1, -1)]
+    chosen = pick(list(np.rint(both.val_scores_[0].ravel() * len(yv))), pref, len(yv))
+    assert (both.metric_[0], both.k_[0]) == (["l2", "cosine"][chosen // 5], ks[chosen % 5])
+    assert both.scores_[0] == both.val_scores_[0].ravel()[chosen]
 
 
 def test_carved_validation_rows_leave_the_gallery(rng):

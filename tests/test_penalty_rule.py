@@ -16,7 +16,7 @@ from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import RESULT_COLUMNS, LogisticProbe, run_probes
 from critmass.probes._run import PENALTY_RULES
 
-from choice_oracle import assert_same_choice  # noqa: I001 - the tests' own module
+from choice_oracle import assert_same_choice, chosen_shift
 
 SELECTORS = ["random", "randproj", "pca"]
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -62,13 +62,6 @@ def _indexed(res):
     return res.results.set_index(KEYS).sort_index()
 
 
-def _shift(val_a, val_b, same_choice, n_val: int) -> float:
-    """Validation samples by which two computations' counts differ, as far as the rows show it: the largest
-    difference between the chosen candidates' counts where both chose the same (at least one sample)."""
-    diff = np.abs(np.rint(np.asarray(val_a) * n_val) - np.rint(np.asarray(val_b) * n_val))[np.asarray(same_choice)]
-    return float(max(1.0, diff.max(initial=0.0)))
-
-
 # ---------------------------------------------------------------------------------------- (1) default
 @pytest.mark.slow  # ~20 s: four curves with a tight solver
 def test_default_is_per_probe_and_unchanged(fs, default):
@@ -92,7 +85,7 @@ def test_default_is_per_probe_and_unchanged(fs, default):
         est = LogisticProbe(subsets=subsets, device="cpu", **SOLVER).fit(X_fit, y_fit, X_val=X_val, y_val=y_val)
         # Batched with the other seeds vs alone: another float order. Equal where the choice's margin exceeds
         # what the observed shift of validation counts can cross (choice_oracle); else within the tie band.
-        shift = _shift(rows.val_accuracy.to_numpy(), est.scores_, rows.reg.to_numpy() == est.regs_, len(y_val))
+        shift = chosen_shift(rows.val_accuracy.to_numpy(), est.scores_, rows.reg.to_numpy() == est.regs_, len(y_val))
         equal = [assert_same_choice(r.reg, est.regs_[i], r.choice_margin, est.choice_margins_[i], shift=shift,
                                     val_a=r.val_accuracy, val_b=est.scores_[i], n_val=len(y_val), what=f"seed {seed}")
                  for i, r in enumerate(rows.itertuples())]
@@ -103,11 +96,13 @@ def test_default_is_per_probe_and_unchanged(fs, default):
 # ------------------------------------------------------------------------------------- (2) first-seed
 def test_other_seeds_use_the_first_seeds_penalty(first):
     t = first.results
-    lead = t[t.seed == SEEDS[0]].set_index(["selector", "n_neurons"]).reg
+    lead = t[t.seed == SEEDS[0]].set_index(["selector", "n_neurons"])
     others = t[(t.seed != SEEDS[0]) & t.selector.isin(["random", "randproj"])]
     assert set(others.seed) == set(SEEDS[1:]) and len(others) == 2 * 2 * len(FRACTIONS)
     for _, row in others.iterrows():
-        assert row.reg == lead[(row.selector, row.n_neurons)], row
+        assert row.reg == lead.reg[(row.selector, row.n_neurons)], row
+        # a follower chose nothing itself: it carries the margin of the choice it follows
+        assert row.choice_margin == lead.choice_margin[(row.selector, row.n_neurons)], row
     # Deterministic selectors and the full layer are recorded once, with the first seed.
     assert set(t[t.selector.isin(["all", "pca"])].seed) == {SEEDS[0]}
 
@@ -151,7 +146,7 @@ def test_searched_rows_equal_per_probe_rows(fs, default, first):
     # Seed 3 batched with seeds 0 and 7 vs alone: equal choices where the margin allows (see choice_oracle).
     n_val = len(fs["val"].y)
     sa, sb = a[searched], b[searched]
-    shift = _shift(sa.val_accuracy.to_numpy(), sb.val_accuracy.to_numpy(), (sa.reg == sb.reg).to_numpy(), n_val)
+    shift = chosen_shift(sa.val_accuracy.to_numpy(), sb.val_accuracy.to_numpy(), (sa.reg == sb.reg).to_numpy(), n_val)
     equal = np.array([assert_same_choice(ra.reg, rb.reg, ra.choice_margin, rb.choice_margin, shift=shift,
                                          val_a=ra.val_accuracy, val_b=rb.val_accuracy, n_val=n_val, what=str(key))
                       for key, ra, rb in zip(sa.index, sa.itertuples(), sb.itertuples())])

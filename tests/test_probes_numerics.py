@@ -12,12 +12,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from choice_oracle import assert_same_choice, count_shift
+from choice_oracle import TableProbe, assert_same_choice, count_shift
 
 from critmass.cli._app import main
 from critmass.exceptions import FeatureError
 from critmass.probes import LogisticProbe, RidgeProbe, SGDProbe, _logistic
-from critmass.probes._base import BaseProbe, ChainFit, ConstantSubsetWarning, Data
+from critmass.probes._base import ConstantSubsetWarning, Data
 
 pytestmark = [pytest.mark.usefixtures("probe_threads"), pytest.mark.numeric]  # 1 torch thread, or CRITMASS_TEST_THREADS (conftest)
 
@@ -115,26 +115,6 @@ def test_regs_applied_equal_nominal_for_logistic_and_sgd(digits):
 
 
 # --------------------------------------------------------------- item 18: selection robust to rounding
-class _TableProbe(BaseProbe):
-    """A solver whose validation results per alpha are given: exercises the selection rule alone."""
-
-    _solver = "table"
-
-    def __init__(self, alphas, table, *, subsets=None, standardize=True, val_fraction=0.25, refit=False,
-                 device="cpu", random_state=0):
-        self.alphas, self.table, self.subsets = alphas, table, subsets
-        self.standardize, self.val_fraction, self.refit = standardize, val_fraction, refit
-        self.device, self.random_state = device, random_state
-
-    def _fit_chain(self, ctx, data, chain, problems):
-        n_val = len(data.y_val)
-        acc = np.array([self.table[a](n_val) for _, a in problems])
-        C = data.n_classes
-        return ChainFit(W=[np.zeros((k, C)) for k, _ in problems], b=np.zeros((len(problems), C)),
-                        train_accuracy=np.zeros(len(problems)), val_accuracy=acc,
-                        n_iter=np.zeros(len(problems), dtype=np.int64))
-
-
 @pytest.mark.parametrize("eps", [1e-15, -1e-15])
 def test_penalty_choice_is_the_strongest_within_one_standard_error(eps):
     """50 validation samples, best 45 correct: the band is sqrt(50 x 0.9 x 0.1) = 2.12 samples. The strongest
@@ -146,7 +126,7 @@ def test_penalty_choice_is_the_strongest_within_one_standard_error(eps):
         return lambda n_val: (n_val - 5 - correct_less) / n_val + noise
 
     def fit(table):
-        return _TableProbe(sorted(table), table).fit(X, y)
+        return TableProbe(sorted(table), table).fit(X, y)
 
     assert fit({0.1: acc(), 1.0: acc(noise=eps), 10.0: acc(noise=-eps)}).reg_ == 10.0  # equal: the strongest
     within = fit({0.1: acc(), 1.0: acc(2), 10.0: acc(2, noise=eps)})

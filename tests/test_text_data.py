@@ -1,6 +1,5 @@
 """Text datasets: textfolder:, csv:, the offline corpora bbc-news and spam-assassin, and one text extraction."""
 
-import base64
 import collections
 import contextlib
 import hashlib

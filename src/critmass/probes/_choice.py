@@ -22,8 +22,7 @@ import numpy as np
 
 from .._defaults import CHOICE_RULE
 
-__all__ = ["CHOICE_RULE", "choose", "tie_band"]
-
+__all__ = ["choose", "tie_band"]
 
 
 def tie_band(best_correct: float, n_val: int, n_se: float = CHOICE_RULE["band_se"]) -> float:
@@ -40,16 +39,18 @@ def choose(correct: Sequence[float], preference: Sequence[int], n_val: int) -> t
     Parameters
     ----------
     correct : counts of correct validation samples per candidate (NaN: not fitted, never chosen).
-    preference : candidate positions from the most regularised (preferred on ties) to the least.
+    preference : candidate positions from the most regularised (preferred on ties) to the least. When every
+        count is NaN the first of them is returned (margin NaN).
     n_val : validation samples.
 
     Returns
     -------
     (position, margin): the first candidate of ``preference`` within the tie band of the best count, and
-    the smallest slack, in samples, of the inequalities that make it the choice: its own count above the
-    band's lower edge, and every more preferred candidate's count below it. Counts must move by more than
-    this (summed over the best and the candidate concerned) before another candidate is chosen. NaN when
-    there was nothing to choose (one candidate, or no validation data).
+    the smallest slack, in samples, of the inequalities that make it the choice: its own count at or above
+    the band's lower edge, and every more preferred candidate's count below it. Counts must move by more
+    than this (summed over the best and the candidate concerned; the edge itself moves by at most half a
+    sample per sample of the best count once the band exceeds one sample) before another candidate is
+    chosen. NaN when there was nothing to choose (one candidate, or no validation data).
     """
     c = np.asarray(correct, dtype=np.float64)
     order = [int(i) for i in preference if np.isfinite(c[int(i)])]

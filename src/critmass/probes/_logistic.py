@@ -371,23 +371,24 @@ class _Objective:
             gV[t, :kg] = (gVg.view(kg, len(loc), C) * inside).permute(1, 0, 2)
         return loss, torch.cat([gV.reshape(q, -1), gb], dim=1), gmax
 
-    def evaluate(self, theta, XT, y):
-        """Accuracy and mean cross-entropy (no penalty) of every problem on ``(XT, y)`` (laid out like the
-        training data)."""
+    def evaluate(self, theta, XT, y, *, loss: bool = True):
+        """Accuracy and mean cross-entropy (no penalty; None unless ``loss``) of every problem on ``(XT, y)``
+        (laid out like the training data). The fits need only the accuracies: the choice is on counts."""
         q, C = theta.shape[0], self.C
         _, _, b, Wflat, blocks = self._prologue(theta, np.arange(q))
         n = XT.shape[1]
         correct = torch.zeros(q, dtype=torch.float64, device=theta.device)
-        ce = torch.zeros(q, dtype=torch.float64, device=theta.device)
+        ce = torch.zeros(q, dtype=torch.float64, device=theta.device) if loss else None
         step = self._chunk(q)
         for c0 in range(0, n, step):
             c1 = min(n, c0 + step)
             Z = self.logits(Wflat, blocks, XT, c0, c1).view(q, C, c1 - c0).add_(b[:, :, None])
             yc = y[c0:c1]
-            ar = torch.arange(c1 - c0, device=Z.device)
             correct += (Z.argmax(1) == yc[None, :]).sum(1)
-            ce += (torch.logsumexp(Z, 1) - Z[:, yc, ar]).double().sum(1)
-        return (correct / n).cpu().numpy(), (ce / n).cpu().numpy()
+            if loss:
+                ar = torch.arange(c1 - c0, device=Z.device)
+                ce += (torch.logsumexp(Z, 1) - Z[:, yc, ar]).double().sum(1)
+        return (correct / n).cpu().numpy(), (ce / n).cpu().numpy() if loss else None
 
 
 def _cholesky(G: torch.Tensor, mu: float, floor: float = 1e-7) -> torch.Tensor:
@@ -482,7 +483,7 @@ class LogisticProbe(BaseProbe):
         Validation accuracy of each subset's chosen probe (NaN without validation).
     choice_margins_ : ndarray (n_subsets,)
         How far each choice of penalty is from the rule's boundaries, in validation samples (NaN: nothing
-        was chosen, e.g. one penalty or no validation data). A choice with a margin below ~2 samples can
+        was chosen, e.g. one penalty or no validation data). A choice with a margin below ~2.5 samples can
         flip on another CPU or thread count.
     val_scores_ : ndarray (n_subsets, n_alphas)
         Validation accuracy for every alpha of ``alphas_``.
@@ -675,8 +676,9 @@ class LogisticProbe(BaseProbe):
                                        min_iter=np.where(started, 2, 0))
             W, b = obj.weights(theta, np.arange(len(mem)))
             Wn, bn = W.double().cpu().numpy(), b.double().cpu().numpy()
-            train = obj.evaluate(theta, XT[:kg] if blocked else XT, data.y)[0]
-            val = obj.evaluate(theta, XvT[:kg] if blocked else XvT, data.y_val) if XvT is not None else None
+            train = obj.evaluate(theta, XT[:kg] if blocked else XT, data.y, loss=False)[0]
+            val = (obj.evaluate(theta, XvT[:kg] if blocked else XvT, data.y_val, loss=False)
+                   if XvT is not None else None)
             for i, ((c, j), k) in enumerate(zip(mem, ks)):
                 o = out[c]
                 o.W[j], o.b[j], o.n_iter[j], o.train_accuracy[j] = Wn[i, :k], bn[i], its[i], train[i]

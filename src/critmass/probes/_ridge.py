@@ -61,14 +61,15 @@ class RidgeProbe(BaseProbe):
     Parameters
     ----------
     alphas : float or sequence of float, default 1e-4 ... 1e3 (8 values)
-        Penalty grid (> 0), chosen per subset on validation accuracy (ties: lower validation MSE; MSEs
-        within 1% count as tied, then the stronger penalty wins).
+        Penalty grid (> 0), chosen per subset on validation accuracy by the probes' one-standard-error rule
+        (:mod:`critmass.probes._choice`): the strongest penalty within one binomial standard error of the
+        best; ``choice_margins_`` records how far each choice is from flipping.
     subsets, standardize, val_fraction, refit, device, random_state
         As in :class:`~critmass.probes.LogisticProbe`.
 
     Attributes
     ----------
-    coef_, intercept_, reg_, coefs_, intercepts_, regs_, scores_, val_scores_, train_scores_, ...
+    coef_, intercept_, reg_, coefs_, intercepts_, regs_, scores_, choice_margins_, val_scores_, train_scores_, ...
         As in :class:`~critmass.probes.LogisticProbe` (``n_iter_`` is 0).
     regs_applied_ : ndarray (n_subsets,)  (``reg_applied_`` for a single probe)
         The penalty actually applied, in the units of ``regs_``: ``alpha`` plus the jitter a Cholesky

@@ -368,6 +368,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
     pending: dict = {}  # weights of (selector, seed) whose probes are spread over several fits
     _count_weights(pending, jobs)
     chosen: dict = {}  # (selector, k) -> the penalty the first seed chose
+    chosen_margin: dict = {}  # (selector, k) -> that choice's margin, which the other seeds' rows carry
     from tqdm.auto import tqdm
 
     with tqdm(total=total, desc=f"probes ({solver})", unit="probe", file=sys.stderr, disable=not progress) as bar:
@@ -397,8 +398,12 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
         for job, est, pred in _fit_phases(jobs, deferred, chosen, pending, seeds, fit, workers, bar):
             files = _save_weights(weights_dir, est, job, pending) if weights_dir is not None else {}
             for i, (sel, seed, k, frs) in enumerate(job.meta):
+                margin = float(est.choice_margins_[i])
                 if defer and seed == seeds[0]:
                     chosen[(sel, int(k))] = float(est.regs_[i])
+                    chosen_margin[(sel, int(k))] = margin
+                elif defer and (sel, int(k)) in chosen_margin:  # a follower: fitted at the first seed's choice
+                    margin = chosen_margin[(sel, int(k))]
                 correct = pred[i] == y_test
                 recalls, supports = [], []
                 for c in est.classes_:
@@ -411,7 +416,7 @@ def _run_probes(features, *, selectors, fractions, seeds, solver, out, n_neurons
                                n_neurons=int(k), seed=int(seed), solver=solver)
                     rows.append({
                         **key, "n_features": d, "reg": float(est.regs_[i]), "reg_applied": float(est.regs_applied_[i]),
-                        "penalty_rule": penalty_rule, "choice_margin": float(est.choice_margins_[i]),
+                        "penalty_rule": penalty_rule, "choice_margin": margin,
                         "train_accuracy": float(est.train_scores_[i]), "val_accuracy": float(est.scores_[i]),
                         "test_accuracy": float(correct.mean()), "mean_per_class_recall": float(np.nanmean(recalls)),
                         "n_train": int(est.n_train_), "n_val": int(est.n_val_), "n_test": int(len(y_test)),

@@ -59,7 +59,8 @@ class SGDProbe(BaseProbe):
 
     Attributes
     ----------
-    coef_, intercept_, reg_, coefs_, intercepts_, regs_, regs_applied_, scores_, val_scores_, train_scores_
+    coef_, intercept_, reg_, coefs_, intercepts_, regs_, regs_applied_, scores_, choice_margins_, val_scores_,
+    train_scores_
         As in :class:`~critmass.probes.LogisticProbe` (``regs_applied_`` equals ``regs_``).
     n_iter_ : ndarray (n_subsets,)
         The kept epoch (1-based) of each probe.
