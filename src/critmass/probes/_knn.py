@@ -318,7 +318,8 @@ class KNNProbe(ParamsMixin):
     those are carved from it); every value of ``ks`` (and of ``metric`` when several) is scored on the
     validation split and the choice follows the probes' one-standard-error rule: among the values whose
     validation accuracy is within one binomial standard error (at least one sample) of the best, the
-    metric listed first, then the largest k (the smoothest vote). ``refit=True`` adds the validation rows to the gallery afterwards.
+    metric listed first, then the largest k (the smoothest vote). ``refit=True`` adds the validation rows
+    to the gallery afterwards.
 
     Parameters
     ----------
@@ -522,7 +523,8 @@ class KNNProbe(ParamsMixin):
                     if tv is not None:
                         test_nb[m] = idx.search(tv.get(cols), kmax)
                     del idx
-                *choice[i], margins[i] = _choose(self.val_scores_[i], len(yv) if yv is not None else 0)
+                m_pos, k_pos, margins[i] = _choose(self.val_scores_[i], len(yv) if yv is not None else 0)
+                choice[i] = (m_pos, k_pos)
                 if test_nb:
                     m, j = choice[i]
                     sc, ids = test_nb[int(m)]

@@ -69,9 +69,10 @@ _STATE_BUDGET = 2**28  # float32 entries of L-BFGS state per batch (1 GiB): prob
 _GRAM_CHUNK = 4096  # samples per float32 product of the Gram matrix (summed in float64)
 _LIVE_DIAG = 1e-10  # columns whose Gram diagonal is below this share of the largest are constant
 # A regularisation path stops once a penalty's validation accuracy trails the path's best by more than this
-# many binomial standard errors of the best (at least one sample: ``tie_band``, the choice rule's band). Measured on the synthetic benchmark set
-# (20,000 x 2,048, 12 fractions x 3 seeds): 0.5 does 3.2x less solver work than fitting the whole grid, at
-# +0.002 points of test accuracy on average (max 0.46); 0 (any drop) -0.02 on average, max 0.82.
+# many binomial standard errors of the best (at least one sample: ``tie_band``, the choice rule's band).
+# Measured on the synthetic benchmark set (20,000 x 2,048, 12 fractions x 3 seeds): 0.5 does 3.2x less solver
+# work than fitting the whole grid, at +0.002 points of test accuracy on average (max 0.46); 0 (any drop)
+# -0.02 on average, max 0.82.
 _PATH_MARGIN_SE = 0.5
 
 

@@ -115,7 +115,8 @@ def neighbour_rows(jobs, *, solver: str, opts: dict, y_fit, y_val, y_test, key: 
                 k_row = {**key, "selector": sel, "fraction": float(f), "n_neurons": int(k), "seed": int(seed)}
                 rows.append({
                     **k_row, "n_features": common["n_features"], "reg": reg, "reg_applied": reg,
-                    "penalty_rule": penalty_rule, "choice_margin": margin, "train_accuracy": np.nan, "val_accuracy": float(est.scores_[i]),
+                    "penalty_rule": penalty_rule, "choice_margin": margin, "train_accuracy": np.nan,
+                    "val_accuracy": float(est.scores_[i]),
                     "test_accuracy": float(np.mean(correct)), "mean_per_class_recall": float(np.nanmean(recalls)),
                     "n_train": int(est.n_train_), "n_val": int(est.n_val_), "n_test": int(len(y_test)),
                     "n_classes": int(len(est.classes_)), "n_iter": 0, "refit": bool(refit), "weights_file": None,

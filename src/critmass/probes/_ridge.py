@@ -69,7 +69,8 @@ class RidgeProbe(BaseProbe):
 
     Attributes
     ----------
-    coef_, intercept_, reg_, coefs_, intercepts_, regs_, scores_, choice_margins_, val_scores_, train_scores_, ...
+    coef_, intercept_, reg_, coefs_, intercepts_, regs_, scores_, choice_margins_, val_scores_,
+    train_scores_, ...
         As in :class:`~critmass.probes.LogisticProbe` (``n_iter_`` is 0).
     regs_applied_ : ndarray (n_subsets,)  (``reg_applied_`` for a single probe)
         The penalty actually applied, in the units of ``regs_``: ``alpha`` plus the jitter a Cholesky

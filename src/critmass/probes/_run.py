@@ -46,7 +46,8 @@ PENALTY_RULES = ("per-probe", "first-seed")
 # checkpoints, or two poolings, of one architecture and layer apart.
 KEYS = ["model", "weights", "dataset", "layer", "pooling", "selector", "fraction", "n_neurons", "seed", "solver"]
 RESULT_COLUMNS = KEYS + [
-    "n_features", "reg", "reg_applied", "penalty_rule", "choice_margin", "train_accuracy", "val_accuracy", "test_accuracy", "mean_per_class_recall",
+    "n_features", "reg", "reg_applied", "penalty_rule", "choice_margin", "train_accuracy", "val_accuracy",
+    "test_accuracy", "mean_per_class_recall",
     "n_train", "n_val", "n_test", "n_classes", "n_iter", "refit", "weights_file", "config", "versions",
 ] + NEIGHBOUR_COLUMNS  # kNN / retrieval columns (critmass.probes._neighbours_run); NaN for linear solvers
 PER_CLASS_COLUMNS = KEYS + ["class", "class_name", "accuracy", "support"]
