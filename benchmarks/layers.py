@@ -41,10 +41,8 @@ def _worker(args) -> None:
     import numpy as np
     import torch
 
-    from critmass.features import extract
-    from critmass.features._profile import extract_layers
-    from critmass.models import load_model
-    from critmass.models._stages import resolve_layers
+    from critmass.features import extract, extract_layers
+    from critmass.models import load_model, resolve_layers
 
     torch.manual_seed(0)
     opts = dict(split=["train", "test"], max_samples={"train": args.train, "test": args.test}, image_size=args.image_size,

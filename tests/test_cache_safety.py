@@ -133,7 +133,7 @@ def test_split_lock_is_exclusive_and_leaves_no_lock_file(tmp_path):
 
 
 def test_second_writer_waits_for_the_lock_then_reads_the_hit(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="critmass.features._store")
+    caplog.set_level(logging.INFO, logger="critmass._io")  # split_lock logs the wait
     first = extract("timm:test_resnet", "textures", pretrained=False, cache=tmp_path, **KW)
     lock = next(tmp_path.glob("*/entry.json")).parent / "train.lock"
     split = next(tmp_path.glob("*/train"))

@@ -22,7 +22,7 @@ from critmass.cli._app import main
 from critmass.exceptions import ConfigError
 from critmass.probes import RESULT_COLUMNS, KNNProbe, RetrievalProbe, run_probes
 from critmass.probes._knn import faiss_threads
-from critmass.probes._neighbours_run import NEIGHBOUR_COLUMNS
+from critmass.probes import NEIGHBOUR_COLUMNS
 
 TIE = 1e-5  # float64 score gap below which float32 search may order two neighbours either way
 

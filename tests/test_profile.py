@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from critmass.exceptions import ConfigError, LayerNotFoundError
-from critmass.features import extract, load_features
+from critmass.features import extract, extract_layers, load_features
 from critmass.features._extract import width_units
-from critmass.features._profile import LAYER_CKA_COLUMNS, PROFILE_COLUMNS, extract_layers, profile
+from critmass.profile import LAYER_CKA_COLUMNS, PROFILE_COLUMNS, profile
 from critmass.models import LayerReader, load_model
 
 SPEC = "timm:test_resnet"
@@ -186,6 +186,11 @@ def test_stages_discovery_and_bad_layers(capsys):
         resolve_layers(bb, ["layer1", "layer1"])
     with pytest.raises(ConfigError, match="needs the train and test splits"):
         profile(bb, "digits", out="unused", split=["train"])
+    with pytest.raises(ConfigError, match=r"profile runs linear probes; 'knn' is a neighbours solver; use one of "
+                                          r"logistic, ridge, sgd"):
+        profile(bb, "digits", out="unused", solver="knn")
+    with pytest.raises(ConfigError, match=r"unknown solver 'rdge' \(closest: ridge\)"):
+        profile(bb, "digits", out="unused", solver="rdge")
     assert _main(["layers", SPEC, "--stages"]) == 0
     assert capsys.readouterr().out.split() == ["layer1", "layer2", "layer3", "layer4", "penultimate"]
 
@@ -260,3 +265,33 @@ def test_sweep_extracts_a_models_layers_in_one_unit(tmp_path):
     assert _entry_of(unit) == st["entry"][unit.layer]
     pst = execute_unit(unit, tmp_path / "run")
     assert pst["status"] == "ok", pst.get("error")
+
+
+def test_old_module_path_still_serves_the_names_with_a_deprecation_warning():
+    import critmass.features._profile as old
+    import critmass.profile
+
+    with pytest.warns(DeprecationWarning, match="import it from critmass.profile"):
+        assert old.profile is critmass.profile.profile
+    with pytest.warns(DeprecationWarning, match="import it from critmass.features"):
+        assert old.extract_layers is extract_layers
+    with pytest.raises(AttributeError):
+        old.nothing_here
+
+
+def test_cka_matrix_equals_pairwise_cka_both_ways():
+    from critmass.similarity import cka, cka_matrix, gram_stats
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(10, 7))
+    xs = [a, a @ rng.normal(size=(7, 5)), rng.normal(size=(10, 3))]
+    feat = cka_matrix(xs, names=["a", "b", "c"])
+    samp = cka_matrix(xs, names=["a", "b", "c"], max_bytes=8 * 15 * 15 - 1)  # the joint Gram does not fit
+    assert (feat.method, samp.method) == ("features", "samples") and samp.stats == [None] * 3
+    want = np.array([[cka(x, y) for y in xs] for x in xs])
+    np.testing.assert_allclose(feat.matrix, want, atol=1e-10)
+    np.testing.assert_allclose(samp.matrix, want, atol=1e-10)
+    for x, st in zip(xs, feat.stats):  # each diagonal block is that representation's own Gram
+        np.testing.assert_allclose(st.gram, gram_stats(x).gram, atol=1e-9)
+    with pytest.raises(ConfigError, match="'b' has 4 rows but 'a' has 10"):
+        cka_matrix([a, a[:4]], names=["a", "b"])

@@ -29,7 +29,7 @@ from critmass.cli._app import main
 from critmass.data._splits import train_val_indices
 from critmass.exceptions import ConfigError
 from critmass.features import save_arrays_as_entry
-from critmass.probes import run_probes
+from critmass.probes import ProbeRequest, run_probes
 from critmass.similarity import cka_curve
 from critmass.sweep import load_config
 
@@ -161,7 +161,9 @@ def test_defaults_agree_across_commands(tmp_path):
     assert _option_default(probe, "val_fraction") == DEFAULT_VAL_FRACTION
     assert _option_default(probe, "val_seed") == DEFAULT_VAL_SEED
     # run_probes and cka_curve
-    rp, cc = inspect.signature(run_probes).parameters, inspect.signature(cka_curve).parameters
+    # (run_probes takes its arguments as a ProbeRequest: its fields hold the defaults)
+    rp = inspect.signature(ProbeRequest).parameters
+    cc = inspect.signature(cka_curve).parameters
     for params in (rp, cc):
         assert parse_seeds(params["seeds"].default) == want_seeds
         assert tuple(params["fractions"].default) == DEFAULT_FRACTIONS
@@ -202,7 +204,7 @@ REFUSED = [0, "0", -1, "-2", [], "", "1,1", [1, 1], [-1], "1,-1", "five", [1.5],
 def _seed_readers(tmp_path):
     """Every place that reads a seeds value, as ``value -> list of seeds`` (raising ConfigError)."""
     from critmass.cli._probe import parse_seeds as cli_probe_seeds
-    from critmass.probes._run import _parse_seeds as probes_seeds
+    from critmass._defaults import parse_seeds as probes_seeds
 
     x = _features(20, d=6, seed=9)[0]
 

@@ -223,6 +223,65 @@ def test_slurm_executor_runs_job_arrays_with_submitit_local(first_run, cache, tm
     pd.testing.assert_frame_equal(probe_rows(res.results), probe_rows(ref))
 
 
+@pytest.fixture
+def toy_executor():
+    """A backend defined and registered here, nowhere else: runs each unit in this process, newest first."""
+    from critmass.sweep import Executor, execute_unit, register_executor
+    from critmass.sweep._backends import EXECUTORS
+
+    @register_executor("toy-inline")
+    class ToyExecutor(Executor):
+        """Runs units in the driver, last submitted first."""
+
+        def __init__(self, label=None):
+            self.label, self.queue, self.ran = label, [], []
+
+        @classmethod
+        def from_options(cls, options, *, workers=None, address=None):
+            return cls(label=options.address)
+
+        def submit(self, units):
+            self.queue.extend(units)
+
+        @property
+        def pending(self):
+            return len(self.queue)
+
+        def wait(self):
+            unit = self.queue.pop()
+            self.ran.append(unit.key)
+            return [execute_unit(unit, self.run_dir)]
+
+    try:
+        yield ToyExecutor
+    finally:  # the registry refuses a name twice; the test leaves it as it found it
+        EXECUTORS._entries.pop("toy-inline", None)
+        EXECUTORS._docs.pop("toy-inline", None)
+
+
+def test_a_registered_executor_runs_a_sweep_with_nothing_else_edited(first_run, cache, tmp_path, toy_executor):
+    from critmass.sweep import list_executors, make_executor
+
+    assert list_executors() == ["local", "ray", "slurm", "toy-inline"]
+    cfg = make_config(cache, tmp_path / "run", models=MODELS[:1], datasets=DATASETS[:1], selectors=["random"],
+                      seeds=[0], executor={"kind": "toy-inline", "address": "from-the-config"})
+    ex = make_executor(None, load_config(cfg).executor)
+    assert isinstance(ex, toy_executor) and ex.label == "from-the-config" and ex.name == "toy-inline"
+    res = run_sweep(cfg)
+    assert res.ok, res.failures
+    assert len(res.ran) == 3, res.summary()
+    ref = first_run.results
+    ref = ref[(ref["model"] == "timm:test_resnet") & (ref["dataset"] == "textures") & (ref["seed"] == 0)
+              & ref["selector"].isin(["all", "random"])]
+    pd.testing.assert_frame_equal(probe_rows(res.results), probe_rows(ref))
+    with pytest.raises(ConfigError, match=r"executor\.kind: Input should be 'local', 'ray', 'slurm' or 'toy-inline'; "
+                                          r"got 'toy'"):
+        load_config({**cfg, "executor": {"kind": "toy"}})
+    with pytest.raises(ConfigError, match=r"unknown executor 'toy-inlin' \(closest: toy-inline\); use local, ray, "
+                                          r"slurm or toy-inline"):
+        run_sweep(cfg, executor="toy-inlin")
+
+
 def test_ray_refuses_gpu_units_on_a_cluster_without_gpus(cache, tmp_path, ray_local):
     cfg = make_config(cache, tmp_path / "run", models=MODELS[:1], datasets=DATASETS[:1], device="cuda")
     with pytest.raises(ConfigError, match=r"ask for 1 GPU\(s\) but the Ray cluster has 0"):

@@ -1,7 +1,8 @@
 """critmass: how many of a pre-trained layer's neurons does a downstream task need, and which ones?
 
 The pipeline, one subpackage per stage: ``models`` -> ``data`` -> ``features`` (extract once, cache on
-disk) -> ``subsets`` -> ``probes`` / ``similarity`` -> ``metrics`` -> ``sweep`` -> ``report``.
+disk) -> ``subsets`` -> ``probes`` / ``similarity`` -> ``metrics`` -> ``profile`` -> ``sweep`` -> ``report``
+(``tests/test_layering.py`` holds the order: a stage imports only the stages before it).
 ``import critmass`` is cheap: the verbs below load their stage on first use.
 """
 
@@ -28,7 +29,7 @@ _VERBS = {
     "build_report": "critmass.report",
 }
 
-_STAGES = ("models", "data", "features", "subsets", "probes", "similarity", "metrics", "sweep", "report")
+_STAGES = ("models", "data", "features", "subsets", "probes", "similarity", "metrics", "profile", "sweep", "report")
 
 __all__ = sorted(_VERBS) + list(_STAGES) + ["__version__"]
 

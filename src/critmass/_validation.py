@@ -41,10 +41,18 @@ def check_features(x, *, name: str = "features", allow_mmap: bool = True) -> np.
     arr = x if (allow_mmap and isinstance(x, np.memmap)) else np.asarray(x)
     if arr.ndim != 2:
         raise FeatureError(
-            f"{name} must be a 2-D array (n_samples, n_neurons); got shape {arr.shape}; reshape it first"
+            f"{name} must be a 2-D array (n_samples, n_neurons); got shape {arr.shape}; Reshape your data: "
+            "x.reshape(-1, 1) for one neuron, x.reshape(1, -1) for one sample"
         )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise FeatureError(f"{name} is empty (shape={arr.shape}); at least 1 sample and 1 neuron are required")
+    # The wording of scikit-learn's own messages, so that its estimator checks recognise these refusals.
+    if arr.shape[1] == 0:
+        raise FeatureError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required; "
+                           "pass at least one neuron")
+    if arr.shape[0] == 0:
+        raise FeatureError(f"{name} has 0 sample(s) (shape={arr.shape}) while a minimum of 1 is required; "
+                           "pass at least one sample")
+    if np.iscomplexobj(arr):
+        raise FeatureError(f"{name}: Complex data not supported; pass real-valued features (e.g. x.real or abs(x))")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
     # Chunked so memory-mapped matrices larger than RAM are checked without loading them whole.

@@ -37,8 +37,7 @@ def layers_cmd(
                                 "(what `critmass profile --layers stages` uses)."),
 ):
     """List the valid --layer names of MODEL (penultimate, then every named module)."""
-    from ..models import list_layers
-    from ..models._stages import list_stages
+    from ..models import list_layers, list_stages
 
     for name in (list_stages(model) if stages else list_layers(model)):
         if pattern is None or pattern in name:

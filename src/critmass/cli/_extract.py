@@ -82,7 +82,7 @@ def extract_cmd(
     if layers is not None:
         if layer != "penultimate":
             raise ConfigError("pass --layer NAME (one layer) or --layers SET (several, one pass), not both")
-        from ..features._profile import extract_layers
+        from ..features import extract_layers
 
         found = extract_layers(model, dataset, layers=layers, **common)  # it parses and checks the set
     else:

@@ -42,9 +42,7 @@ def dr_command(
     table; csv / latex: on stderr) say which curve f* was read off, flag small seed counts and list the
     fractions that were collapsed.
     """
-    from ..metrics import format_table
-    from ..metrics._common import read_many
-    from ..metrics._table import dr_table_rows, table_notes
+    from ..metrics import dr_table_rows, format_table, read_many, table_notes
 
     df = read_many(results)
     table, res = dr_table_rows(df, delta, selector=selector, interpolate=interpolate, spread=spread, digits=digits,

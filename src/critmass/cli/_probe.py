@@ -9,7 +9,9 @@ import typer
 
 from .._defaults import DEFAULT_FRACTIONS, DEFAULT_SEEDS, DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, fractions_text
 from .._defaults import parse_seeds as _parse_seeds
+from .._validation import closest
 from ..exceptions import ConfigError
+from ..probes import list_solvers
 from ._app import app, parse_list
 
 
@@ -24,6 +26,23 @@ def _parse_int(value: str, flag: str, word: str = "all") -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"{flag} must be a positive integer or {word!r}; got {value!r}") from None
+
+
+def parse_options(items: list[str]) -> dict:
+    """``['KEY=VALUE', ...]`` -> ``{KEY: VALUE}``, each VALUE read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option must be KEY=VALUE (e.g. --option max_iter=50); got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--option {key.strip()}: cannot read {value!r} as a value; quote strings, e.g. "
+                              f"{key.strip()}=abc") from None
+    return out
 
 
 def _parse_n_jobs(value: str):
@@ -42,7 +61,8 @@ def probe(
                               help="Seed count N (seeds 0..N-1; default 5) or a comma list (1,2,3; '3,' is seed 3)."),
     selector: str = typer.Option("random", "--selector", help="Comma-separated selectors (critmass.subsets."
                                                               "list_selectors()); 'all' is always added."),
-    solver: str = typer.Option("logistic", "--solver", help="logistic | ridge | sgd | knn | retrieval."),
+    solver: str = typer.Option("logistic", "--solver", help=f"{' | '.join(list_solvers())}, or any solver registered "
+                                                            "with critmass.probes.register_solver."),
     alphas: str = typer.Option(None, "--alphas", help="Comma-separated penalty grid (default: the solver's)."),
     val_fraction: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction",
                                        help="Share of train held out for validation (when the features have no "
@@ -75,6 +95,9 @@ def probe(
     nprobe: int = typer.Option(None, "--nprobe", help="knn / retrieval: IVF lists searched (default 16)."),
     ef_search: int = typer.Option(None, "--ef-search", help="knn / retrieval: HNSW efSearch (default 128)."),
     map_at: str = typer.Option(None, "--map-at", help="retrieval: mAP cutoff (default 100) or 'all' (whole gallery)."),
+    option: list[str] = typer.Option(None, "--option", help="A solver option as KEY=VALUE (repeatable; VALUE read as "
+                                                            "YAML: 3, 0.5, true, [1, 5]); any option of the solver, "
+                                                            "e.g. a registered solver's own."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine)."),
     n_jobs: str = typer.Option("auto", "--n-jobs", help="Processes for the logistic fits on a CPU (Linux): 'auto' "
@@ -84,28 +107,28 @@ def probe(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ):
     """Fit linear (or kNN / retrieval) probes on random (or other) neuron subsets for every fraction and seed."""
-    from ..probes import run_probes
+    from ..probes import SOLVERS, run_probes, solver_spec
 
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown --solver {solver!r}{closest(solver, SOLVERS)}; valid: {', '.join(SOLVERS)}")
+    unset = object()  # --map-at all means None (the whole gallery): tell it apart from "not given"
+    flags = {"epochs": epochs, "lr_step": lr_step, "max_iter": max_iter, "path": path,
+             "ks": None if k is None else parse_list(k, int),
+             "metric": None if metric is None else (parse_list(metric) if "," in metric else metric),
+             "vote": vote, "temperature": temperature, "normalization": normalization, "center": center,
+             "index": index, "nlist": nlist, "nprobe": nprobe, "ef_search": ef_search,
+             "map_at": unset if map_at is None else (None if map_at.strip().lower() == "all"
+                                                      else _parse_int(map_at, "--map-at"))}
     options = {}
-    nb = ("knn", "retrieval")
-    if map_at is not None:
-        map_at = None if map_at.strip().lower() == "all" else _parse_int(map_at, "--map-at")
-        options["map_at"] = map_at
-        if solver != "retrieval":
-            raise ConfigError(f"--map-at applies to --solver retrieval, not {solver!r}")
-    for name, value, solvers in (("epochs", epochs, ("sgd",)), ("lr_step", lr_step, ("sgd",)),
-                                 ("max_iter", max_iter, ("logistic",)), ("path", path, ("logistic",)),
-                                 ("ks", None if k is None else parse_list(k, int), ("knn",)),
-                                 ("metric", None if metric is None else (parse_list(metric) if "," in metric
-                                                                         else metric), nb),
-                                 ("vote", vote, ("knn",)), ("temperature", temperature, ("knn",)),
-                                 ("normalization", normalization, nb), ("center", center, nb), ("index", index, nb),
-                                 ("nlist", nlist, nb), ("nprobe", nprobe, nb), ("ef_search", ef_search, nb)):
-        if value is not None:
-            if solver not in solvers:
-                flag = {"ks": "k"}.get(name, name).replace("_", "-")
-                raise ConfigError(f"--{flag} applies to --solver {'/'.join(solvers)}, not {solver!r}")
-            options[name] = value
+    for name, value in flags.items():
+        if value is None and name != "map_at" or value is unset:
+            continue
+        if name not in solver_spec(solver).options:  # the registry says which solver takes which option
+            takers = [n for n in SOLVERS if name in solver_spec(n).options]
+            flag = {"ks": "k"}.get(name, name).replace("_", "-")
+            raise ConfigError(f"--{flag} applies to --solver {'/'.join(takers)}, not {solver!r}")
+        options[name] = value
+    options.update(parse_options(option or []))
     t0 = time.perf_counter()
     res = run_probes(
         features,
@@ -128,7 +151,7 @@ def probe(
         penalty_rule=penalty_rule,
     )
     full = res.full_accuracy()
-    what = {"knn": "kNN accuracy", "retrieval": "recall@1"}.get(solver, "test accuracy")
+    what = solver_spec(solver).score_label
     typer.echo(f"wrote {len(res.results)} probe rows ({len(res.per_class)} per-class rows) to {out}/results.parquet"
                f"{' (+ .csv)' if csv else ''}; full-layer {what} {100 * full:.2f}%; "
                f"{time.perf_counter() - t0:.1f} s")

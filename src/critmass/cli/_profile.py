@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .._defaults import DEFAULT_FRACTIONS, DEFAULT_SEEDS, DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, fractions_text
+from ..probes import list_solvers
 from ._app import app, parse_list
 from ._extract import parse_max_samples
 from ._probe import parse_seeds
@@ -27,7 +28,8 @@ def profile_cmd(
     fractions: str = typer.Option(fractions_text(DEFAULT_FRACTIONS), "--fractions",
                                   help="Comma-separated fractions in (0, 1] (default: the paper's 15)."),
     seeds: str = typer.Option(str(DEFAULT_SEEDS), "--seeds", help="Seed count N (seeds 0..N-1) or a comma list."),
-    solver: str = typer.Option("logistic", "--solver", help="logistic | ridge | sgd."),
+    solver: str = typer.Option("logistic", "--solver", help=f"A linear solver: {' | '.join(list_solvers('linear'))}, "
+                                                            "or any registered with family='linear'."),
     alphas: str = typer.Option(None, "--alphas", help="Comma-separated penalty grid (default: the solver's)."),
     delta: float = typer.Option(0.9, "--delta", help="Share of the full layer's accuracy for DR, in (0, 1]."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the seeds for the DR CI (0: none)."),
@@ -54,7 +56,7 @@ def profile_cmd(
     """Profile MODEL across depth on DATASET: one forward pass extracts every layer into the cache, then per layer
     the full accuracy, the random-subset curve, DR(delta) with its CI, the critical mass and subset CKA, and the
     layer x layer CKA. `critmass report OUT` draws DR and accuracy across depth and the CKA heat map."""
-    from ..features._profile import profile
+    from ..profile import profile
 
     prof = profile(
         model, dataset, out=out, layers=layers, fractions=parse_list(fractions, float), seeds=parse_seeds(seeds),

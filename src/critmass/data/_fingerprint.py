@@ -8,11 +8,9 @@ every image of a large folder on each run costs more than the extraction it save
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
-from .._io import sha256_file
+from .._io import listing_digest, sha256_file
 
 __all__ = ["dataset_fingerprint"]
 
@@ -28,6 +26,18 @@ def dataset_fingerprint(spec: str, root=None) -> dict | None:
     ``spam-assassin``) return their package and version. Other sources (torchvision, hf, other
     aliases) return None: they are versioned by their own release, and listing a folder the size of
     ImageNet on every run would cost too much.
+
+    Parameters
+    ----------
+    spec : str
+        A dataset spec (``npz:FILE``, ``imagefolder:DIR``, an alias, ...).
+    root : path, optional
+        The data root relative folder specs are resolved against.
+
+    Returns
+    -------
+    dict or None
+        JSON-able content identity (part of the feature cache key), or None where the spec has none.
     """
     source, sep, name = str(spec).strip().partition(":")
     if not sep and source in ("bbc-news", "spam-assassin", "spam-assassin-groups"):
@@ -66,23 +76,5 @@ def dataset_fingerprint(spec: str, root=None) -> dict | None:
             base = Path(root).expanduser() / base
         if not base.is_dir():
             return None
-        return _listing_digest(base)
+        return listing_digest(base)
     return None
-
-
-def _listing_digest(base: Path) -> dict:
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):  # ImageFolder follows links too
-        dirnames.sort()
-        for fname in filenames:
-            full = os.path.join(dirpath, fname)
-            try:
-                st = os.stat(full)
-            except OSError:  # a dangling link: not an image anyone can read
-                continue
-            entries.append((os.path.relpath(full, base).replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
-    entries.sort()
-    h = hashlib.sha256()
-    for rel, size, mtime in entries:
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
-    return {"listing_sha256": h.hexdigest(), "files": len(entries), "bytes": sum(e[1] for e in entries)}

@@ -26,12 +26,13 @@ from ._base import LabeledDataset, stratified_subset
 from ._splits import train_val_indices
 
 __all__ = ["SOURCES", "ALIASES", "load_dataset", "load_splits", "list_dataset_sources", "SPLITS", "data_home",
-           "MissingSplit"]
+           "MissingSplit", "DEBIAN_FASHION_MNIST"]
 
 SOURCES: Registry = Registry("dataset source")
 ALIASES: dict[str, str] = {}
 SPLITS = ("train", "val", "test")
 _FIXED_SPLIT_SEED = 0  # test splits carved from datasets without one must not move with the user's seed
+#: Where Debian's ``dataset-fashion-mnist`` package installs the files the ``fashion-mnist`` alias reads offline.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -77,9 +77,7 @@ def _image_size_for(spec: str, prep: dict | None):
 
 def _load_backbone(spec: str, weights_id: str, prep: dict | None, weights=None):
     """The run's backbone with the weights the features came from (checked by weights id)."""
-    from ..models import load_model
-    from ..models._sources import ALIASES, resolve_alias
-    from ..models._weights import file_digest
+    from ..models import ALIASES, file_digest, load_model, resolve_alias
 
     image_size = _image_size_for(spec, prep)
     if weights is None and weights_id.startswith("sha256:"):

@@ -19,8 +19,8 @@ from .._env import versions
 from .._io import atomic_path, atomic_write_json
 from .._validation import check_positive_int
 from ..exceptions import ConfigError, CritmassError, FeatureError
-from ._store import (FORMAT_VERSION, MANIFEST, SAMPLES, FeatureSet, SplitWriter, load_features, read_manifest, read_split,
-                     split_lock)
+from ._store import (FORMAT_VERSION, MANIFEST, SAMPLES, FeatureSet, SplitWriter, default_cache_dir, entry_name,
+                     load_features, read_manifest, read_split, split_lock)
 
 __all__ = ["extract", "default_cache_dir", "entry_key", "MultiLayerReader", "width_units"]
 
@@ -36,14 +36,8 @@ UNITS = "units.npy"  # in a capped entry: the kept columns of the pooled layer o
 FLUSH_S, FLUSH_BYTES = 2.0, 64 << 20
 
 
-def default_cache_dir() -> Path:
-    """``$CRITMASS_CACHE`` or ``~/.cache/critmass/features``."""
-    return Path(os.environ.get("CRITMASS_CACHE", Path.home() / ".cache" / "critmass" / "features")).expanduser()
-
-
-def _slug(text: str, n: int = 40) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text).rsplit("/", 1)[-1])
-    return keep.strip("-")[:n] or "x"
+class _StopForward(Exception):
+    """Raised by the last hook of a :class:`MultiLayerReader` pass once every hooked layer has run."""
 
 
 def entry_key(identity: dict) -> str:
@@ -166,7 +160,7 @@ def extract(
                                    max_width=max_width, width_seed=width_seed)
     model_options = check_model_options(model, max_seq_length=max_seq_length, preprocessing=preprocessing)
     cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
-    from ..data._fingerprint import dataset_fingerprint
+    from ..data import dataset_fingerprint
 
     content = dataset_fingerprint(dataset, data_root)  # once: the request index and the cache key both use it
     # A request served before is answered from a small index, before torch and the model are imported.
@@ -285,8 +279,6 @@ class MultiLayerReader:
         return out
 
     def _run(self, batch, names, fn, stop: bool) -> dict:
-        from ..models._backbone import _StopForward
-
         modules = dict(self.backbone.module.named_modules())
         got: dict = {}
         handles = []
@@ -423,7 +415,7 @@ def extract_entries(backbone, layers, make_read, dataset, *, splits, cache: Path
         if name in caps:  # only a layer actually capped: an uncapped one keeps the plain key
             identity["width_cap"] = caps[name]
         key = entry_key(identity)
-        entry = cache / f"{_slug(backbone.spec)}--{_slug(dataset)}--{_slug(name)}-{key[:12]}"
+        entry = cache / entry_name(backbone.spec, dataset, name, key)
         atomic_write_json(entry / "entry.json", {**identity, "key": key})
         if name in units:
             with atomic_path(entry / UNITS, suffix=".npy") as tmp, open(tmp, "wb") as fh:

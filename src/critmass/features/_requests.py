@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from .._env import versions
-from .._io import atomic_write_json
+from .._io import atomic_write_json, listing_digest
 from ._store import FORMAT_VERSION, FeatureSet, load_features, read_manifest, read_split
 
 __all__ = ["request_key", "lookup", "record"]
@@ -60,8 +60,6 @@ def _code_digest() -> str:
 
 def _model_identity(model, weights, pretrained: bool) -> dict | None:
     """What determines the model's weights, known without importing it; None where only loading can tell."""
-    from ..data._fingerprint import _listing_digest
-
     if not isinstance(model, str):
         return None  # a Backbone object: its identity is its weights_id, computed by the full path
     spec = model.strip()
@@ -79,7 +77,7 @@ def _model_identity(model, weights, pretrained: bool) -> dict | None:
         return out  # deterministic random init, versioned by the libraries
     local = Path(name).expanduser()
     if source in ("hf", "sbert") and local.is_dir():
-        out["model_dir"] = _listing_digest(local)
+        out["model_dir"] = listing_digest(local)
         return out
     return None  # hub weights: the cached revision may have moved; the full path resolves it
 
@@ -91,10 +89,10 @@ def request_key(model, dataset, *, weights=None, pretrained=True, data_root=None
                 **options) -> str | None:
     """A hash of everything a request's result depends on, or None when it cannot be known cheaply.
 
-    ``dataset_content`` is :func:`~critmass.data._fingerprint.dataset_fingerprint` of the dataset when the
+    ``dataset_content`` is :func:`~critmass.data.dataset_fingerprint` of the dataset when the
     caller has it already (hashing a large npz twice per miss is wasted I/O); computed here otherwise.
     """
-    from ..data._fingerprint import dataset_fingerprint
+    from ..data import dataset_fingerprint
 
     try:
         if dataset_content is _UNSET:
@@ -109,7 +107,7 @@ def request_key(model, dataset, *, weights=None, pretrained=True, data_root=None
             "options": options, "versions": versions(_LIBS), "code": _code_digest(),
         }
         if dataset.strip() == "fashion-mnist":
-            from ..data._sources import DEBIAN_FASHION_MNIST
+            from ..data import DEBIAN_FASHION_MNIST
 
             ident["debian_data"] = _stat(DEBIAN_FASHION_MNIST)
         blob = json.dumps(ident, sort_keys=True, default=str)

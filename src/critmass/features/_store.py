@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from .._io import atomic_write_json, sha256_file
+from .._io import atomic_write_json, sha256_file, split_lock
 from ..exceptions import CacheError, FeatureError
 
-__all__ = ["FeatureSplit", "FeatureSet", "load_features", "SplitWriter", "FORMAT_VERSION", "sample_ids", "split_lock"]
+__all__ = ["FeatureSplit", "FeatureSet", "load_features", "SplitWriter", "FORMAT_VERSION", "sample_ids", "split_lock",
+           "default_cache_dir", "entry_name", "entry_glob"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,45 @@ FEATURES, LABELS, MANIFEST, PROGRESS = "features.npy", "labels.npy", "manifest.j
 SAMPLES = "samples.npy"  # (n,) int64: each row's index in its source split (manifest['sample_pool'])
 PARTIAL_FEATURES, PARTIAL_LABELS = "features.partial.npy", "labels.partial.npy"
 _SPACE_MARGIN = 1 << 20  # npy headers, progress.json, manifest: well under a MiB
+
+
+def default_cache_dir() -> Path:
+    """The feature cache directory: ``$CRITMASS_CACHE``, else ``~/.cache/critmass/features``.
+
+    Returns
+    -------
+    pathlib.Path
+        Expanded (the directory may not exist yet).
+    """
+    return Path(os.environ.get("CRITMASS_CACHE", Path.home() / ".cache" / "critmass" / "features")).expanduser()
+
+
+def _slug(text: str, n: int = 40) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text).rsplit("/", 1)[-1])
+    return keep.strip("-")[:n] or "x"
+
+
+def entry_name(model: str, dataset: str, layer: str, key: str) -> str:
+    """The directory name of a cache entry: ``<model>--<dataset>--<layer>-<key12>`` (each part slugged)."""
+    return f"{_slug(model)}--{_slug(dataset)}--{_slug(layer)}-{key[:12]}"
+
+
+def entry_glob(dataset: str, layer: str | None = None) -> str:
+    """Glob pattern of the cache entry directory names of ``dataset`` (and ``layer``), any model and key.
+
+    Parameters
+    ----------
+    dataset : str
+        The dataset spec the entries were extracted from.
+    layer : str, optional
+        The layer; None matches every layer.
+
+    Returns
+    -------
+    str
+        A pattern for ``Path.glob`` inside the cache directory, e.g. ``'*--digits--penultimate-*'``.
+    """
+    return f"*--{_slug(dataset)}--{_slug(layer) if layer is not None else '*'}-*"
 
 
 @dataclass(frozen=True)
@@ -344,59 +384,6 @@ def _allocate(path: Path) -> None:
             raise
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def split_lock(path):
-    """Hold an exclusive inter-process lock on ``path`` (waiting for another holder).
-
-    POSIX: ``flock`` on a file that the holder unlinks before releasing; a waiter that then wakes on the
-    unlinked inode sees the path no longer names it and retries, so the lock stays exclusive and no lock
-    file outlives its holders. Elsewhere: :class:`filelock.FileLock`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        from filelock import FileLock
-
-        with FileLock(str(path)):
-            yield
-        return
-    fd = _flock(path, fcntl)
-    try:
-        yield
-    finally:
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # while still holding it: see the docstring
-        finally:
-            os.close(fd)  # releases the lock
-
-
-def _flock(path: Path, fcntl) -> int:
-    waited = False
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not waited:
-                    log.info("waiting for another process writing %s", path.with_suffix(""))
-                    waited = True
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            return fd
-        os.close(fd)  # the previous holder removed this inode; lock the current one
 
 
 def save_arrays_as_entry(entry_dir, arrays: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> Path:

@@ -1,13 +1,30 @@
 """Diffused redundancy, critical mass, Pareto frontiers and per-class consequences of probe results.
 
-Inputs are the tidy tables the probe stage writes (``results.parquet``, ``per_class.parquet``).
+Inputs are the tidy tables the probe stage writes (``results.parquet``, ``per_class.parquet``). Besides the
+measures, the table checks and keys the report and the CLI share are public here (``check_table``,
+``group_keys``, ``check_delta``, ...), so every stage reads a probe table by the same rules.
 """
 
-from ._common import read_many, read_results
-from ._dr import dr, dr_curve, duplicate_sizes
+from ._common import (
+    ACC_TOL,
+    FULL_SELECTOR,
+    GROUP_KEYS,
+    OPTIONAL_KEYS,
+    PER_CLASS_COLUMNS,
+    RESULT_COLUMNS,
+    check_delta,
+    check_n_boot,
+    check_selectors,
+    check_table,
+    class_label,
+    group_keys,
+    read_many,
+    read_results,
+)
+from ._dr import check_select_on, dr, dr_curve, duplicate_sizes
 from ._pareto import pareto_frontier
 from ._perclass import class_drops, gini, per_class_summary
-from ._table import dr_table, format_table
+from ._table import dr_table, dr_table_rows, format_table, table_layout, table_notes
 
 __all__ = [
     "read_results",
@@ -16,9 +33,26 @@ __all__ = [
     "dr",
     "dr_curve",
     "dr_table",
+    "dr_table_rows",
+    "table_layout",
+    "table_notes",
     "format_table",
     "pareto_frontier",
     "class_drops",
     "per_class_summary",
     "gini",
+    # table checks and keys shared with report, profile and the CLI
+    "check_table",
+    "check_delta",
+    "check_n_boot",
+    "check_selectors",
+    "check_select_on",
+    "group_keys",
+    "class_label",
+    "GROUP_KEYS",
+    "OPTIONAL_KEYS",
+    "FULL_SELECTOR",
+    "RESULT_COLUMNS",
+    "PER_CLASS_COLUMNS",
+    "ACC_TOL",
 ]

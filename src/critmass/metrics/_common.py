@@ -15,7 +15,9 @@ import pandas as pd
 from .._validation import check_random_state, closest
 from ..exceptions import ConfigError, DataError
 
-__all__ = ["GROUP_KEYS", "OPTIONAL_KEYS", "FULL_SELECTOR", "read_results", "group_keys", "class_label"]
+__all__ = ["GROUP_KEYS", "OPTIONAL_KEYS", "FULL_SELECTOR", "RESULT_COLUMNS", "PER_CLASS_COLUMNS", "ACC_TOL",
+           "read_results", "read_many", "group_keys", "class_label", "check_table", "check_delta", "check_selectors",
+           "check_n_boot"]
 
 #: One probe "group": a layer of a model probed on a dataset with one solver.
 GROUP_KEYS = ("model", "dataset", "layer", "solver")
@@ -24,6 +26,8 @@ GROUP_KEYS = ("model", "dataset", "layer", "solver")
 OPTIONAL_KEYS = ("weights", "pooling")
 #: The selector name of the full-layer probe (fraction 1.0, n_neurons == n_features).
 FULL_SELECTOR = "all"
+#: Columns the metrics need of a results / per-class table (the probe stage writes more; see
+#: :data:`critmass.probes.RESULT_COLUMNS`).
 RESULT_COLUMNS = (*GROUP_KEYS, "selector", "fraction", "n_neurons", "n_features", "seed", "test_accuracy")
 PER_CLASS_COLUMNS = (*GROUP_KEYS, "selector", "fraction", "n_neurons", "seed", "class", "accuracy")
 
@@ -60,12 +64,34 @@ def read_results(path: str | os.PathLike, *, name: str = "results.parquet") -> p
 
 
 def group_keys(df: pd.DataFrame) -> list[str]:
-    """The group keys of a table: :data:`GROUP_KEYS` plus those of :data:`OPTIONAL_KEYS` it has."""
+    """The group keys of a table: :data:`GROUP_KEYS` plus those of :data:`OPTIONAL_KEYS` it has.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A results, per-class or DR table.
+
+    Returns
+    -------
+    list of str
+    """
     return [*GROUP_KEYS, *(k for k in OPTIONAL_KEYS if k in df.columns)]
 
 
 def class_label(cls, name=None) -> str:
-    """A class as tables and notes show it: its own name when known (``"Shirt"``), else ``"class 4"``."""
+    """A class as tables and notes show it: its own name when known (``"Shirt"``), else ``"class 4"``.
+
+    Parameters
+    ----------
+    cls : int
+        The class id.
+    name : str, optional
+        The class name (None, NaN or ``""`` when unknown).
+
+    Returns
+    -------
+    str
+    """
     if name is not None and not (isinstance(name, float) and np.isnan(name)) and str(name) != "":
         return str(name)
     return f"class {cls}"
@@ -115,7 +141,27 @@ def read_many(paths, *, name: str = "results.parquet") -> pd.DataFrame:
 
 
 def check_table(df, required: Sequence[str], *, name: str) -> pd.DataFrame:
-    """Refuse a non-DataFrame, an empty table, missing columns and missing values in them."""
+    """Refuse a non-DataFrame, an empty table, missing columns and missing values in them.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A probe table (results, per-class, CKA).
+    required : sequence of str
+        Columns that must be present and hold no missing value.
+    name : str
+        The table's name in messages (``"results"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``fraction`` rounded to 12 decimals (grouping key) and the optional keys as strings.
+
+    Raises
+    ------
+    DataError
+        In one line that names the table, the column and the fix.
+    """
     if not isinstance(df, pd.DataFrame):
         raise DataError(
             f"{name} must be a pandas DataFrame; got {type(df).__name__}; load it with critmass.metrics.read_results"
@@ -146,7 +192,21 @@ def check_table(df, required: Sequence[str], *, name: str) -> pd.DataFrame:
 
 
 def check_delta(delta) -> float:
-    """delta, the share of full-layer accuracy a subset must reach, lies in (0, 1]."""
+    """Check delta, the share of full-layer accuracy a subset must reach: a number in (0, 1].
+
+    Parameters
+    ----------
+    delta : float
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ConfigError
+        Not a number, or outside (0, 1].
+    """
     try:
         value = float(delta)
     except (TypeError, ValueError):
@@ -159,7 +219,23 @@ def check_delta(delta) -> float:
 def check_selectors(df: pd.DataFrame, selector, *, default_all: bool) -> list[str]:
     """Resolve ``selector`` (a name, names or None) against the table's selectors.
 
-    None means every selector except the full layer (``default_all=False``) or every selector.
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A table with a ``selector`` column.
+    selector : str, sequence of str or None
+        None means every selector except the full layer (``default_all=False``) or every selector.
+    default_all : bool
+        Whether None includes the full layer (``'all'``).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    DataError
+        A selector the table lacks (with the closest one), or only full-layer rows.
     """
     available = sorted(map(str, df["selector"].unique()))
     if selector is None:
@@ -191,6 +267,21 @@ def check_full_rows(df: pd.DataFrame, *, name: str) -> None:
 
 
 def check_n_boot(n_boot) -> int:
+    """Check a bootstrap resample count: a non-negative integer (0: no bootstrap).
+
+    Parameters
+    ----------
+    n_boot : int
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ConfigError
+        A bool, a non-integer or a negative count.
+    """
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
         raise ConfigError(f"n_boot must be a non-negative integer (0 = no bootstrap); got {n_boot!r}")
     return int(n_boot)

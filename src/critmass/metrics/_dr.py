@@ -170,6 +170,21 @@ def _group_dr(full_rows: pd.DataFrame, sub: pd.DataFrame, deltas: np.ndarray, n_
 
 
 def check_select_on(select_on) -> str:
+    """Check which curve f* is read off: ``"test"`` (the paper's reading) or ``"val"``.
+
+    Parameters
+    ----------
+    select_on : str
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ConfigError
+        Any other value (with the closest valid one).
+    """
     if select_on not in SELECT_ON:
         raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}; got {select_on!r}"
                           f"{closest(str(select_on), SELECT_ON)}")

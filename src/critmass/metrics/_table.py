@@ -11,7 +11,7 @@ from ..exceptions import ConfigError
 from ._common import OPTIONAL_KEYS
 from ._dr import dr, duplicate_sizes, n_resample_values
 
-__all__ = ["dr_table", "format_table", "table_notes"]
+__all__ = ["dr_table", "dr_table_rows", "format_table", "table_layout", "table_notes"]
 
 SPREADS = ("ci", "std", "none")
 FORMATS = ("markdown", "csv", "latex")
@@ -40,7 +40,26 @@ def seeds_cell(values) -> str | int:
 
 def table_notes(results: pd.DataFrame, res: pd.DataFrame, *, selector: str, spread: str = "ci",
                 select_on: str = "test") -> list[str]:
-    """Plain-text notes that go with Table 1: which curve f* is read off, small seed counts, duplicate sizes."""
+    """Plain-text notes that go with Table 1: which curve f* is read off, small seed counts, duplicate sizes.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        The probe results table the DR rows were computed from.
+    res : pandas.DataFrame
+        The :func:`critmass.metrics.dr` rows shown (the second value of :func:`dr_table_rows`).
+    selector : str
+        The subset selector of the table.
+    spread : {"ci", "std", "none"}, default "ci"
+        As in :func:`dr_table`.
+    select_on : {"test", "val"}, default "test"
+        As in :func:`critmass.metrics.dr`.
+
+    Returns
+    -------
+    list of str
+        One sentence each, without a final full stop.
+    """
     notes = [("f* read off the validation curve (threshold: delta x full-layer validation accuracy); "
               "DR and k* from it, test accuracy reported at f*") if select_on == "val" else
              "f* read off the test curve, as in the paper's Table 1 (use select_on='val' / --select-on val "
@@ -102,7 +121,18 @@ def dr_table(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "rand
 def dr_table_rows(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "random", interpolate: bool = False,
                   spread: str = "ci", digits: int = 2, n_boot: int = 1000, ci: float = 0.95, random_state=0,
                   select_on: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`dr_table` and the :func:`critmass.metrics.dr` rows it shows (for notes and numeric twins)."""
+    """:func:`dr_table` and the :func:`critmass.metrics.dr` rows it shows (for notes and numeric twins).
+
+    Parameters
+    ----------
+    results, delta, selector, interpolate, spread, digits, n_boot, ci, random_state, select_on
+        As in :func:`dr_table`.
+
+    Returns
+    -------
+    (pandas.DataFrame, pandas.DataFrame)
+        The display table and the DR rows behind it (for :func:`table_notes`).
+    """
     if spread not in SPREADS:
         raise ConfigError(f"spread must be one of {', '.join(SPREADS)}; got {spread!r}{closest(spread, SPREADS)}")
     if not isinstance(digits, int) or isinstance(digits, bool) or not 0 <= digits <= 10:
@@ -111,11 +141,28 @@ def dr_table_rows(results: pd.DataFrame, delta: float = 0.9, *, selector: str = 
         raise ConfigError(f"dr_table shows one selector; got {selector!r}; call it once per selector")
     res = dr(results, delta, selector=selector, interpolate=interpolate, n_boot=n_boot if spread == "ci" else 0,
              ci=ci, random_state=random_state, select_on=select_on)
-    return _layout(res, "cell", lambda r: _cell(r, spread, digits), fill="").astype(str), res
+    return table_layout(res, "cell", lambda r: _cell(r, spread, digits), fill="").astype(str), res
 
 
-def _layout(res: pd.DataFrame, column: str, value, *, fill=None) -> pd.DataFrame:
-    """Pivot DR rows into Table 1: row keys, n_seeds, one column per dataset."""
+def table_layout(res: pd.DataFrame, column: str, value, *, fill=None) -> pd.DataFrame:
+    """Pivot DR rows into Table 1: row keys, n_seeds, one column per dataset.
+
+    Parameters
+    ----------
+    res : pandas.DataFrame
+        Rows of :func:`critmass.metrics.dr` (one per model, dataset, ...).
+    column : str
+        Name of the temporary column holding the cell values.
+    value : callable
+        ``row -> cell`` for each row (a named tuple of ``res``), e.g. ``lambda r: r.dr``.
+    fill : optional
+        Value of the cells of a model not probed on a dataset (default NaN).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Row keys (model and what varies), ``n_seeds``, then one column per dataset.
+    """
     keys = row_keys(res)
     res = res.copy()
     res[column] = [value(r) for r in res.itertuples()]

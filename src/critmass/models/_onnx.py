@@ -92,7 +92,26 @@ def _floats(value, key: str, where: str) -> list[float]:
 
 
 def check_preprocessing(options: dict | None, *, where: str = "options") -> dict:
-    """Validate preprocessing options (sidecar or CLI) and normalise their types; unknown keys are refused."""
+    """Validate preprocessing options (sidecar or CLI) and normalise their types; unknown keys are refused.
+
+    Parameters
+    ----------
+    options : dict or None
+        Keys of :data:`PREPROCESSING_KEYS` (``mean``, ``std``, ``scale``, ``bgr``, ``channels_last``,
+        ``size``, ...); None means none.
+    where : str, default "options"
+        Where the options came from, named in the error (``"preprocessing"``, a sidecar path).
+
+    Returns
+    -------
+    dict
+        The options with normalised types (floats for mean/std, int pairs for sizes); None values dropped.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key or a value of the wrong kind, in one line that names ``where``.
+    """
     if options is None:
         return {}
     if not isinstance(options, dict):

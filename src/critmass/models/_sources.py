@@ -379,7 +379,7 @@ def _hf_load(fn, name, *, allow_download: bool = True, **kw):
 @SOURCES.register("hf", "hf:<repo id or local dir>: Hugging Face transformers vision or text encoder")
 def _hf(name, *, pretrained=True, weights=None, image_size=None, num_classes=None, trust_remote_code=False) -> Backbone:
     try:
-        import transformers
+        import transformers  # noqa: F401 - only checks that it is installed, before any download
     except ImportError:
         raise SpecError("hf: models need transformers; pip install 'critmass[hf]'") from None
     kw = dict(pretrained=pretrained, weights=weights, image_size=image_size, trust_remote_code=trust_remote_code)

@@ -89,6 +89,19 @@ def describe_stages(backbone: Backbone) -> str:
 def resolve_layers(backbone: Backbone, layers: str | Sequence[str]) -> list[str]:
     """``'stages'``, ``'all'``, ``'a,b,c'`` or a list of names -> validated layer names, in the given order.
 
+    Parameters
+    ----------
+    backbone : Backbone
+        The loaded model (:func:`critmass.models.load_model`).
+    layers : str or sequence of str
+        ``'stages'`` (the model's stages, see the module docstring), ``'all'`` (every block), a
+        comma-separated string or a list of layer names (``penultimate`` or ``named_modules()`` paths).
+
+    Returns
+    -------
+    list of str
+        Layer names, ``penultimate`` last for the named sets.
+
     Raises
     ------
     LayerNotFoundError
@@ -117,7 +130,21 @@ def resolve_layers(backbone: Backbone, layers: str | Sequence[str]) -> list[str]
 
 
 def list_stages(spec_or_backbone, **kwargs) -> list[str]:
-    """The ``stages`` layer set of a model spec or :class:`Backbone` (hub models built at random init)."""
+    """The ``stages`` layer set of a model spec or :class:`Backbone` (what ``critmass profile`` reads by default).
+
+    Parameters
+    ----------
+    spec_or_backbone : str or Backbone
+        A model spec (``timm:resnet50``, an offline alias, ...) or a loaded model.
+    **kwargs
+        Passed to :func:`critmass.models.load_model` for a spec; hub models are built at random init
+        (``pretrained=False``) unless given, since only the module names matter.
+
+    Returns
+    -------
+    list of str
+        The stage layer names in forward order, then ``penultimate``.
+    """
     from ._sources import ALIASES, SOURCES, load_model
     from .._registry import parse_spec
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from ..exceptions import WeightsError
 
-__all__ = ["load_state_dict", "apply_state_dict", "file_digest", "efficientnet_lite_to_timm",
-           "efficientnet_lite_stages"]
+__all__ = ["load_state_dict", "apply_state_dict", "file_digest", "TIMM_ARCH_KEY", "TIMM_KWARGS_KEY",
+           "efficientnet_lite_to_timm", "efficientnet_lite_stages"]
 
 
 # What a local model directory's identity is made of: weights, configs, tokenizer vocabularies
@@ -20,9 +20,24 @@ _DIGEST_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".
 
 
 def file_digest(path, chunk: int = 1 << 22, *, suffixes=_DIGEST_SUFFIXES) -> str:
-    """``sha256:<first 16 hex>`` of a file, or of the content (and relative names) of every file with one of
-    ``suffixes`` in a directory (by default weight, config and tokenizer files: a local model dir's identity,
-    which changes whenever those files do)."""
+    """The identity of a weights file or local model directory: ``sha256:<first 16 hex>`` of its content.
+
+    Parameters
+    ----------
+    path : path
+        A file (hashed whole) or a directory: the content and relative names of every file with one of
+        ``suffixes`` (by default weight, config and tokenizer files, so a local model dir's identity
+        changes whenever those files do; hidden files and ``__pycache__`` are skipped).
+    chunk : int, default 4 MiB
+        Bytes read at a time.
+    suffixes : set of str
+        File suffixes of a directory that count.
+
+    Returns
+    -------
+    str
+        ``"sha256:"`` and the first 16 hex digits (the ``weights_id`` of a backbone loaded from the file).
+    """
     path = Path(path)
     files = [path] if path.is_file() else sorted(
         (p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes

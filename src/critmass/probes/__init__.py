@@ -1,4 +1,4 @@
-"""Linear probes on (subsets of) cached features.
+"""Probes on (subsets of) cached features: scikit-learn classifiers over column subsets, and the runner.
 
 * :class:`LogisticProbe` (default): multinomial L2 logistic regression, batched preconditioned L-BFGS.
 * :class:`RidgeProbe`: closed-form ridge classifier from one Gram matrix.
@@ -6,14 +6,39 @@
 * :class:`KNNProbe`: k-nearest-neighbour accuracy (FAISS search; k and metric chosen on validation).
 * :class:`RetrievalProbe`: recall@k and mAP of same-label gallery rows.
 * :func:`run_probes`: every selector x seed x fraction of one feature set, as tidy tables.
+* :data:`SOLVERS`, :func:`register_solver`, :func:`solver_spec`, :func:`list_solvers`: the solver registry.
+
+The registry is importable without torch (config validation lists solver names); everything else is
+imported on first access.
 """
 
-from ._knn import DEFAULT_KNN_KS, KNNProbe
-from ._logistic import DEFAULT_LOGISTIC_ALPHAS, C_from_alpha, LogisticProbe, alpha_from_C
-from ._ridge import DEFAULT_RIDGE_ALPHAS, RidgeProbe
-from ._run import DEFAULT_FRACTIONS, PER_CLASS_COLUMNS, RESULT_COLUMNS, SOLVERS, ProbeResults, run_probes
-from ._retrieval import RetrievalProbe
-from ._sgd import SGDProbe
+from importlib import import_module
+
+from ._solvers import FAMILIES, RUN_PARAMS, SOLVERS, SolverSpec, list_solvers, register_solver, solver_spec
+
+_LAZY = {
+    "BaseProbe": "._base",
+    "ConstantSubsetWarning": "._base",
+    "KNNProbe": "._knn",
+    "DEFAULT_KNN_KS": "._knn",
+    "LogisticProbe": "._logistic",
+    "DEFAULT_LOGISTIC_ALPHAS": "._logistic",
+    "C_from_alpha": "._logistic",
+    "alpha_from_C": "._logistic",
+    "RidgeProbe": "._ridge",
+    "DEFAULT_RIDGE_ALPHAS": "._ridge",
+    "SGDProbe": "._sgd",
+    "RetrievalProbe": "._retrieval",
+    "run_probes": "._run",
+    "ProbeRequest": "._run",
+    "ProbeResults": "._run",
+    "PENALTY_RULES": "._run",
+    "DEFAULT_FRACTIONS": "._rows",
+    "RESULT_COLUMNS": "._rows",
+    "PER_CLASS_COLUMNS": "._rows",
+    "NEIGHBOUR_COLUMNS": "._rows",
+    "torch_threads": "._run",
+}
 
 __all__ = [
     "LogisticProbe",
@@ -21,15 +46,39 @@ __all__ = [
     "SGDProbe",
     "KNNProbe",
     "RetrievalProbe",
+    "BaseProbe",
+    "ConstantSubsetWarning",
     "run_probes",
+    "ProbeRequest",
     "ProbeResults",
+    "torch_threads",
     "SOLVERS",
+    "FAMILIES",
+    "RUN_PARAMS",
+    "SolverSpec",
+    "register_solver",
+    "solver_spec",
+    "list_solvers",
+    "PENALTY_RULES",
     "DEFAULT_FRACTIONS",
     "RESULT_COLUMNS",
     "PER_CLASS_COLUMNS",
+    "NEIGHBOUR_COLUMNS",
     "DEFAULT_LOGISTIC_ALPHAS",
     "DEFAULT_RIDGE_ALPHAS",
     "DEFAULT_KNN_KS",
     "alpha_from_C",
     "C_from_alpha",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'critmass.probes' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

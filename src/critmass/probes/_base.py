@@ -16,13 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validation import check_features, check_labels
-from ..data._splits import train_val_indices
-from ..exceptions import ConfigError, FeatureError, NotFittedError
-from ._choice import choose
-from ._params import ParamsMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 
-__all__ = ["BaseProbe", "resolve_device", "check_alphas", "ConstantSubsetWarning"]
+from .._standardize import moments, row_blocks, scale_of, standard_scale
+from .._validation import check_features
+from ..data import train_val_indices
+from ..exceptions import ConfigError, FeatureError
+from ._choice import choose
+from ._sklearn import ProbeNotFittedError, encode_labels, softmax, validate_fit, validate_predict
+
+__all__ = ["BaseProbe", "resolve_device", "check_alphas", "ConstantSubsetWarning", "standard_scale"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,33 +165,6 @@ class Data:
     n_classes: int
 
 
-def _row_blocks(X, rows, chunk: int):
-    """Yield ``(offset, block)`` of ``X[rows]`` as tensors, in row chunks (memory-mapped arrays stay lazy)."""
-    n = X.shape[0] if rows is None else len(rows)
-    contiguous = rows is None or (len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1))
-    first = 0 if rows is None or not len(rows) else int(rows[0])
-    for a in range(0, n, chunk):
-        block = X[first + a : first + min(n, a + chunk)] if contiguous else X[rows[a : a + chunk]]
-        yield a, torch.from_numpy(np.ascontiguousarray(block))
-
-
-_RELATIVE_STD_FLOOR = 1e-5  # below this share of the largest column std a column counts as constant
-
-def standard_scale(Xs: Sequence, rows_list: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and scales of the given rows, the probes' standardisation.
-
-    Constant columns, and columns whose spread is float rounding (PCA directions beyond the data's rank
-    when n < D), keep scale 1: dividing by ~1e-8 would blow rounding noise up into unit-variance junk.
-    """
-    mean, std, _ = _moments(Xs, rows_list, Xs[0].shape[1])
-    return mean, _scale_of(std)
-
-
-def _scale_of(std: np.ndarray) -> np.ndarray:
-    floor = _RELATIVE_STD_FLOOR * (float(std.max()) if std.size else 0.0)
-    return np.where(std > floor, std, 1.0)
-
-
 def constant_columns(std: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
     """Columns with zero variance up to the rounding of their float64 mean (the rule CKA uses,
     critmass.similarity): a constant float32 column centres to exact zeros, a constant float64 one
@@ -207,7 +183,7 @@ def _standardize(X, rows, cols, mean, scale, *, dtype, device, transpose: bool =
     tcols = None if full else torch.from_numpy(np.asarray(cols)).to(device)
     shape = (len(cols), n) if transpose else (n, len(cols))
     out = torch.empty(shape, dtype=dtype, device=device)
-    for a, block in _row_blocks(X, rows, chunk):
+    for a, block in row_blocks(X, rows, chunk):
         block = block.to(device=device, dtype=dtype)
         if tcols is not None:
             block = block.index_select(1, tcols)  # much faster than advanced indexing on columns
@@ -219,24 +195,6 @@ def _standardize(X, rows, cols, mean, scale, *, dtype, device, transpose: bool =
     return out
 
 
-def _moments(Xs: Sequence, rows_list: Sequence, d: int, chunk: int = 8192):
-    """Mean, standard deviation (float64 accumulators) and row count of the given rows of one or more
-    arrays, in two streamed passes (numpy's float64-accumulating sums are ~10x faster than torch's here)."""
-    n, total = 0, np.zeros(d)
-    for X, rows in zip(Xs, rows_list):
-        for _, block in _row_blocks(X, rows, chunk):
-            total += block.numpy().sum(0, dtype=np.float64)
-            n += block.shape[0]
-    mean = total / n
-    sq = np.zeros(d)
-    for X, rows in zip(Xs, rows_list):
-        for _, block in _row_blocks(X, rows, chunk):
-            b = block.numpy()
-            b = b if b.dtype in (np.float32, np.float64) else b.astype(np.float32)
-            sq += np.square(b - mean.astype(b.dtype)).sum(0, dtype=np.float64)
-    return mean, np.sqrt(sq / n), n
-
-
 def _select(cand, val_accuracy, alphas, n_val: int) -> tuple[int, float]:
     """The chosen problem among ``cand`` (one subset's penalties) and its ``choice_margin``: the strongest
     penalty whose validation accuracy is within the tie band of the best (:mod:`critmass.probes._choice`)."""
@@ -246,10 +204,25 @@ def _select(cand, val_accuracy, alphas, n_val: int) -> tuple[int, float]:
     return cand[pick], margin
 
 
-class BaseProbe(ParamsMixin):
-    """Base class of the linear probes (see :class:`~critmass.probes.LogisticProbe`).
+def _is_views(X) -> bool:
+    """Whether ``X`` is several training views: a 3-D array or a list of 2-D arrays (not a 2-D nested list)."""
+    if isinstance(X, np.ndarray):
+        return X.ndim == 3
+    return (isinstance(X, (list, tuple)) and len(X) > 0
+            and all(isinstance(v, np.ndarray) and v.ndim == 2 for v in X))
 
-    Subclasses set ``_solver``, ``_dtype`` and implement ``_prepare`` and ``_fit_chain``.
+
+class BaseProbe(ClassifierMixin, BaseEstimator):
+    """Base class of the linear probes (see :class:`~critmass.probes.LogisticProbe`): a scikit-learn classifier
+    that fits one probe per column subset at once.
+
+    ``predict``, ``decision_function``, ``predict_proba`` (where the solver has probabilities) and ``score``
+    answer for one fit: the first subset's probe (the full layer when ``subsets`` is None); the
+    ``*_subsets`` methods answer for every subset. Labels may be any that scikit-learn accepts (ints,
+    strings); ``sample_weight`` is not taken (the batched solvers have no per-sample weights).
+
+    Subclasses set ``_dtype`` and implement ``_prepare`` and ``_fit_chain``; they register with
+    :func:`critmass.probes.register_solver` to be a ``run_probes`` solver.
     """
 
     _solver = "base"
@@ -269,26 +242,32 @@ class BaseProbe(ParamsMixin):
             Training features (SGDProbe also accepts (n_views, n_samples, n_features) or a list of
             views: augmented copies of each training row).
         y : array of shape (n_samples,)
-            Integer class labels.
+            Class labels (at least 2 classes).
         X_val, y_val : arrays, optional
             Validation split used to choose ``alpha`` (and, for SGD, the best epoch). Without them and
             when needed (several alphas, or SGD), ``val_fraction`` of the training rows are carved out
-            with :func:`critmass.data._splits.train_val_indices` (stratified, seeded by
+            with :func:`critmass.data.train_val_indices` (stratified, seeded by
             ``random_state``); the probe is fitted on the remaining rows.
 
         Returns
         -------
         self
         """
-        views = self._check_X(X)
+        views, y = self._check_X(X, y)
         d = views[0].shape[1]
-        y = check_labels(y, views[0].shape[0], name="training labels")
         alphas = check_alphas(self.alphas, strictly_positive=self._alpha_strictly_positive)
         device = resolve_device(getattr(self, "device", "auto"))
         subsets = self._check_subsets(d)
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = int(d)
+        labels = self.classes_
+        self.classes_ = np.arange(len(labels))  # the fit works on label positions; the labels return below
         self.alphas_ = alphas
+        try:
+            self._fit_codes(views, y, X_val, y_val, labels, alphas, device, subsets, d)
+        finally:
+            self.classes_ = labels
+        return self
+
+    def _fit_codes(self, views, y, X_val, y_val, labels, alphas, device, subsets, d) -> None:
 
         fit_rows = np.arange(len(y))
         val = None  # (arrays, rows, labels)
@@ -299,8 +278,10 @@ class BaseProbe(ParamsMixin):
             if xv.shape[1] != d:
                 raise FeatureError(f"validation features have {xv.shape[1]} columns but training features have {d}; "
                                    "both must come from the same layer")
-            yv = check_labels(y_val, xv.shape[0], name="validation labels")
-            self._check_known(yv, "validation")
+            if len(y_val) != xv.shape[0]:
+                raise FeatureError(f"validation labels have {len(y_val)} entries but the validation features have "
+                                   f"{xv.shape[0]} rows; pass matching arrays")
+            yv = encode_labels(labels, y_val, "validation")
             val = (xv, np.arange(len(yv)), yv)
         elif (len(alphas) > 1 or self._val_always) and self.val_fraction:
             tr, va = train_val_indices(y, float(self.val_fraction), seed=self._split_seed())
@@ -361,7 +342,6 @@ class BaseProbe(ParamsMixin):
         if self.subsets is None:
             self.coef_, self.intercept_, self.reg_ = self.coefs_[0], self.intercepts_[0], float(self.regs_[0])
             self.reg_applied_ = float(self.regs_applied_[0])
-        return self
 
     def _split_seed(self) -> int:
         rs = getattr(self, "random_state", 0)
@@ -369,10 +349,10 @@ class BaseProbe(ParamsMixin):
 
     def _stats(self, arrays, rows_list, *, check_constant: bool = False, subsets=None):
         # Always centre (the unpenalised intercept absorbs it); scale only when asked.
-        mean, std, n = _moments(arrays, rows_list, arrays[0].shape[1])
+        mean, std, n = moments(arrays, rows_list, arrays[0].shape[1])
         if check_constant:
             self._check_constant(constant_columns(std, mean, n), n, subsets)
-        scale = _scale_of(std)
+        scale = scale_of(std)
         return mean, (scale if self.standardize else np.ones_like(scale))
 
     @staticmethod
@@ -484,22 +464,20 @@ class BaseProbe(ParamsMixin):
             yield self._fit_chain(ctx, data, chain, problems)
 
     # ------------------------------------------------------------------------------------- checks
-    def _check_X(self, X) -> list:
-        if self._views and (isinstance(X, (list, tuple)) or np.ndim(X) == 3):
+    def _check_X(self, X, y) -> tuple[list, np.ndarray]:
+        """``(views, label positions)``; sets ``classes_`` (the labels), ``n_features_in_`` and, for frames,
+        ``feature_names_in_``."""
+        if self._views and _is_views(X):
             views = [check_features(v, name=f"training features (view {i})") for i, v in enumerate(X)]
             if not views:
                 raise FeatureError("got an empty list of training views; pass at least one (n, d) array")
             shapes = {v.shape for v in views}
             if len(shapes) > 1:
                 raise FeatureError(f"all training views must have the same shape; got {sorted(shapes)}")
-            return views
-        return [check_features(X, name="training features")]
-
-    def _check_known(self, labels, split: str) -> None:
-        unseen = np.setdiff1d(np.unique(labels), self.classes_)
-        if len(unseen):
-            raise FeatureError(f"{split} labels contain classes never seen in training: {unseen[:10].tolist()}; "
-                               "every class must have training samples")
+            _, codes = validate_fit(self, views[0], y)
+            return views, codes
+        X, codes = validate_fit(self, X, y)
+        return [X], codes
 
     def _check_subsets(self, d: int) -> list[np.ndarray]:
         if self.subsets is None:
@@ -525,18 +503,23 @@ class BaseProbe(ParamsMixin):
             raise ConfigError("subsets is an empty list; pass None for the full layer or at least one subset")
         return out
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "coefs_"):
-            raise NotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
+            raise ProbeNotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
 
     # ---------------------------------------------------------------------------------- predict
     def decision_function_subsets(self, X) -> list[np.ndarray]:
         """Class scores ``X[:, S] @ coef.T + intercept`` of every subset's probe, each (n_samples, n_classes)."""
         self._check_fitted()
-        X = check_features(X, name="features")
-        if X.shape[1] != self.n_features_in_:
-            raise FeatureError(f"features have {X.shape[1]} columns but the probe was fitted on {self.n_features_in_}; "
-                               "pass features of the same layer")
+        X = validate_predict(self, X)
+        return self._scores_subsets(X)
+
+    def _scores_subsets(self, X) -> list[np.ndarray]:
         fit_index = getattr(self, "_fit_index", range(len(self.subsets_)))  # the distinct subsets fitted
         out = [None] * len(fit_index)
         C = len(self.classes_)
@@ -568,17 +551,63 @@ class BaseProbe(ParamsMixin):
     def score_subsets(self, X, y) -> np.ndarray:
         """Accuracy of every subset's probe on ``(X, y)``, shape (n_subsets,)."""
         pred = self.predict_subsets(X)
-        y = check_labels(y, pred.shape[1])
+        y = np.asarray(y).ravel()
+        if len(y) != pred.shape[1]:
+            raise FeatureError(f"labels have {len(y)} entries but the features have {pred.shape[1]} rows; "
+                               "pass matching arrays")
         return (pred == y[None, :]).mean(axis=1)
 
     def decision_function(self, X) -> np.ndarray:
-        """Class scores of the probe (first subset when several), shape (n_samples, n_classes)."""
-        return self.decision_function_subsets(X)[0]
+        """Class scores of the first subset's probe (the full layer when ``subsets`` is None): (n_samples,
+        n_classes), or (n_samples,) with two classes (scikit-learn's convention: the second class's score minus
+        the first's)."""
+        z = self.decision_function_subsets(X)[0]
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict(self, X) -> np.ndarray:
-        """Predicted labels of the probe (first subset when several), shape (n_samples,)."""
-        return self.predict_subsets(X)[0]
+        """Predicted labels of the first subset's probe (the full layer when ``subsets`` is None)."""
+        z = self.decision_function_subsets(X)[0]
+        return self.classes_[np.argmax(z, axis=1)]
 
-    def score(self, X, y) -> float:
-        """Mean accuracy on ``(X, y)`` (averaged over subsets when several)."""
-        return float(np.mean(self.score_subsets(X, y)))
+    # ------------------------------------------------------------------------------- run_probes
+    def _run_fit(self, x_fit, y_fit, x_val, y_val, x_test, y_test, progress=None) -> list[np.ndarray]:
+        """Fit (on the run's validation split) and return, per subset, which test rows it got right."""
+        self._progress = progress
+        try:
+            if x_val is not None:
+                self.fit(x_fit, y_fit, X_val=x_val, y_val=y_val)
+            else:
+                self.fit(x_fit, y_fit)
+        finally:
+            self._progress = None  # a bound method of a progress bar: a worker's estimator goes back pickled
+        return list(self.predict_subsets(x_test) == np.asarray(y_test)[None, :])
+
+    def _row_values(self, i: int) -> dict:
+        """The result-table columns of subset ``i`` that this solver decides (:mod:`critmass.probes._rows`)."""
+        return {"reg": float(self.regs_[i]), "reg_applied": float(self.regs_applied_[i]),
+                "choice_margin": float(self.choice_margins_[i]), "train_accuracy": float(self.train_scores_[i]),
+                "val_accuracy": float(self.scores_[i]), "n_train": int(self.n_train_), "n_val": int(self.n_val_),
+                "n_iter": int(self.n_iter_[i])}
+
+    def _check_options(self) -> None:
+        """Validate the parameters before any work (a run checks its solver options with this)."""
+        check_alphas(self.alphas, strictly_positive=self._alpha_strictly_positive)
+
+
+class ProbabilisticProbe(BaseProbe):
+    """A linear probe trained with cross-entropy: its softmax scores are class probabilities."""
+
+    def predict_proba_subsets(self, X) -> list[np.ndarray]:
+        """Class probabilities (softmax of the scores) of every subset's probe, each (n_samples, n_classes)."""
+        return [softmax(z) for z in self.decision_function_subsets(X)]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of the first subset's probe (the full layer when ``subsets`` is None),
+        (n_samples, n_classes) in the order of ``classes_``."""
+        return softmax(self.decision_function_subsets(X)[0])
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log of :meth:`predict_proba`, computed as a log-softmax (no log of underflowed zeros)."""
+        z = np.asarray(self.decision_function_subsets(X)[0], dtype=np.float64)
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))

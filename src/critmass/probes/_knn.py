@@ -27,12 +27,14 @@ import numbers
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.metaestimators import available_if
 
-from .._validation import check_features, check_labels, check_positive_int, closest
-from ..data._splits import train_val_indices
-from ..exceptions import ConfigError, FeatureError, NotFittedError
+from .._validation import check_features, check_positive_int, closest
+from ..data import train_val_indices
+from ..exceptions import ConfigError, FeatureError
 from ._choice import choose
-from ._params import ParamsMixin
+from ._sklearn import ProbeNotFittedError, encode_labels, validate_fit, validate_predict
 
 __all__ = ["KNNProbe", "DEFAULT_KNN_KS", "METRICS", "VOTES", "NORMALIZATIONS", "INDEXES", "BACKENDS"]
 
@@ -311,7 +313,25 @@ def vote(labels: np.ndarray, scores: np.ndarray, ks: Sequence[int], n_classes: i
     return out
 
 
-class KNNProbe(ParamsMixin):
+def vote_weights(labels: np.ndarray, scores: np.ndarray, k: int, n_classes: int, how: str,
+                 temperature: float = 0.07) -> np.ndarray:
+    """The (n, n_classes) vote totals of the ``k`` nearest neighbours, summed in :func:`vote`'s order (so that
+    their argmax is :func:`vote`'s prediction, ties included)."""
+    n, kmax = labels.shape
+    valid = np.isfinite(scores)
+    if how == "dino":
+        w = np.exp((scores.astype(np.float64) - np.where(valid, scores, 0).max(1, keepdims=True)) / temperature)
+        w = np.where(valid, w, 0.0)
+    else:
+        w = valid.astype(np.float64)
+    votes = np.zeros((n, n_classes))
+    rows = np.arange(n)
+    for j in range(min(int(k), kmax)):
+        np.add.at(votes, (rows, np.where(valid[:, j], labels[:, j], 0)), w[:, j])
+    return votes
+
+
+class KNNProbe(ClassifierMixin, BaseEstimator):
     """k-nearest-neighbour classifier probe(s) on column subsets, k (and metric) chosen on validation.
 
     For each subset the gallery is the training rows (the fit rows: train minus the validation rows when
@@ -320,6 +340,11 @@ class KNNProbe(ParamsMixin):
     validation accuracy is within one binomial standard error (at least one sample) of the best, the
     metric listed first, then the largest k (the smoothest vote). ``refit=True`` adds the validation rows
     to the gallery afterwards.
+
+    A scikit-learn classifier: ``predict``, ``predict_proba`` (the vote shares of the chosen k: the weighted
+    share of each class among the k nearest) and ``score`` answer for the first subset's probe (the full
+    layer when ``subsets`` is None); the ``*_subsets`` methods for every subset. ``sample_weight`` is not
+    taken.
 
     Parameters
     ----------
@@ -377,6 +402,7 @@ class KNNProbe(ParamsMixin):
     """
 
     _solver = "knn"
+    _has_proba = True
 
     def __init__(self, ks=DEFAULT_KNN_KS, *, metric="cosine", vote: str = "auto", temperature: float = 0.07,
                  normalization: str = "auto", center: bool = False, index: str = "flat", nlist: int | None = None,
@@ -446,7 +472,10 @@ class KNNProbe(ParamsMixin):
             if xv.shape[1] != X.shape[1]:
                 raise FeatureError(f"validation features have {xv.shape[1]} columns but training features have "
                                    f"{X.shape[1]}; both must come from the same layer")
-            yv = check_labels(y_val, xv.shape[0], name="validation labels")
+            if len(y_val) != xv.shape[0]:
+                raise FeatureError(f"validation labels have {len(y_val)} entries but the validation features have "
+                                   f"{xv.shape[0]} rows; pass matching arrays")
+            yv = encode_labels(self._fit_labels, y_val, "validation")
             return fit_rows, (xv, np.arange(len(yv)), yv)
         if need_val and self.val_fraction:
             seed = 0 if self.random_state is None else int(self.random_state)
@@ -475,17 +504,23 @@ class KNNProbe(ParamsMixin):
         return self
 
     def _fit(self, X, y, *, X_val=None, y_val=None, X_test=None, progress=None):
-        X = check_features(X, name="training features")
-        y = check_labels(y, X.shape[0], name="training labels")
+        X, y = validate_fit(self, X, y)
+        labels = self.classes_
+        self._fit_labels = labels
+        self.classes_ = np.arange(len(labels))  # the search works on label positions; the labels return below
+        try:
+            pred = self._fit_codes(X, y, X_val, y_val, X_test, progress)
+        finally:
+            self.classes_ = labels
+            del self._fit_labels
+        return None if pred is None else [labels[p] for p in pred]
+
+    def _fit_codes(self, X, y, X_val, y_val, X_test, progress):
         s = self._settings()
         subsets = self._check_subsets(X.shape[1])
         grid = check_ks(self.ks)
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = int(X.shape[1])
         fit_rows, val = self._split(X, y, X_val, y_val, need_val=len(grid) * len(s["metrics"]) > 1)
-        if val is not None:
-            self._check_known(val[2], "validation")
-        elif len(grid) * len(s["metrics"]) > 1:
+        if val is None and len(grid) * len(s["metrics"]) > 1:
             raise ConfigError(f"{len(grid) * len(s['metrics'])} (metric, k) values need validation data to choose "
                               "from; pass X_val and y_val, set val_fraction > 0, or pass a single k and metric")
         n_gal = len(fit_rows)
@@ -551,33 +586,24 @@ class KNNProbe(ParamsMixin):
         else:
             self._gallery, self._gallery_y = G, y_gal
         if X_test is not None and refit_now:
-            test_pred = list(self.predict_subsets(X_test))
+            test_pred = list(self._predict_positions(X_test))
         return test_pred
-
-    def _check_known(self, labels, split: str) -> None:
-        unseen = np.setdiff1d(np.unique(labels), self.classes_)
-        if len(unseen):
-            raise FeatureError(f"{split} labels contain classes never seen in training: {unseen[:10].tolist()}; "
-                               "every class must have training samples")
 
     # ---------------------------------------------------------------------------------- predict
     def _check_fitted(self, X):
         if not hasattr(self, "k_"):
-            raise NotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
-        X = check_features(X, name="features")
-        if X.shape[1] != self.n_features_in_:
-            raise FeatureError(f"features have {X.shape[1]} columns but the probe was fitted on {self.n_features_in_}; "
-                               "pass features of the same layer")
-        return X
+            raise ProbeNotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
+        return validate_predict(self, X)
 
-    def kneighbors_subsets(self, X, k: int | None = None):
-        """Per subset, the (scores, gallery positions) of the ``k`` (default: the chosen k) nearest rows."""
+    def kneighbors_subsets(self, X, k: int | None = None, *, first: bool = False):
+        """Per subset (only the first with ``first``), the (scores, gallery positions) of the ``k`` (default:
+        the chosen k) nearest rows."""
         X = self._check_fitted(X)
         s = self.settings_
         out = []
         with faiss_threads():
             cache = {}
-            for i, cols in enumerate(self.subsets_):
+            for i, cols in enumerate(self.subsets_[:1] if first else self.subsets_):
                 metric, norm = self.metric_[i], self.normalizations_[i]
                 if metric not in cache:
                     mean = _mean(self._gallery) if self.center else None
@@ -587,26 +613,81 @@ class KNNProbe(ParamsMixin):
                 out.append(idx.search(qv.get(cols), int(self.k_[i] if k is None else k)))
         return out
 
+    def _predict_positions(self, X, first: bool = False) -> list[np.ndarray]:
+        out = []
+        for i, (sc, ids) in enumerate(self.kneighbors_subsets(X, first=first)):
+            k = int(self.k_[i])
+            out.append(vote(self._gallery_y[ids.clip(0)], sc, [k], len(self.classes_), self.votes_[i],
+                            self.temperature)[k])
+        return out
+
     def predict_subsets(self, X) -> np.ndarray:
         """Predicted labels of every subset's probe, shape (n_subsets, n_samples)."""
-        preds = []
-        for i, (sc, ids) in enumerate(self.kneighbors_subsets(X)):
-            k = int(self.k_[i])
-            p = vote(self._gallery_y[ids.clip(0)], sc, [k], len(self.classes_), self.votes_[i], self.temperature)[k]
-            preds.append(self.classes_[p])
-        return np.stack(preds)
+        pos = self._predict_positions(X)
+        return np.stack([self.classes_[p] for p in pos])
+
+    @available_if(lambda self: self._has_proba)
+    def predict_proba_subsets(self, X) -> list[np.ndarray]:
+        """Vote shares of every subset's probe at its chosen k, each (n_samples, n_classes): the (weighted)
+        share of each class among the k nearest gallery rows; their argmax is the prediction."""
+        return self._shares(X)
+
+    def _shares(self, X, first: bool = False) -> list[np.ndarray]:
+        out = []
+        for i, (sc, ids) in enumerate(self.kneighbors_subsets(X, first=first)):
+            v = vote_weights(self._gallery_y[ids.clip(0)], sc, int(self.k_[i]), len(self.classes_), self.votes_[i],
+                             self.temperature)
+            out.append(v / v.sum(axis=1, keepdims=True))
+        return out
 
     def score_subsets(self, X, y) -> np.ndarray:
         """Accuracy of every subset's probe on ``(X, y)``, shape (n_subsets,)."""
         pred = self.predict_subsets(X)
-        y = check_labels(y, pred.shape[1])
+        y = np.asarray(y).ravel()
+        if len(y) != pred.shape[1]:
+            raise FeatureError(f"labels have {len(y)} entries but the features have {pred.shape[1]} rows; "
+                               "pass matching arrays")
         return (pred == y[None, :]).mean(axis=1)
 
     def predict(self, X) -> np.ndarray:
-        return self.predict_subsets(X)[0]
+        """Predicted labels of the first subset's probe (the full layer when ``subsets`` is None)."""
+        pos = self._predict_positions(X, first=True)[0]
+        return self.classes_[pos]
 
-    def score(self, X, y) -> float:
-        return float(np.mean(self.score_subsets(X, y)))
+    @available_if(lambda self: self._has_proba)
+    def predict_proba(self, X) -> np.ndarray:
+        """Vote shares of the first subset's probe (see :meth:`predict_proba_subsets`), (n_samples, n_classes)."""
+        return self._shares(X, first=True)[0]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+    # ------------------------------------------------------------------------------- run_probes
+    def _check_options(self) -> None:
+        """Validate the parameters before any work (a run checks its solver options with this)."""
+        self._settings()
+
+    def _run_fit(self, x_fit, y_fit, x_val, y_val, x_test, y_test, progress=None) -> list[np.ndarray]:
+        """Fit (on the run's validation split) and return, per subset, which test rows it got right."""
+        pred = self._fit(x_fit, y_fit, X_val=x_val, y_val=y_val, X_test=x_test, progress=progress)
+        return [p == np.asarray(y_test) for p in pred]
+
+    def _row_values(self, i: int) -> dict:
+        """The result-table columns of subset ``i`` (:mod:`critmass.probes._rows`): ``reg`` holds the chosen k."""
+        return {"reg": float(self.k_[i]), "reg_applied": float(self.k_[i]),
+                "choice_margin": float(self.choice_margins_[i]), "train_accuracy": np.nan,
+                "val_accuracy": float(self.scores_[i]), "n_train": int(self.n_train_), "n_val": int(self.n_val_),
+                "n_iter": 0, "knn_k": int(self.k_[i]), "knn_metric": self.metric_[i], "knn_vote": self.votes_[i],
+                "normalization": self.normalizations_[i]}
+
+    def _run_config(self) -> dict:
+        """What a run records of its settings in ``config['neighbours']``."""
+        s = self._settings()
+        skip = ("subsets", "device", "refit", "random_state", "val_fraction")
+        return {**{k: v for k, v in self.get_params().items() if k not in skip},
+                **{k: s[k] for k in ("metrics", "votes", "normalizations", "index", "backend")}}
 
 
 def _choose(val_scores: np.ndarray, n_val: int) -> tuple[int, int, float]:

@@ -51,7 +51,7 @@ import torch
 
 from .._validation import check_positive_int
 from ..exceptions import ConfigError
-from ._base import BaseProbe, ChainFit, Data
+from ._base import ChainFit, Data, ProbabilisticProbe
 from ._choice import tie_band
 
 __all__ = ["LogisticProbe", "DEFAULT_LOGISTIC_ALPHAS", "alpha_from_C", "C_from_alpha"]
@@ -408,7 +408,7 @@ def _cholesky(G: torch.Tensor, mu: float, floor: float = 1e-7) -> torch.Tensor:
     raise FloatingPointError("cannot factorise the Gram matrix (non-finite features?)")
 
 
-class LogisticProbe(BaseProbe):
+class LogisticProbe(ProbabilisticProbe):
     r"""Multinomial L2-regularised logistic regression probe(s), fitted by batched L-BFGS in torch.
 
     Objective, on features standardised with the training rows' mean and standard deviation::

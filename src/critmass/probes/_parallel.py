@@ -30,7 +30,6 @@ from ..exceptions import ConfigError
 #: (fit rows x sum of subset sizes x classes x penalties): below it (~1 s of fitting) the fit is too short
 #: for a second process to pay. The demo / benchmark Fashion-MNIST curve is ~3e9.
 AUTO_MIN_WORK = 2e8
-SOLVERS = ("logistic",)  # the closed-form ridge and the SGD probes are BLAS-bound: threads serve them
 
 _JOBS: list = []  # the fits a forked worker reads (inherited at fork, never pickled)
 _FIT: Callable | None = None
@@ -50,14 +49,20 @@ def check_n_jobs(n_jobs) -> None:
 
 
 def resolve_n_jobs(n_jobs, *, solver: str, device: str, work: float, pieces: int) -> int:
-    """The number of processes for a run: ``n_jobs`` (an int >= 1, or 'auto'/None) checked and capped."""
+    """The number of processes for a run: ``n_jobs`` (an int >= 1, or 'auto'/None) checked and capped.
+
+    Only solvers registered as ``forkable`` (:func:`critmass.probes.register_solver`) fork: the closed-form
+    ridge and the SGD probes are BLAS-bound, and threads serve them."""
+    from ._solvers import solver_spec
+
     check_n_jobs(n_jobs)
+    forkable = solver_spec(solver).forkable
     if n_jobs is None or n_jobs == "auto":
-        if (solver not in SOLVERS or device != "cpu" or work < AUTO_MIN_WORK or not sys.platform.startswith("linux")
+        if (not forkable or device != "cpu" or work < AUTO_MIN_WORK or not sys.platform.startswith("linux")
                 or mp.current_process().daemon):
             return 1
         return max(1, min(usable_cores(), pieces))
-    if n_jobs > 1 and (solver not in SOLVERS or device != "cpu"):
+    if n_jobs > 1 and (not forkable or device != "cpu"):
         return 1  # one process drives a GPU; other solvers use threads
     if n_jobs > 1 and not sys.platform.startswith("linux"):
         return 1  # workers are forked; elsewhere a spawned worker's torch import costs more than it saves

@@ -15,8 +15,9 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_features, check_labels, check_positive_int
-from ..exceptions import ConfigError, FeatureError
+from .._validation import check_positive_int
+from ..exceptions import ConfigError
+from ._sklearn import ProbeNotFittedError, encode_labels, validate_fit, validate_predict
 from ._knn import KNNProbe, NeighbourIndex, SubsetVectors, _mean, check_ks, faiss_threads
 
 __all__ = ["RetrievalProbe", "DEFAULT_RECALL_KS", "DEFAULT_MAP_AT", "recall_hits", "average_precision"]
@@ -51,6 +52,10 @@ class RetrievalProbe(KNNProbe):
     are the rows passed to :meth:`evaluate_subsets`. Validation data, when given, only report
     ``scores_`` (validation recall@1): retrieval has nothing to choose.
 
+    As a scikit-learn estimator it is the 1-NN classifier whose accuracy is recall@1: ``predict`` gives the
+    label of the nearest gallery row (first subset; the full layer when ``subsets`` is None) and ``score``
+    its accuracy, recall@1 of the queries. It has no ``predict_proba`` (a nearest row is no distribution).
+
     Parameters
     ----------
     ks : sequence of int, default (1, 5, 10)
@@ -64,6 +69,8 @@ class RetrievalProbe(KNNProbe):
     Attributes
     ----------
     classes_, ks_, metric_, normalizations_, n_train_, n_val_
+    k_ : ndarray (n_subsets,) of int
+        Ones: ``predict`` is the 1-NN label.
     scores_ : ndarray (n_subsets,)
         Validation recall@1 (NaN without validation data).
 
@@ -78,6 +85,9 @@ class RetrievalProbe(KNNProbe):
     """
 
     _solver = "retrieval"
+    _run_fixed = ("ks",)  # run_probes reports recall_at_1/5/10: the cutoffs are the table's, not an option
+    _has_proba = False  # a nearest row is no class distribution: no predict_proba (use KNNProbe's vote shares)
+    vote, temperature = "majority", 1.0  # not parameters: KNNProbe's prediction reads them (1-NN: no vote)
 
     def __init__(self, ks=DEFAULT_RECALL_KS, *, map_at: int | None = DEFAULT_MAP_AT, metric: str = "cosine",
                  normalization: str = "auto", center: bool = False, index: str = "flat", nlist: int | None = None,
@@ -99,7 +109,6 @@ class RetrievalProbe(KNNProbe):
         self.refit = refit
         self.device = device
         self.random_state = random_state
-        self.vote, self.temperature = "majority", 1.0  # unused: KNNProbe's checks see valid values
 
     def _settings(self) -> dict:
         if not isinstance(self.metric, str):
@@ -121,26 +130,32 @@ class RetrievalProbe(KNNProbe):
         return self
 
     def _fit(self, X, y, *, X_val=None, y_val=None, X_test=None, y_test=None, progress=None):
-        X = check_features(X, name="training features")
-        y = check_labels(y, X.shape[0], name="training labels")
+        X, y = validate_fit(self, X, y)
+        self._fit_labels = self.classes_
+        try:
+            return self._fit_positions(X, y, X_val, y_val, X_test, y_test, progress)
+        finally:
+            del self._fit_labels
+
+    def _fit_positions(self, X, y, X_val, y_val, X_test, y_test, progress):
         s = self._settings()
         self.subsets_ = self._check_subsets(X.shape[1])
         self.ks_ = check_ks(self.ks)
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = int(X.shape[1])
         fit_rows, val = self._split(X, y, X_val, y_val, need_val=False)
         self.settings_ = s
         metric, norm = s["metrics"][0], s["normalizations"][0]
         self.metric_ = [metric] * len(self.subsets_)
         self.normalizations_ = [norm] * len(self.subsets_)
+        self.k_ = np.ones(len(self.subsets_), dtype=np.int64)
+        self.votes_ = ["majority"] * len(self.subsets_)
+        self.choice_margins_ = np.full(len(self.subsets_), np.nan)  # retrieval chooses nothing
         G = np.asarray(X[fit_rows], dtype=np.float32) if len(fit_rows) != len(y) else X
-        y_gal = np.searchsorted(self.classes_, y[fit_rows])
+        y_gal = y[fit_rows]
         self.n_train_, self.n_val_ = int(len(fit_rows)), 0 if val is None else int(len(val[1]))
         self.scores_ = np.full(len(self.subsets_), np.nan)
         refit_now = self.refit and val is not None
         if val is not None:
-            self._check_known(val[2], "validation")
-            Xv, yv = np.asarray(val[0][val[1]], dtype=np.float32), np.searchsorted(self.classes_, val[2])
+            Xv, yv = np.asarray(val[0][val[1]], dtype=np.float32), val[2]
             # validation recall@1 against the fit rows (the test queries also search them unless refit)
             queries = {"val": (Xv, yv, [1], False)}
             if X_test is not None and not refit_now:
@@ -160,17 +175,12 @@ class RetrievalProbe(KNNProbe):
         return [r["test"] for r in results]
 
     def _queries(self, X, y):
-        X = self._check_fitted_shape(X)
-        y = check_labels(y, X.shape[0], name="query labels")
-        self._check_known(y, "query")
-        return X, np.searchsorted(self.classes_, y), self.ks_, True
-
-    def _check_fitted_shape(self, X):
-        X = check_features(X, name="query features")
-        if X.shape[1] != self.n_features_in_:
-            raise FeatureError(f"query features have {X.shape[1]} columns but the gallery has {self.n_features_in_}; "
-                               "pass features of the same layer")
-        return X
+        X = validate_predict(self, X)
+        y = np.asarray(y)
+        if len(y) != X.shape[0]:
+            raise ConfigError(f"query labels have {len(y)} entries but the queries have {X.shape[0]} rows; "
+                              "pass matching arrays")
+        return X, encode_labels(self.__dict__.get("_fit_labels", self.classes_), y, "query"), self.ks_, True
 
     def _search_all(self, G, y_gal, queries: dict, progress=None) -> list[dict]:
         """Per subset: {name: (hits (n_q, len(ks)) bool, AP (n_q,) or None)} for every query set
@@ -222,9 +232,7 @@ class RetrievalProbe(KNNProbe):
         ``per_query`` the arrays are (n_subsets, n_queries): hits (0/1) and average precisions.
         """
         if not hasattr(self, "_gallery"):
-            from ..exceptions import NotFittedError
-
-            raise NotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
+            raise ProbeNotFittedError(f"this {type(self).__name__} instance is not fitted yet; call fit(X, y) first")
         results = self._search_all(self._gallery, self._gallery_y, {"q": self._queries(X, y)})
         if per_query:
             out = {f"recall_at_{k}": np.stack([r["q"][0][:, j].astype(np.float64) for r in results])
@@ -244,8 +252,25 @@ class RetrievalProbe(KNNProbe):
 
     def predict_subsets(self, X) -> np.ndarray:
         """The label of the nearest gallery row (1-NN) for every subset, shape (n_subsets, n_samples)."""
-        if not hasattr(self, "_gallery"):
-            return super().predict_subsets(X)
-        self.k_ = np.ones(len(self.subsets_), dtype=np.int64)
-        self.votes_ = ["majority"] * len(self.subsets_)
         return super().predict_subsets(X)
+
+    # ------------------------------------------------------------------------------- run_probes
+    def _run_fit(self, x_fit, y_fit, x_val, y_val, x_test, y_test, progress=None) -> list[np.ndarray]:
+        """Fit and search the test queries; per subset, which queries' nearest row shares their label."""
+        out = self._fit(x_fit, y_fit, X_val=x_val, y_val=y_val, X_test=x_test, y_test=y_test, progress=progress)
+        self._test_values = [{**{f"recall_at_{c}": float(hits[:, j].mean()) for j, c in enumerate(self.ks_)},
+                              "map": float(ap.mean())} for hits, ap in out]
+        return [hits[:, 0] for hits, _ in out]
+
+    def _row_values(self, i: int) -> dict:
+        """The result-table columns of subset ``i`` (:mod:`critmass.probes._rows`): recall@k and mAP of the test
+        queries; nothing chosen (``reg`` and ``choice_margin`` NaN)."""
+        return {"reg": np.nan, "reg_applied": np.nan, "choice_margin": np.nan, "train_accuracy": np.nan,
+                "val_accuracy": float(self.scores_[i]), "n_train": int(self.n_train_), "n_val": int(self.n_val_),
+                "n_iter": 0, "knn_metric": self.metric_[i], "normalization": self.normalizations_[i],
+                **self._test_values[i]}
+
+    def _run_config(self) -> dict:
+        config = super()._run_config()
+        config.pop("votes")
+        return config

@@ -19,12 +19,12 @@ import torch
 
 from .._validation import check_positive_int
 from ..exceptions import ConfigError
-from ._base import BaseProbe, Chain, ChainFit, Data
+from ._base import Chain, ChainFit, Data, ProbabilisticProbe
 
 __all__ = ["SGDProbe"]
 
 
-class SGDProbe(BaseProbe):
+class SGDProbe(ProbabilisticProbe):
     r"""Linear probe(s) trained with minibatch SGD + momentum, as in the paper, on cached features.
 
     Minimises mean cross-entropy with weight decay ``alpha`` on weights *and* bias (``torch.optim.SGD``
@@ -77,6 +77,7 @@ class SGDProbe(BaseProbe):
     _solver = "sgd"
     _views = True
     _val_always = True
+    _seeded_fit = True  # random_state also orders the minibatches: run_probes fits each seed on its own
 
     def __init__(self, alphas=5e-4, *, subsets=None, epochs: int = 50, lr: float = 0.1, momentum: float = 0.9,
                  lr_step: int = 10, lr_decay: float = 0.1, batch_size: int = 256, standardize: bool = True,

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..metrics._common import ACC_TOL, FULL_SELECTOR, GROUP_KEYS, OPTIONAL_KEYS, class_label
+from ..metrics import ACC_TOL, FULL_SELECTOR, GROUP_KEYS, OPTIONAL_KEYS, class_label
 from ._style import order_selectors, panel_keys, panel_title
 
 __all__ = ["interpret_accuracy", "interpret_cka", "interpret_dr_curve", "interpret_class_drops", "interpret_gini",

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .._validation import closest
 from ..exceptions import ConfigError, DataError
-from ..metrics._common import (
+from ..metrics import (
     ACC_TOL,
     FULL_SELECTOR,
     PER_CLASS_COLUMNS,
@@ -139,10 +139,10 @@ def plot_curves(table: pd.DataFrame, *, metric: str = "test_accuracy", delta: fl
     if band not in BANDS:
         raise ConfigError(f"band must be one of {', '.join(BANDS)}; got {band!r}{closest(band, BANDS)}")
     if delta is not None:
-        from ..metrics._common import check_delta
+        from ..metrics import check_delta
 
         delta = check_delta(delta)
-    from ..metrics._dr import check_select_on
+    from ..metrics import check_select_on
 
     mark_metric = metric if check_select_on(select_on) == "test" else "val_accuracy"
     required = ["model", "dataset", "selector", "fraction", "seed", metric,

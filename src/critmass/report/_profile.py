@@ -28,7 +28,7 @@ PROFILE_FIGURES = {
 
 
 def _load(run):
-    from ..features._profile import read_profile
+    from ..profile import read_profile
 
     return read_profile(run.path)
 

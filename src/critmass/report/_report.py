@@ -13,10 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from .._io import atomic_write_bytes
-from ..metrics import class_drops, dr, dr_curve, dr_table
-from ..metrics._common import check_delta, check_n_boot, class_label, group_keys
-from ..metrics._dr import check_select_on
-from ..metrics._table import table_notes
+from ..metrics import (check_delta, check_n_boot, check_select_on, class_drops, class_label, dr, dr_curve, dr_table,
+                       group_keys, table_notes)
 from ._html import esc, html_figure, html_page, html_table
 from ._interpret import (
     interpret_accuracy,

@@ -11,8 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..exceptions import DataError
-from ..metrics import read_results
-from ..metrics._common import PER_CLASS_COLUMNS, RESULT_COLUMNS, check_table
+from ..metrics import PER_CLASS_COLUMNS, RESULT_COLUMNS, check_table, read_results
 
 __all__ = ["RunData", "load_run"]
 

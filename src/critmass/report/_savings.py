@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..metrics._common import ACC_TOL, FULL_SELECTOR, check_table
+from ..metrics import ACC_TOL, FULL_SELECTOR, check_table
 from ._style import FULL_STYLE, RC, figure_legend, label_outer, new_figure, panel_keys, panel_title, selector_styles
 
 __all__ = ["savings_table", "plot_savings", "interpret_savings"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..metrics import dr, format_table
-from ..metrics._table import _layout, dr_table_rows, table_notes
+from ..metrics import dr, dr_table_rows, format_table, table_layout, table_notes
 
 __all__ = ["table1", "table1_caption", "table1_text"]
 
@@ -33,7 +32,7 @@ def table1(results: pd.DataFrame, *, delta: float = 0.9, selector: str = "random
     pandas.DataFrame
     """
     res = dr(results, delta, selector=selector, interpolate=interpolate, n_boot=0, select_on=select_on)
-    return _layout(res, "value", lambda r: r.dr)
+    return table_layout(res, "value", lambda r: r.dr)
 
 
 def table1_caption(delta: float, selector: str, *, interpolate: bool = False, spread: str = "ci",

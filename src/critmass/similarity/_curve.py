@@ -25,7 +25,7 @@ from .._defaults import (
 from ..exceptions import ConfigError
 from ..features import FeatureSet, FeatureSplit
 from ._estimators import _check_basis, _check_n, _check_stats, _projection_values, _subset_values, _subset_weights
-from ._gram import check_matrix, gram_stats
+from ._gram import GramStats, check_matrix, gram_stats
 from ._sets import _as_feature_set
 
 __all__ = ["CKA_COLUMNS", "cka_curve"]
@@ -79,10 +79,23 @@ def _resolve_input(features, split: str, val_fraction, val_seed):
     return features, None, keys, 0.0
 
 
+def _check_given_stats(stats, n: int, d: int, need_fourth: bool) -> None:
+    """Refuse ``stats`` that are not of these ``n x d`` features, or lack the fourth moments ``debiased`` needs."""
+    if not isinstance(stats, GramStats):
+        raise ConfigError(f"stats must be a GramStats (critmass.similarity.gram_stats or cka_matrix); "
+                          f"got {type(stats).__name__}")
+    if (stats.n_samples, stats.n_features) != (n, d):
+        raise ConfigError(f"stats are of {stats.n_samples} x {stats.n_features} features but the features compared "
+                          f"are {n} x {d}; pass the GramStats of these features (or none)")
+    if need_fourth and stats.fourth is None:
+        raise ConfigError("debiased CKA of column subsets needs the fourth moments, which these stats lack; build "
+                          "them with gram_stats(x, debiased=True) or pass no stats")
+
+
 def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, seeds=DEFAULT_SEEDS,
               debiased: bool = False, split: str = "train", on_constant: str = DEFAULT_ON_CONSTANT,
               val_fraction: float = DEFAULT_VAL_FRACTION, val_seed: int = DEFAULT_VAL_SEED,
-              chunk_size: int | None = None) -> pd.DataFrame:
+              chunk_size: int | None = None, stats: GramStats | None = None) -> pd.DataFrame:
     """Subset-vs-full linear CKA of a layer for every selector, fraction and seed (a tidy table).
 
     One pass over the samples builds the layer's Gram statistics; every subset after that costs
@@ -128,6 +141,11 @@ def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, s
         fitted; ignored when the feature set has a ``val`` split. Recorded in the table.
     chunk_size : int, optional
         Rows per chunk of the passes over the samples.
+    stats : GramStats, optional
+        The Gram statistics of ``split``'s features when they are built already (e.g. by
+        :func:`cka_matrix`, which builds those of several layers in one pass): the pass that builds
+        them is skipped. They must be of the same rows and columns (checked by shape), and hold the
+        fourth moments (``gram_stats(x, debiased=True)``) when ``debiased`` needs them.
 
     Returns
     -------
@@ -167,9 +185,12 @@ def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, s
     n_fit = int(x_fit.shape[0])
     del x_fit
     need_fourth = debiased and any(not f.is_projection for f in fitted)
-    stats = gram_stats(x, debiased=need_fourth, chunk_size=chunk_size)
+    if stats is None:
+        stats = gram_stats(x, debiased=need_fourth, chunk_size=chunk_size)
+        log.info("Gram statistics of %d x %d features accumulated", n, d)
+    else:
+        _check_given_stats(stats, n, d, need_fourth)
     _check_stats(stats, False)
-    log.info("Gram statistics of %d x %d features accumulated", n, d)
 
     rows = []
     fit_cols = {"n_fit": n_fit, "val_fraction": float(carved), "val_seed": int(val_seed)}

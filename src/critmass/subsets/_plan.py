@@ -93,19 +93,19 @@ def probe_fit_rows(y_train, *, has_val: bool, val_fraction=DEFAULT_VAL_FRACTION,
 
     Returns ``(rows, carved)``: ``rows`` is ``None`` for every train row (the feature set has its own
     ``val`` split, or ``val_fraction`` is 0), else train minus the seeded, stratified ``val_fraction``
-    carved by :func:`critmass.data._splits.train_val_indices`; ``carved`` is the share actually held out
+    carved by :func:`critmass.data.train_val_indices`; ``carved`` is the share actually held out
     (0.0 when none).
     """
     if has_val or not val_fraction:
         return None, 0.0
-    from ..data._splits import train_val_indices
+    from ..data import train_val_indices
 
     rows, _ = train_val_indices(np.asarray(y_train), float(val_fraction), seed=int(val_seed))
     return rows, float(val_fraction)
 
 
 def _standard_space(X_fit):
-    from ..probes._base import standard_scale  # the probes' standardisation, so both paths share it
+    from .._standardize import standard_scale  # the probes' standardisation, so both paths share it
 
     return standard_scale([X_fit], [None])
 

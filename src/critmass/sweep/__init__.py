@@ -6,11 +6,14 @@ recompute only what a config change touches.
 * :func:`plan_sweep` / :class:`Plan`: the units and which of them are done.
 * :func:`run_sweep` / :class:`SweepResult`: run what is not done and merge the shards into
   ``results.parquet``, ``per_class.parquet`` and ``cka.parquet``.
-* :class:`LocalExecutor`, :class:`RayExecutor`, :class:`SlurmExecutor`: the backends.
+* :class:`LocalExecutor`, :class:`RayExecutor`, :class:`SlurmExecutor`: the backends, registered by name
+  (:func:`register_executor`, :func:`list_executors`); a new backend is one module with one registered
+  :class:`Executor` subclass, imported here.
 """
 
 from ._config import SweepConfig, load_config
-from ._executors import Executor, LocalExecutor, RayExecutor, SlurmExecutor, make_executor
+from ._backends import Executor, list_executors, register_executor
+from ._executors import LocalExecutor, RayExecutor, SlurmExecutor, make_executor  # registers local, ray, slurm
 from ._plan import CkaUnit, ExtractUnit, Plan, ProbeUnit, Unit, plan_sweep
 from ._run import SweepResult, merge_shards, run_sweep
 from ._units import execute_unit
@@ -28,9 +31,11 @@ __all__ = [
     "SweepResult",
     "Unit",
     "execute_unit",
+    "list_executors",
     "load_config",
     "make_executor",
     "merge_shards",
     "plan_sweep",
+    "register_executor",
     "run_sweep",
 ]

@@ -9,13 +9,10 @@ duplicate entries, missing weights files or data roots. Each error is reported a
 
 from __future__ import annotations
 
-import os
 import re
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,6 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from .._config import dotted as _dotted
+from .._config import format_errors, read_config
+from .._config import resolve_path as _resolve_path
 from .._defaults import (
     DEFAULT_FRACTIONS,
     DEFAULT_ON_CONSTANT,
@@ -40,10 +40,9 @@ from .._defaults import (
 )
 from .._validation import check_fraction, closest
 from ..exceptions import ConfigError, CritmassError
+from ._backends import _one_of, list_executors
 
 __all__ = [
-    "EXECUTORS",
-    "SOLVER_NAMES",
     "CkaOptions",
     "DatasetEntry",
     "ExecutorOptions",
@@ -54,10 +53,6 @@ __all__ = [
     "load_config",
 ]
 
-#: Probe solvers a sweep can run (``critmass.probes.SOLVERS``).
-SOLVER_NAMES = ("logistic", "ridge", "sgd", "knn", "retrieval")
-#: Execution backends.
-EXECUTORS = ("local", "ray", "slurm")
 _PAPER_FRACTIONS = DEFAULT_FRACTIONS  # the one grid of critmass._defaults
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -65,6 +60,7 @@ Split = Literal["train", "val", "test"]
 Fraction = Annotated[float, AfterValidator(lambda v: check_fraction(v))]
 Selector = Annotated[str, AfterValidator(lambda v: _check_selector(v))]
 Solver = Annotated[str, AfterValidator(lambda v: _check_solver(v))]
+ExecutorKind = Annotated[str, AfterValidator(lambda v: _check_executor(v))]
 
 
 def _check_device(value: str) -> str:
@@ -120,7 +116,7 @@ class ModelEntry(_Section):
     @classmethod
     def _spec(cls, v: str) -> str:
         from .._registry import parse_spec
-        from ..models._sources import ALIASES, SOURCES
+        from ..models import ALIASES, SOURCES
 
         parse_spec(v, kind="model", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
         return v.strip()
@@ -128,7 +124,7 @@ class ModelEntry(_Section):
     @model_validator(mode="after")
     def _loading_options(self):
         """Options of one kind of model, refused here (with the key) for a spec that is not of that kind."""
-        from ..models._sources import ALIASES
+        from ..models import ALIASES
 
         source = self.spec.split(":", 1)[0] if ":" in self.spec else ALIASES[self.spec][1]
         if self.preprocessing and source != "onnx":
@@ -138,7 +134,7 @@ class ModelEntry(_Section):
             raise ValueError(f"max_seq_length applies to text models; {self.spec} reads images")
         if self.preprocessing:
             from ..exceptions import ConfigError
-            from ..models._onnx import check_preprocessing
+            from ..models import check_preprocessing
 
             try:
                 check_preprocessing(self.preprocessing, where="preprocessing")
@@ -184,7 +180,7 @@ class DatasetEntry(_Section):
     @classmethod
     def _spec(cls, v: str) -> str:
         from .._registry import parse_spec
-        from ..data._sources import ALIASES, SOURCES
+        from ..data import ALIASES, SOURCES
 
         parse_spec(v, kind="dataset", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
         return v.strip()
@@ -260,7 +256,8 @@ class SlurmOptions(_Section):
 class ExecutorOptions(_Section):
     """Where units run; ``critmass sweep --executor/--workers/--address`` override these."""
 
-    kind: Literal["local", "ray", "slurm"] = Field("local", description="local (processes), ray or slurm (submitit).")
+    kind: ExecutorKind = Field("local", description="A registered executor: local (processes), ray or slurm "
+                               "(submitit) built in (critmass.sweep.list_executors()).")
     workers: PositiveInt | None = Field(None, description="Local worker processes (default: every core).")
     address: str | None = Field(None, description="Ray cluster address (default: RAY_ADDRESS or a local instance).")
     cluster: Literal["slurm", "local", "debug"] | None = Field(
@@ -269,6 +266,14 @@ class ExecutorOptions(_Section):
     analysis: Resources = Field(default_factory=lambda: Resources(gpus=0),
         description="Resources of a probe or CKA unit.")
     slurm: SlurmOptions = Field(default_factory=SlurmOptions, description="Extra submitit parameters per unit kind.")
+
+
+def _check_executor(kind: str) -> str:
+    # The registry holds the names (critmass.sweep._backends); the message is pydantic's own for a choice.
+    names = list_executors()
+    if kind not in names:
+        raise ValueError(f"Input should be {_one_of(names, quote=True)}; got {kind!r}")
+    return kind
 
 
 def _check_selector(name: str) -> str:
@@ -281,8 +286,11 @@ def _check_selector(name: str) -> str:
 
 
 def _check_solver(name: str) -> str:
-    if name not in SOLVER_NAMES:
-        raise ValueError(f"unknown solver {name!r}{closest(name, SOLVER_NAMES)}; valid: {', '.join(SOLVER_NAMES)}")
+    from ..probes import list_solvers  # the solver registry (torch-free: names only)
+
+    valid = list_solvers()
+    if name not in valid:
+        raise ValueError(f"unknown solver {name!r}{closest(name, valid)}; valid: {', '.join(valid)}")
     return name
 
 
@@ -370,139 +378,6 @@ class SweepConfig(_Section):
 
 
 # ------------------------------------------------------------------------------------------ loading
-def read_config(source, *, kind: str, example: str, model_class) -> tuple:
-    """``(data, filename, stem, lines)`` of a YAML path or a dict: the parsed mapping, the file's name and stem
-    (None for a dict) and the line of every key path (``{("models", 0, "spec"): 7}``), for one-line errors that
-    name the line. Unreadable YAML and duplicate keys are one-line errors naming ``kind`` (sweep, train)."""
-    lines: dict = {}
-    if isinstance(source, dict):
-        return source, "<dict>", None, lines
-    if not isinstance(source, (str, os.PathLike)):
-        raise ConfigError(f"a {kind} config must be a YAML path, a dict or a {model_class.__name__}; "
-                          f"got {type(source).__name__}")
-    path = Path(source).expanduser()
-    filename = path.name
-    if not path.is_file():
-        raise ConfigError(f"{kind} config {str(path)!r} does not exist; pass the path of a YAML file "
-                          f"(see {example})")
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{kind} config {filename}{where} is not valid YAML ({problem}); fix the syntax") from None
-    if node is not None:
-        _line_map(node, lines=lines, filename=filename, kind=kind)
-    return data, filename, path.stem, lines
-
-
-def _line_map(node, path=(), lines=None, filename="config", kind="sweep") -> dict[tuple, int]:
-    """Map each key path (``('models', 0, 'spec')``) to its 1-based line; refuse duplicate keys."""
-    lines = {} if lines is None else lines
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: dict = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                raise ConfigError(
-                    f"invalid {kind} config {filename} line {key_node.start_mark.line + 1}: {_dotted(path + (key,))}: "
-                    f"key given twice (first on line {seen[key]}); keep one"
-                )
-            seen[key] = key_node.start_mark.line + 1
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _line_map(value_node, path + (key,), lines, filename, kind)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, path + (i,), lines, filename, kind)
-    return lines
-
-
-def _dotted(path) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
-
-
-def _model_at(path, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
-    """The pydantic section class that a key path points into (for listing its valid keys)."""
-    cls: type[BaseModel] | None = root or SweepConfig
-    for p in path:
-        if isinstance(p, int) or cls is None:
-            continue
-        field = cls.model_fields.get(p)
-        cls = _find_model(field.annotation) if field is not None else None
-    return cls
-
-
-def _find_model(ann) -> type[BaseModel] | None:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in typing.get_args(ann):
-        found = _find_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _format_errors(exc: ValidationError, data, lines: dict, filename: str, *, root: type[BaseModel] | None = None,
-                   kind_name: str = "sweep") -> str:
-    """One line per pydantic error location, with the YAML line, joined into one message (``root``: the
-    config's model class, default :class:`SweepConfig`; ``kind_name``: 'sweep', 'train')."""
-    found: dict[tuple, list[str]] = {}
-    for err in exc.errors(include_url=False):
-        loc, kind = err["loc"], err["type"]
-        cur, real, missing = data, [], None
-        for i, el in enumerate(loc):
-            if isinstance(cur, dict) and el in cur:
-                real.append(el)
-                cur = cur[el]
-            elif isinstance(cur, list) and isinstance(el, int) and 0 <= el < len(cur):
-                real.append(el)
-                cur = cur[el]
-            elif kind == "missing" and i == len(loc) - 1:
-                missing = el
-            # anything else is a union member tag (e.g. 'int', 'dict[...]'): not a key of the file
-        real = tuple(real)
-        if kind == "extra_forbidden":
-            section = _model_at(real[:-1], root)
-            valid = list(section.model_fields) if section is not None else []
-            msg = f"unknown key{closest(str(real[-1]), valid)}" + (f"; valid keys: {', '.join(valid)}" if valid else "")
-        elif kind == "missing":
-            msg = f"missing required key {missing!r}"
-            real = real + (missing,) if missing is not None else real
-        else:
-            msg = str(err["msg"])
-            msg = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
-            value = err.get("input")
-            if kind != "value_error" and (value is None or isinstance(value, (str, int, float, bool))):
-                msg += f"; got {value!r}"
-        found.setdefault(real, [])
-        if msg not in found[real]:
-            found[real].append(msg)
-    parts = []
-    for path, msgs in found.items():
-        line = None
-        for n in range(len(path), -1, -1):  # the key itself, else the closest enclosing key
-            line = lines.get(path[:n])
-            if line is not None:
-                break
-        where = f"line {line}: " if line is not None else ""
-        parts.append((line or 0, f"{where}{_dotted(path)}: {' or '.join(msgs)}"))
-    return f"invalid {kind_name} config {filename}: " + "; ".join(text for _, text in sorted(parts, key=lambda p: p[0]))
-
-
-def _resolve_path(p: Path | None, base: Path) -> Path | None:
-    if p is None:
-        return None
-    p = Path(os.path.expandvars(str(p))).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
-
-
 def _check_semantics(cfg: SweepConfig, lines: dict, filename: str, base: Path, check_paths: bool) -> SweepConfig:
     """Cross-entry checks pydantic cannot place on a line by itself: names, files, splits."""
 
@@ -598,7 +473,7 @@ def load_config(source, *, base_dir=None, check_paths: bool = True) -> SweepConf
     try:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, data, lines, filename)) from None
+        raise ConfigError(format_errors(exc, data, lines, filename, root=SweepConfig)) from None
     except CritmassError as exc:  # a validator's own check escaped pydantic's wrapping
         raise ConfigError(f"invalid sweep config {filename}: {exc}") from None
     if cfg.name is None:

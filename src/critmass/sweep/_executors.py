@@ -1,5 +1,9 @@
 """Three backends behind one small interface: local processes, Ray tasks, Submitit (Slurm) job arrays.
 
+Each is registered by name (:func:`critmass.sweep._backends.register_executor`); :func:`make_executor` and the
+config read the registry, so a new backend is one module with one registered :class:`Executor` subclass,
+imported by ``critmass/sweep/__init__.py``.
+
 An executor takes units (:meth:`Executor.submit`) and hands back the status of finished ones
 (:meth:`Executor.wait`); the driver decides what to submit next. Ray and Submitit do the placement;
 the local executor places units itself: at most one extraction per GPU (one on a CPU-only machine),
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from .._io import atomic_write_json
 from ..exceptions import ConfigError
+from ._backends import Executor, executor_class, register_executor
 from ._config import ExecutorOptions, Resources
 from ._plan import STATUS_FILE, Unit
 from ._units import _one_line, execute_unit, failed_status, init_local_worker
@@ -51,45 +56,6 @@ def _wants_gpu(device: str, res: Resources, *, cluster_has_gpu: bool) -> float:
     return 0.0
 
 
-class Executor:
-    """Runs units somewhere and reports their status dicts as they finish.
-
-    Subclasses implement :meth:`submit`, :meth:`wait`, :attr:`pending` and optionally :meth:`start`
-    and :meth:`close`. Use as a context manager.
-    """
-
-    name = "executor"
-
-    def start(self, run_dir: Path, *, device: str = "auto") -> None:
-        """Prepare the backend for a run in ``run_dir`` (called once by the driver)."""
-        self.run_dir = Path(run_dir)
-        self.device = device
-
-    def submit(self, units: Sequence[Unit]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def wait(self) -> list[dict]:  # pragma: no cover - interface
-        """Block until at least one submitted unit has finished; return the statuses of all finished ones."""
-        raise NotImplementedError
-
-    @property
-    def pending(self) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self, *, cancel: bool = False) -> None:
-        """Release the backend; ``cancel`` stops units still queued or running (on interrupt)."""
-
-    def describe(self) -> str:
-        return self.name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.close(cancel=exc_type is not None)
-        return False
-
-
 def _local_gpus(device: str) -> list[str]:
     """The CUDA devices local extraction units may use: one concurrent extraction each."""
     if device.startswith("cuda:"):
@@ -101,6 +67,7 @@ def _local_gpus(device: str) -> list[str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+@register_executor("local")
 class LocalExecutor(Executor):
     """Worker processes on this machine (``concurrent.futures``, spawn context).
 
@@ -112,8 +79,6 @@ class LocalExecutor(Executor):
     Workers die with the driver, also when it is killed.
     """
 
-    name = "local"
-
     def __init__(self, workers: int | None = None):
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
@@ -124,6 +89,10 @@ class LocalExecutor(Executor):
         self._slots: dict[Future, int] = {}  # running extraction -> its GPU slot
         self._pool: ProcessPoolExecutor | None = None
         self._gpus: list[str] = []
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions, *, workers=None, address=None) -> LocalExecutor:
+        return cls(workers or options.workers)
 
     def start(self, run_dir: Path, *, device: str = "auto") -> None:
         super().start(run_dir, device=device)
@@ -215,6 +184,7 @@ class LocalExecutor(Executor):
         self._slots.clear()
 
 
+@register_executor("ray")
 class RayExecutor(Executor):
     """Ray core tasks, one per unit, on a running cluster (``address``) or a local instance.
 
@@ -224,8 +194,6 @@ class RayExecutor(Executor):
     down by :meth:`close`; one that was already initialised is left running.
     """
 
-    name = "ray"
-
     def __init__(self, address: str | None = None, *, extract: Resources | None = None,
                  analysis: Resources | None = None):
         self.address = address
@@ -233,6 +201,10 @@ class RayExecutor(Executor):
         self.analysis_res = analysis or Resources(gpus=0)
         self._refs: dict = {}
         self._started = False
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions, *, workers=None, address=None) -> RayExecutor:
+        return cls(address or options.address, extract=options.extract, analysis=options.analysis)
 
     def start(self, run_dir: Path, *, device: str = "auto") -> None:
         super().start(run_dir, device=device)
@@ -302,6 +274,7 @@ class RayExecutor(Executor):
             self._started = False
 
 
+@register_executor("slurm")
 class SlurmExecutor(Executor):
     """Submitit job arrays: one array per submission batch, extraction and analysis with their own parameters.
 
@@ -312,8 +285,6 @@ class SlurmExecutor(Executor):
     interrupted, it cancels its jobs, and a re-run resumes from the shards.
     """
 
-    name = "slurm"
-
     def __init__(self, cluster: str | None = None, *, extract: Resources | None = None,
                  analysis: Resources | None = None, params: dict | None = None, poll_s: float | None = None):
         self.cluster = cluster
@@ -322,6 +293,11 @@ class SlurmExecutor(Executor):
         self.params = params or {}
         self.poll_s = poll_s if poll_s is not None else (0.5 if cluster in ("local", "debug") else 10.0)
         self._jobs: dict = {}
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions, *, workers=None, address=None) -> SlurmExecutor:
+        return cls(options.cluster, extract=options.extract, analysis=options.analysis,
+                   params=options.slurm.model_dump())
 
     def start(self, run_dir: Path, *, device: str = "auto") -> None:
         super().start(run_dir, device=device)
@@ -392,18 +368,22 @@ class SlurmExecutor(Executor):
 
 def make_executor(kind: str | Executor | None, options: ExecutorOptions, *, workers: int | None = None,
                   address: str | None = None) -> Executor:
-    """The executor of ``kind`` (``local``, ``ray``, ``slurm``; default ``options.kind``), CLI values first."""
+    """The executor registered as ``kind`` (default ``options.kind``), built from the config, CLI values first.
+
+    Parameters
+    ----------
+    kind : str, Executor or None
+        A registered name (``critmass.sweep.list_executors()``: ``local``, ``ray``, ``slurm`` built in), an
+        executor (returned as is) or None for ``options.kind``.
+    options : ExecutorOptions
+        The config's ``executor`` section.
+    workers, address : optional
+        ``--workers`` / ``--address``: replace the config's.
+
+    Returns
+    -------
+    Executor
+    """
     if isinstance(kind, Executor):
         return kind
-    kind = kind or options.kind
-    if kind == "local":
-        return LocalExecutor(workers or options.workers)
-    if kind == "ray":
-        return RayExecutor(address or options.address, extract=options.extract, analysis=options.analysis)
-    if kind == "slurm":
-        return SlurmExecutor(options.cluster, extract=options.extract, analysis=options.analysis,
-                             params=options.slurm.model_dump())
-    from .._validation import closest
-
-    raise ConfigError(f"unknown executor {kind!r}{closest(str(kind), ('local', 'ray', 'slurm'))}; "
-                      "use local, ray or slurm")
+    return executor_class(kind or options.kind).from_options(options, workers=workers, address=address)

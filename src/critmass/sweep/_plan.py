@@ -7,7 +7,7 @@ Three unit kinds, two stages:
   into the shared feature cache once and read by every analysis unit of that entry. Keyed like the
   entry it writes, so two units of a sweep never write the same entry at once. A model with several
   layers has ONE extraction unit per dataset entry for all of them (one pass over the decoded images,
-  :func:`critmass.features._profile.extract_layers`); its status records ``entry`` as ``{layer: path}``.
+  :func:`critmass.features.extract_layers`); its status records ``entry`` as ``{layer: path}``.
 * :class:`ProbeUnit`, one per (extraction, solver, selector, seed) holding every fraction (the
   probes of one seed's nested subsets share one fit); a deterministic selector (all, prefix, pca,
   pca-least, norm-*) is one unit recorded with the first seed. Per-seed units give a cluster many

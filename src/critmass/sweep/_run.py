@@ -31,6 +31,7 @@ from .._env import versions
 from .._io import atomic_path, atomic_write_bytes, atomic_write_json
 from ..exceptions import ConfigError
 from ._config import SweepConfig, load_config
+from ._backends import check_executor
 from ._executors import Executor, make_executor
 from ._plan import STATUS_FILE, Plan, Unit, plan_sweep
 from ._units import _fmt_eta, failed_status, log_to_file, pause_point
@@ -213,11 +214,7 @@ def _apply_overrides(cfg: SweepConfig, executor, workers, address) -> SweepConfi
     """The config as it will run: CLI executor options replace the file's (and are recorded)."""
     ex = cfg.executor.model_copy(update={k: v for k, v in (("kind", executor if isinstance(executor, str) else None),
                                                           ("workers", workers), ("address", address)) if v is not None})
-    if ex.kind not in ("local", "ray", "slurm"):
-        from .._validation import closest
-
-        raise ConfigError(f"unknown executor {ex.kind!r}{closest(str(ex.kind), ('local', 'ray', 'slurm'))}; "
-                          "use local, ray or slurm")
+    check_executor(ex.kind)
     if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
         raise ConfigError(f"workers must be a positive integer; got {workers!r}")
     new = cfg.model_copy(update={"executor": ex})

@@ -159,11 +159,11 @@ class _ExtractProgress:
     def __init__(self, unit: Unit, every_s: float = 10.0):
         import threading
 
-        from ..features._extract import _slug, default_cache_dir
+        from ..features import default_cache_dir, entry_glob
 
         p = unit.params
         cache = Path(p["cache"]).expanduser() if p.get("cache") else default_cache_dir()
-        self.pattern = (cache, f"*--{_slug(p['dataset'])}--{_slug(p['layer']) if 'layer' in p else '*'}-*")
+        self.pattern = (cache, entry_glob(p["dataset"], p.get("layer")))
         self.splits, self.every_s, self.t0 = list(p["split"]), every_s, time.time()
         self.seen: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
@@ -224,7 +224,7 @@ def _run_extract(unit: Unit, shard: Path) -> dict:
 
 def _run_extract_layers(unit: Unit) -> dict:
     """A model's layers on one dataset entry: one pass, one cache entry per layer (``entry``: {layer: path})."""
-    from ..features._profile import extract_layers
+    from ..features import extract_layers
 
     t0 = time.time()
     with _ExtractProgress(unit):

@@ -24,7 +24,7 @@ from torch import nn
 
 from .._io import atomic_path, atomic_write_json, sha256_file
 from ..exceptions import CacheError
-from ..models._weights import TIMM_ARCH_KEY, TIMM_KWARGS_KEY
+from ..models import TIMM_ARCH_KEY, TIMM_KWARGS_KEY
 
 __all__ = ["save_weights", "save_checkpoint", "load_checkpoint", "optimizer_tensors", "optimizer_from_tensors"]
 

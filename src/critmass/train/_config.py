@@ -1,6 +1,6 @@
 """The training config of ``critmass train``: YAML validated by pydantic, refused with the key and line.
 
-The same rules as sweep configs (:mod:`critmass.sweep._config`): unknown keys, wrong types and bad
+The same rules as sweep configs (:mod:`critmass._config` reads both): unknown keys, wrong types and bad
 values are reported as ``invalid train config FILE: line N: path.to.key: what is wrong (closest: ...)``.
 """
 
@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from .._config import dotted, format_errors, read_config, resolve_path
 from .._validation import closest
 from ..exceptions import ConfigError, CritmassError
 
@@ -90,7 +91,7 @@ class DataOptions(_Section):
     @classmethod
     def _spec(cls, v: str) -> str:
         from .._registry import parse_spec
-        from ..data._sources import ALIASES, SOURCES
+        from ..data import ALIASES, SOURCES
 
         parse_spec(v, kind="dataset", sources=tuple(SOURCES.names()), aliases=tuple(ALIASES))
         return v.strip()
@@ -176,11 +177,9 @@ class TrainConfig(_Section):
 
     def error(self, path: tuple, msg: str) -> ConfigError:
         """A :class:`ConfigError` naming the config file, the line of ``path`` and the key."""
-        from ..sweep._config import _dotted
-
         line = next((self._lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in self._lines), None)
         where = f" line {line}" if line is not None else ""
-        return ConfigError(f"invalid train config {self._filename}{where}: {_dotted(path)}: {msg}")
+        return ConfigError(f"invalid train config {self._filename}{where}: {dotted(path)}: {msg}")
 
     def resolved(self) -> dict:
         """Every key with its default filled in, as JSON data."""
@@ -195,9 +194,7 @@ class TrainConfig(_Section):
 
 
 def _format_errors(exc: ValidationError, data, lines: dict, filename: str) -> str:
-    """Each pydantic error with its YAML line and dotted key, joined into one line (the sweep's formatter)."""
-    from ..sweep._config import _format_errors as format_errors
-
+    """Each pydantic error with its YAML line and dotted key, joined into one line (as for sweep configs)."""
     return format_errors(exc, data, lines, filename, root=TrainConfig, kind_name="train")
 
 
@@ -214,8 +211,6 @@ def load_train_config(source, *, base_dir=None, seed: int | None = None, output=
     >>> cfg.model.arch, cfg.seed, cfg.output.name
     ('convnext_atto', 3, 'train-seed3')
     """
-    from ..sweep._config import _resolve_path, read_config
-
     if isinstance(source, TrainConfig):
         cfg = source.model_copy(deep=True)
         cfg._filename, cfg._lines = source._filename, source._lines
@@ -244,9 +239,9 @@ def load_train_config(source, *, base_dir=None, seed: int | None = None, output=
         cfg.output = Path(output)
     if cfg.output is None:
         cfg.output = Path("runs") / "train" / f"{cfg.name}-seed{cfg.seed}"
-    cfg.output = _resolve_path(cfg.output, base)
-    cfg.data.root = _resolve_path(cfg.data.root, base)
+    cfg.output = resolve_path(cfg.output, base)
+    cfg.data.root = resolve_path(cfg.data.root, base)
     if cfg.data.spec.startswith("npz:"):
-        p = _resolve_path(Path(cfg.data.spec[4:]), base)
+        p = resolve_path(Path(cfg.data.spec[4:]), base)
         cfg.data.spec = f"npz:{p}"
     return cfg
