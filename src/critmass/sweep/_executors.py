@@ -321,8 +321,11 @@ class SlurmExecutor(Executor):
             params.update(self.params.get(kind, {}))
             try:
                 ex.update_parameters(**params)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"executor.slurm.{kind}: {' '.join(str(exc).split())[:300]}") from None
+            # submitit refuses an unknown parameter name with NameError and a value of the wrong type with
+            # AssertionError, besides TypeError / ValueError: all are the user's config, in one line.
+            except (TypeError, ValueError, NameError, AssertionError) as exc:
+                raise ConfigError(f"executor.slurm.{kind}: {' '.join(str(exc).split())[:300]}; fix the "
+                                  f"executor.slurm.{kind} entry of the sweep config") from None
             self._executors[kind] = ex
         self._threads = {"extract": self.extract_res.cpus, "analysis": self.analysis_res.cpus}
 
