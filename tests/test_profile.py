@@ -186,9 +186,6 @@ def test_stages_discovery_and_bad_layers(capsys):
         resolve_layers(bb, ["layer1", "layer1"])
     with pytest.raises(ConfigError, match="needs the train and test splits"):
         profile(bb, "digits", out="unused", split=["train"])
-    with pytest.raises(ConfigError, match=r"profile runs linear probes; 'knn' is a neighbours solver; use one of "
-                                          r"logistic, ridge, sgd"):
-        profile(bb, "digits", out="unused", solver="knn")
     with pytest.raises(ConfigError, match=r"unknown solver 'rdge' \(closest: ridge\)"):
         profile(bb, "digits", out="unused", solver="rdge")
     assert _main(["layers", SPEC, "--stages"]) == 0

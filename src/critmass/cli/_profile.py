@@ -28,8 +28,8 @@ def profile_cmd(
     fractions: str = typer.Option(fractions_text(DEFAULT_FRACTIONS), "--fractions",
                                   help="Comma-separated fractions in (0, 1] (default: the paper's 15)."),
     seeds: str = typer.Option(str(DEFAULT_SEEDS), "--seeds", help="Seed count N (seeds 0..N-1) or a comma list."),
-    solver: str = typer.Option("logistic", "--solver", help=f"A linear solver: {' | '.join(list_solvers('linear'))}, "
-                                                            "or any registered with family='linear'."),
+    solver: str = typer.Option("logistic", "--solver", help=f"{' | '.join(list_solvers())}, or any registered "
+                                                            "solver."),
     alphas: str = typer.Option(None, "--alphas", help="Comma-separated penalty grid (default: the solver's)."),
     delta: float = typer.Option(0.9, "--delta", help="Share of the full layer's accuracy for DR, in (0, 1]."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the seeds for the DR CI (0: none)."),

@@ -74,16 +74,13 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def _check_solver(solver: str) -> None:
-    """DR reads the accuracy curve of a linear probe: refuse unknown and non-linear solvers by name."""
-    from ..probes import list_solvers, solver_spec
+    """Refuse an unknown solver by name before any extraction (any registered solver can be profiled: DR reads
+    its ``test_accuracy``, the kNN accuracy or recall@1 for the neighbour solvers, as ``critmass dr`` does)."""
+    from ..probes import list_solvers
 
-    linear = list_solvers(family="linear")
-    if solver in linear:
-        return
-    if solver in list_solvers():
-        raise ConfigError(f"profile runs linear probes; {solver!r} is a {solver_spec(solver).family} solver; use one "
-                          f"of {', '.join(linear)}")
-    raise ConfigError(f"unknown solver {solver!r}{closest(str(solver), linear)}; use one of {', '.join(linear)}")
+    valid = list_solvers()
+    if solver not in valid:
+        raise ConfigError(f"unknown solver {solver!r}{closest(str(solver), valid)}; use one of {', '.join(valid)}")
 
 
 def profile(
@@ -123,8 +120,8 @@ def profile(
     layers : ``'stages'``, ``'all'`` or names; see :func:`critmass.features.extract_layers`.
     fractions, seeds, alphas : as :func:`critmass.probes.run_probes`.
     solver : str, default "logistic"
-        A linear solver (``critmass.probes.list_solvers(family="linear")``): DR reads accuracy curves of
-        linear probes.
+        Any registered solver (``critmass.probes.list_solvers()``); for the neighbour solvers DR reads the kNN
+        accuracy or recall@1 curve, as ``critmass dr`` does.
     delta, n_boot, random_state : as :func:`critmass.metrics.dr` (``random_state`` seeds the bootstrap).
     probe_val_fraction, val_seed : the validation share the probes carve from train (and its seed).
     probe_device : device of the probes.
