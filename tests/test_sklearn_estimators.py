@@ -29,8 +29,8 @@ ESTIMATORS = [
     RetrievalProbe(device="cpu"),
 ]
 
-#: The checks that cannot apply to these estimators, and why. Kept short and listed in the docs
-#: (docs/sklearn.md); each entry is a (check name -> reason) pair.
+#: The checks that cannot apply to these estimators, and why (check name -> reason). None today; the README's
+#: "Probes are scikit-learn classifiers" paragraph lists them when there are.
 EXPECTED_FAILED = {
     "SGDProbe": {},
     "LogisticProbe": {},

@@ -131,7 +131,8 @@ def test_toy_solver_in_a_sweep_and_a_profile(tmp_path, centroid, capsys):
            "selectors": ["random"], "fractions": [0.5, 1.0], "seeds": [0], "solvers": [centroid],
            "cka": False, "probes": {"device": "cpu"}}
     assert load_config(cfg).solvers == [centroid]
-    res = run_sweep(cfg, workers=1)
+    # spawned workers never ran register_solver: the probe units carry the registration ('module:Class')
+    res = run_sweep(cfg, workers=2)
     assert res.ok, res.failures
     assert set(pd.read_parquet(res.run_dir / "results.parquet")["solver"]) == {centroid}
 

@@ -54,7 +54,8 @@ class Registry(Generic[T]):
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
-            self._docs[name] = doc or (getattr(obj, "__doc__", "") or "").strip().split("\n")[0]
+            own = "" if isinstance(obj, str) else (getattr(obj, "__doc__", "") or "")  # a 'module:Class' has none yet
+            self._docs[name] = doc or own.strip().split("\n")[0]
             return obj
 
         return deco

@@ -18,7 +18,7 @@ def demo_cmd(
     image_size: int = typer.Option(112, "--image-size", help="Input size fed to the model (px)."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per (selector, fraction)."),
     selector: str = typer.Option("random,pca,randproj", "--selector", help="Comma-separated selectors."),
-    solver: str = typer.Option("logistic", "--solver", help="logistic, ridge or sgd."),
+    solver: str = typer.Option("logistic", "--solver", help="A registered solver (critmass probe --help lists them)."),
     delta: float = typer.Option(0.9, "--delta", help="DR threshold: delta x full-layer accuracy."),
     cache: Path = typer.Option(None, "--cache", help="Feature cache directory."),
     data_root: Path = typer.Option(None, "--data-root", help="Where Fashion-MNIST is (or goes, with --download)."),

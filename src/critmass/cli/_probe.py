@@ -100,7 +100,8 @@ def probe(
                                                             "e.g. a registered solver's own."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine)."),
-    n_jobs: str = typer.Option("auto", "--n-jobs", help="Processes for the logistic fits on a CPU (Linux): 'auto' "
+    n_jobs: str = typer.Option("auto", "--n-jobs", help="Processes for the fits of a forkable solver (logistic) on a "
+                               "CPU (Linux): 'auto' "
                                "(one per core for large runs) or N; 1 = one process."),
     csv: bool = typer.Option(False, "--csv", help="Also write CSV copies of the tables."),
     no_weights: bool = typer.Option(False, "--no-weights", help="Do not save probe weights."),
@@ -128,7 +129,11 @@ def probe(
             flag = {"ks": "k"}.get(name, name).replace("_", "-")
             raise ConfigError(f"--{flag} applies to --solver {'/'.join(takers)}, not {solver!r}")
         options[name] = value
-    options.update(parse_options(option or []))
+    extra = parse_options(option or [])
+    both = sorted(set(extra) & set(options))
+    if both:
+        raise ConfigError(f"--option {both[0]}=... repeats a dedicated flag; give it once")
+    options.update(extra)
     t0 = time.perf_counter()
     res = run_probes(
         features,

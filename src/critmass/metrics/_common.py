@@ -15,7 +15,8 @@ import pandas as pd
 from .._validation import check_random_state, closest
 from ..exceptions import ConfigError, DataError
 
-__all__ = ["GROUP_KEYS", "OPTIONAL_KEYS", "FULL_SELECTOR", "RESULT_COLUMNS", "PER_CLASS_COLUMNS", "ACC_TOL",
+__all__ = ["GROUP_KEYS", "OPTIONAL_KEYS", "FULL_SELECTOR", "RESULT_COLUMNS", "PER_CLASS_COLUMNS", "REQUIRED_RESULT_COLUMNS",
+           "REQUIRED_PER_CLASS_COLUMNS", "ACC_TOL",
            "read_results", "read_many", "group_keys", "class_label", "check_table", "check_delta", "check_selectors",
            "check_n_boot"]
 
@@ -30,6 +31,9 @@ FULL_SELECTOR = "all"
 #: :data:`critmass.probes.RESULT_COLUMNS`).
 RESULT_COLUMNS = (*GROUP_KEYS, "selector", "fraction", "n_neurons", "n_features", "seed", "test_accuracy")
 PER_CLASS_COLUMNS = (*GROUP_KEYS, "selector", "fraction", "n_neurons", "seed", "class", "accuracy")
+# Public names: what a results / per-class table must hold for the metrics (critmass.probes.RESULT_COLUMNS and
+# PER_CLASS_COLUMNS are the full tables the probes write).
+REQUIRED_RESULT_COLUMNS, REQUIRED_PER_CLASS_COLUMNS = RESULT_COLUMNS, PER_CLASS_COLUMNS
 
 # Accuracies are ratios of counts over a test set of at most millions of samples, so two values
 # closer than this are equal up to floating-point rounding of means (0.9 * 0.8 != 0.72 exactly).

@@ -14,7 +14,8 @@ imported on first access.
 
 from importlib import import_module
 
-from ._solvers import FAMILIES, RUN_PARAMS, SOLVERS, SolverSpec, list_solvers, register_solver, solver_spec
+from ._solvers import (FAMILIES, RUN_PARAMS, SOLVERS, SolverSpec, ensure_solver, list_solvers, register_solver,
+                       solver_registration, solver_spec)
 
 _LAZY = {
     "BaseProbe": "._base",
@@ -59,6 +60,8 @@ __all__ = [
     "register_solver",
     "solver_spec",
     "list_solvers",
+    "solver_registration",
+    "ensure_solver",
     "PENALTY_RULES",
     "DEFAULT_FRACTIONS",
     "RESULT_COLUMNS",

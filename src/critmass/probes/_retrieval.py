@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 
 from .._validation import check_positive_int
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, FeatureError
 from ._sklearn import ProbeNotFittedError, encode_labels, validate_fit, validate_predict
 from ._knn import KNNProbe, NeighbourIndex, SubsetVectors, _mean, check_ks, faiss_threads
 
@@ -178,7 +178,7 @@ class RetrievalProbe(KNNProbe):
         X = validate_predict(self, X)
         y = np.asarray(y)
         if len(y) != X.shape[0]:
-            raise ConfigError(f"query labels have {len(y)} entries but the queries have {X.shape[0]} rows; "
+            raise FeatureError(f"query labels have {len(y)} entries but the queries have {X.shape[0]} rows; "
                               "pass matching arrays")
         return X, encode_labels(self.__dict__.get("_fit_labels", self.classes_), y, "query"), self.ks_, True
 
@@ -267,7 +267,7 @@ class RetrievalProbe(KNNProbe):
         queries; nothing chosen (``reg`` and ``choice_margin`` NaN)."""
         return {"reg": np.nan, "reg_applied": np.nan, "choice_margin": np.nan, "train_accuracy": np.nan,
                 "val_accuracy": float(self.scores_[i]), "n_train": int(self.n_train_), "n_val": int(self.n_val_),
-                "n_iter": 0, "knn_metric": self.metric_[i], "normalization": self.normalizations_[i],
+                "n_iter": 0, "knn_metric": self.metric_[i], "knn_vote": None, "normalization": self.normalizations_[i],
                 **self._test_values[i]}
 
     def _run_config(self) -> dict:

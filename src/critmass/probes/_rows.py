@@ -28,7 +28,9 @@ RESULT_COLUMNS = KEYS + [
 ] + NEIGHBOUR_COLUMNS
 PER_CLASS_COLUMNS = KEYS + ["class", "class_name", "accuracy", "support"]
 
-_EMPTY_NEIGHBOUR = {"knn_k": np.nan, "knn_metric": None, "knn_vote": None, "normalization": None,
+# NaN (float) in the rows of solvers that leave them out, as before the row builder was shared: parquet keeps the
+# columns' types
+_EMPTY_NEIGHBOUR = {"knn_k": np.nan, "knn_metric": np.nan, "knn_vote": np.nan, "normalization": np.nan,
                     "recall_at_1": np.nan, "recall_at_5": np.nan, "recall_at_10": np.nan, "map": np.nan}
 
 

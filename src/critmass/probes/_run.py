@@ -159,7 +159,7 @@ def run_probes(features, request: ProbeRequest | None = None, *, n_threads: int 
     seeds : int or sequence of int
         Seeds of the random selectors; an int ``N`` means ``0 .. N-1`` (default 5: seeds 0..4, as the paper).
     solver : str
-        A registered solver (:func:`critmass.probes.list_solvers`: 'logistic', 'ridge', 'sgd', 'knn',
+        A registered solver (:func:`critmass.probes.list_solvers`: the built-in 'logistic', 'ridge', 'sgd', 'knn',
         'retrieval', and any registered with :func:`critmass.probes.register_solver`). The neighbour
         solvers (:class:`KNNProbe`, :class:`RetrievalProbe`) fill the ``knn_*`` / ``recall_at_*`` / ``map``
         columns: ``reg`` holds a kNN probe's chosen k (NaN for retrieval), ``train_accuracy`` is NaN,
@@ -421,7 +421,9 @@ def _fit(plan: _Plan, req: ProbeRequest) -> tuple[list, list]:
 
 
 def _device_type(device: str) -> str:
-    return "cuda" if str(device).startswith("cuda") else "cpu"
+    import torch
+
+    return torch.device(device).type
 
 
 def _check_split(fs: FeatureSet, split: str, d: int | None, classes=None):

@@ -38,14 +38,31 @@ def _numeric(X, name: str):
     return check_features(X, name=name)
 
 
+def _dtype(X):
+    """scikit-learn's target dtype: None (keep) for floating arrays, float64 for the rest."""
+    return None if np.issubdtype(X.dtype, np.floating) else (np.float64, np.float32)
+
+
 def validate_fit(est, X, y) -> tuple[np.ndarray, np.ndarray]:
     """``(X, label codes)``: checked features and ``y`` encoded as positions in ``est.classes_`` (set here,
     with ``n_features_in_`` and, for frames, ``feature_names_in_``)."""
     frame = X
     X = _numeric(X, "training features")
+    if y is None:  # scikit-learn's wording (its checks look for it)
+        raise FeatureError(f"{type(est).__name__} requires y to be passed, but the target y is None; pass the "
+                           "training labels")
+    y_arr = np.asarray(y) if not hasattr(y, "iloc") else y
+    shape = np.shape(y_arr)
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise FeatureError(f"training labels must be 1-D (one label per row); got shape {shape}; pass y.ravel() "
+                           "for a column vector, one probe per label column otherwise")
+    if shape[0] != X.shape[0]:
+        raise FeatureError(f"training labels have {shape[0]} entries but the features have {X.shape[0]} rows; pass "
+                           "matching arrays")
     # validate_data records n_features_in_ / feature_names_in_ and turns a column-vector y into 1-D with
-    # scikit-learn's DataConversionWarning; float32 stays float32, integers become float64.
-    Xv, y = validate_data(est, frame if hasattr(frame, "columns") else X, y, dtype=(np.float64, np.float32),
+    # scikit-learn's DataConversionWarning; floating inputs keep their dtype (no copy of a float16 memmap),
+    # integers become float64.
+    Xv, y = validate_data(est, frame if hasattr(frame, "columns") else X, y, dtype=_dtype(X),
                           ensure_all_finite=False, accept_sparse=False, y_numeric=False, multi_output=False)
     if not isinstance(X, np.memmap):
         X = Xv
@@ -82,7 +99,7 @@ def validate_predict(est, X) -> np.ndarray:
     if expected is not None and X.shape[1] != expected:  # scikit-learn's wording, critmass's error and fix
         raise FeatureError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting {expected} features "
                            "as input; pass features of the same layer (same columns) as in fit")
-    Xv = validate_data(est, frame if hasattr(frame, "columns") else X, reset=False, dtype=(np.float64, np.float32),
+    Xv = validate_data(est, frame if hasattr(frame, "columns") else X, reset=False, dtype=_dtype(X),
                        ensure_all_finite=False, accept_sparse=False)
     return X if isinstance(X, np.memmap) else Xv
 

@@ -28,12 +28,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._registry import Registry
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, SpecError
 
-__all__ = ["SOLVERS", "FAMILIES", "RUN_PARAMS", "SolverSpec", "register_solver", "solver_spec", "list_solvers"]
+__all__ = ["SOLVERS", "FAMILIES", "RUN_PARAMS", "SolverSpec", "register_solver", "solver_spec", "list_solvers",
+           "solver_registration", "ensure_solver"]
+
+#: What run_probes calls on every solver's estimator (BaseProbe and KNNProbe implement them).
+_RUN_METHODS = ("_run_fit", "_row_values", "_check_options")
+_MISSING = object()
 
 FAMILIES = ("linear", "neighbours")
 
@@ -62,16 +68,24 @@ class SolverSpec:
         return self.estimator(**params)
 
 
-class _SolverRegistry(Registry):
-    """A :class:`~critmass._registry.Registry` of estimator classes that also reads as a mapping
+class _SolverRegistry(Registry, Mapping):
+    """A :class:`~critmass._registry.Registry` of estimator classes that is also a read-only mapping
     ``name -> class`` (``SOLVERS['logistic'] is LogisticProbe``), importing lazily registered classes on
-    first use."""
+    first use. ``get(name)`` raises a one-line :class:`~critmass.exceptions.SpecError` for an unknown name;
+    ``get(name, default)`` returns ``default`` instead, as a dict's."""
 
-    def get(self, name: str) -> type:
+    def get(self, name: str, default=_MISSING) -> type:
+        if default is not _MISSING and name not in self._entries:
+            return default
         entry = super().get(name)
         if isinstance(entry, str):  # 'module:Class', imported on first use (its module registers nothing)
             module, _, attr = entry.partition(":")
-            entry = getattr(importlib.import_module(module), attr)
+            try:
+                entry = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as err:
+                raise SpecError(f"solver {name!r} is registered as {self._entries[name]!r}, which cannot be "
+                                f"imported ({type(err).__name__}: {err}); fix its register_solver call") from None
+            _check_run_methods(name, entry)
             self._entries[name] = entry
         return entry
 
@@ -89,6 +103,11 @@ class _SolverRegistry(Registry):
 
     def items(self):
         return [(n, self.get(n)) for n in self.names()]
+
+    def values(self):
+        return [self.get(n) for n in self.names()]
+
+    __contains__ = Registry.__contains__
 
     def unregister(self, name: str) -> None:
         """Remove a solver (tests register toy solvers and take them away again)."""
@@ -126,11 +145,43 @@ def register_solver(name: str, estimator=None, *, family: str, forkable: bool = 
         raise ConfigError(f"solver family must be one of {', '.join(FAMILIES)}; got {family!r}")
 
     def deco(cls):
+        if isinstance(cls, str):
+            module, sep, attr = cls.partition(":")
+            if not (sep and module and attr.isidentifier()):
+                raise ConfigError(f"a solver registered by name must be 'package.module:Class'; got {cls!r}")
+        else:
+            _check_run_methods(name, cls)
         SOLVERS.register(name, doc=doc)(cls)
         _META[name] = {"family": family, "forkable": bool(forkable), "score_label": score_label}
         return cls
 
     return deco if estimator is None else deco(estimator)
+
+
+def _check_run_methods(name: str, cls) -> None:
+    missing = [m for m in _RUN_METHODS if not hasattr(cls, m)]
+    if missing:
+        raise ConfigError(f"solver {name!r}: {getattr(cls, '__name__', cls)} lacks {', '.join(missing)}; subclass "
+                          "critmass.probes.BaseProbe (linear) or KNNProbe (neighbours)")
+
+
+def solver_registration(name: str) -> dict | None:
+    """How to register ``name`` again in another process (a sweep's spawned, Ray or SLURM workers): None for
+    the built-in solvers (every process has them), else ``{'target': 'module:Class', family, forkable,
+    score_label}``."""
+    if name in _BUILTIN:
+        return None
+    cls = SOLVERS.get(name)
+    return {"target": f"{cls.__module__}:{cls.__qualname__}", **_META[name]}
+
+
+def ensure_solver(name: str, registration: dict | None) -> None:
+    """Register ``name`` from :func:`solver_registration`'s record when this process does not know it yet."""
+    if name in SOLVERS or not registration:
+        return
+    register_solver(name, registration["target"], family=registration["family"],
+                    forkable=registration.get("forkable", False),
+                    score_label=registration.get("score_label", "test accuracy"))
 
 
 def solver_spec(name: str) -> SolverSpec:
@@ -160,3 +211,4 @@ register_solver("knn", "critmass.probes._knn:KNNProbe", family="neighbours", sco
                 doc="k-nearest-neighbour accuracy (k and metric chosen on validation)")
 register_solver("retrieval", "critmass.probes._retrieval:RetrievalProbe", family="neighbours",
                 score_label="recall@1", doc="recall@k and mAP of same-label gallery rows")
+_BUILTIN = frozenset(SOLVERS.names())

@@ -21,7 +21,7 @@ from ..exceptions import ConfigError, DataError
 from ..metrics import (
     ACC_TOL,
     FULL_SELECTOR,
-    PER_CLASS_COLUMNS,
+    REQUIRED_PER_CLASS_COLUMNS,
     check_selectors,
     check_table,
     class_label,
@@ -327,7 +327,7 @@ def plot_class_drops(per_class: pd.DataFrame, *, selector: str | None = None, nc
     """
     from ..metrics import class_drops
 
-    df = check_table(per_class, PER_CLASS_COLUMNS, name="per-class table")
+    df = check_table(per_class, REQUIRED_PER_CLASS_COLUMNS, name="per-class table")
     sel = _primary_selector(df, selector)
     drops = class_drops(per_class, selector=sel)
     color = selector_styles([sel])[sel]["color"]
@@ -376,7 +376,7 @@ def gini_table(per_class: pd.DataFrame) -> pd.DataFrame:
     """
     from ..metrics import gini
 
-    df = check_table(per_class, PER_CLASS_COLUMNS, name="per-class table")
+    df = check_table(per_class, REQUIRED_PER_CLASS_COLUMNS, name="per-class table")
     cell = [*group_keys(df), "selector", "fraction", "seed"]
     rows = [{**dict(zip(cell, key)), "n_neurons": int(g["n_neurons"].max()), "n_classes": int(g["class"].nunique()),
              "gini": gini(g["accuracy"].to_numpy(float))}

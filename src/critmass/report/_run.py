@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..exceptions import DataError
-from ..metrics import PER_CLASS_COLUMNS, RESULT_COLUMNS, check_table, read_results
+from ..metrics import REQUIRED_PER_CLASS_COLUMNS, REQUIRED_RESULT_COLUMNS, check_table, read_results
 
 __all__ = ["RunData", "load_run"]
 
@@ -102,8 +102,8 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
     if not (path / "results.parquet").is_file():
         raise DataError(f"{path} has no results.parquet; pass the --out directory of `critmass probe` or "
                         "`critmass sweep` (it holds results.parquet)")
-    results = check_table(read_results(path), RESULT_COLUMNS, name="results.parquet")
-    per_class = _read_optional(path, "per_class.parquet", PER_CLASS_COLUMNS)
+    results = check_table(read_results(path), REQUIRED_RESULT_COLUMNS, name="results.parquet")
+    per_class = _read_optional(path, "per_class.parquet", REQUIRED_PER_CLASS_COLUMNS)
     cka = _read_optional(path, "cka.parquet", CKA_REQUIRED)
 
     config: dict[str, str] = {}

@@ -320,7 +320,7 @@ class SweepConfig(_Section):
     seeds: list[NonNegativeInt] = Field(default_factory=lambda: parse_seeds(DEFAULT_SEEDS), min_length=1,
         description="Seeds of the random selectors (an int N means 0..N-1; default 5: 0..4).")
     solvers: list[Solver] = Field(default_factory=lambda: ["logistic"],
-        description="Probe solvers: logistic, ridge, sgd, knn, retrieval ([] for CKA only).")
+        description="Probe solvers, any registered (critmass.probes.list_solvers()); [] for CKA only.")
     probes: ProbeOptions = Field(default_factory=ProbeOptions, description="Probe options.")
     cka: CkaOptions = Field(default_factory=CkaOptions, description="CKA on/off and options.")
     executor: ExecutorOptions = Field(default_factory=ExecutorOptions, description="Execution backend.")

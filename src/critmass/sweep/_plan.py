@@ -36,6 +36,7 @@ import pandas as pd
 
 from .._defaults import CHOICE_RULE
 from .._env import versions
+from ..probes import solver_registration
 from ..subsets import make_selector
 from ._config import SweepConfig, load_config
 
@@ -292,7 +293,9 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                                 kind="probe", key=unit_key("probe", {**pid, "choice_rule": CHOICE_RULE}),
                                 extract_key=ekey,
                                 label=f"probe {where} | {solver} {sel}{seed_txt}", model=m.label, dataset=d.label,
-                                layer=layer, params={**pid, "device": cfg.probes.device, "splits": list(d.splits)}))
+                                layer=layer, params={**pid, "device": cfg.probes.device, "splits": list(d.splits),
+                                                     # a solver registered at run time, for spawned workers
+                                                     "solver_registration": solver_registration(solver)}))
                 if cfg.cka.enabled:
                     cid = {"extract": fid, "selectors": cfg.cka_selectors, "fractions": fractions,
                            "n_neurons": n_neurons, "seeds": seeds, "debiased": cfg.cka.debiased,

@@ -251,9 +251,10 @@ def _entry_of(unit: Unit):
 
 def _run_probe(unit: Unit, shard: Path) -> dict:
     from ..features import load_features
-    from ..probes import run_probes
+    from ..probes import ensure_solver, run_probes
 
     p = unit.params
+    ensure_solver(p["solver"], p.get("solver_registration"))  # this worker may not have run register_solver
     opts = {k: p[k] for k in ("alphas", "val_fraction", "val_seed", "refit", "save_weights", "solver_options")}
     opts["full_layer"] = p.get("full_layer", True)  # one unit per (model, dataset, layer, solver) fits it
     # run_probes writes results.parquet, per_class.parquet and weights/ atomically into the shard.
