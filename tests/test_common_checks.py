@@ -120,6 +120,18 @@ def X_sel():
     return (rng.normal(size=(120, 9)) @ rng.normal(size=(9, 9)) + rng.normal(size=9)).astype(np.float32)
 
 
+def _labels(X) -> np.ndarray:
+    """Labels that depend on the features (3 classes), for the supervised selectors."""
+    z = X[:, 0] + X[:, 1]
+    return np.digitize(z, np.quantile(z, [1 / 3, 2 / 3]))
+
+
+def _fit(name, X, **kw):
+    """``make_selector(name, **kw).fit(X)``, with labels for the selectors that need them."""
+    sel = make_selector(name, **kw)
+    return sel.fit(X, _labels(X)) if sel.requires_y else sel.fit(X)
+
+
 def _sizes(sel) -> list[int]:
     return sorted({1, max(1, sel.max_size // 2), sel.max_size})
 
@@ -133,7 +145,7 @@ def test_selector_fit_transform_shapes(name, X_sel):
     X = X_sel
     before = X.copy()
     sel = make_selector(name, random_state=0)
-    assert sel.fit(X) is sel
+    assert (sel.fit(X, _labels(X)) if sel.requires_y else sel.fit(X)) is sel
     np.testing.assert_array_equal(X, before)  # fit does not touch its input
     n, d = X.shape
     assert sel.n_features_in_ == d and 1 <= sel.max_size <= d
@@ -159,7 +171,7 @@ def test_selector_fit_transform_shapes(name, X_sel):
 @pytest.mark.numeric
 @pytest.mark.parametrize("name", SELECTOR_NAMES)
 def test_selector_sizes_are_nested(name, X_sel):
-    sel = make_selector(name, random_state=0).fit(X_sel)
+    sel = _fit(name, X_sel, random_state=0)
     K = sel.max_size
     full = sel.transform(X_sel, K)
     for k in _sizes(sel):
@@ -174,16 +186,16 @@ def test_selector_sizes_are_nested(name, X_sel):
 @pytest.mark.numeric
 @pytest.mark.parametrize("name", SELECTOR_NAMES)
 def test_selector_seeds(name, X_sel):
-    a, b = make_selector(name, random_state=5).fit(X_sel), make_selector(name, random_state=5).fit(X_sel)
+    a, b = _fit(name, X_sel, random_state=5), _fit(name, X_sel, random_state=5)
     np.testing.assert_allclose(_selector_state(a), _selector_state(b), rtol=1e-9, atol=1e-12)  # same seed
-    c = make_selector(name, random_state=6).fit(X_sel)
+    c = _fit(name, X_sel, random_state=6)
     same = np.allclose(_selector_state(a), _selector_state(c), rtol=1e-9, atol=1e-12)
     assert same == type(a).deterministic, f"{name}: deterministic={type(a).deterministic} but seeds 5, 6 same={same}"
 
 
 @pytest.mark.parametrize("name", SELECTOR_NAMES)
 def test_selector_pickles_fitted(name, X_sel):
-    sel = make_selector(name, random_state=2).fit(X_sel)
+    sel = _fit(name, X_sel, random_state=2)
     again = pickle.loads(pickle.dumps(sel))
     assert type(again) is type(sel) and again.max_size == sel.max_size
     np.testing.assert_array_equal(_selector_state(again), _selector_state(sel))
@@ -196,14 +208,19 @@ def test_selector_bad_input_is_one_line(name, X_sel):
     nan = X_sel.copy()
     nan[4, 3] = np.nan
     with one_line(FeatureError, "NaN or inf"):
-        make_selector(name).fit(nan)
+        _fit(name, nan)
     with one_line(FeatureError, "2-D"):
         make_selector(name).fit(X_sel[:, 0])
     with one_line(FeatureError, "0 sample"):
         make_selector(name).fit(X_sel[:0])
     with one_line(NotFittedError):
         make_selector(name).subset(1)
-    sel = make_selector(name).fit(X_sel)
+    if make_selector(name).requires_y:
+        with one_line(ConfigError, "ranks neurons by the task's labels and got none"):
+            make_selector(name).fit(X_sel)
+        with one_line(ConfigError, "one class only"):
+            make_selector(name).fit(X_sel, np.zeros(len(X_sel)))
+    sel = _fit(name, X_sel)
     for k in (0, sel.max_size + 1):
         with one_line(ConfigError, "outside"):
             sel.transform(X_sel, k)
@@ -223,7 +240,8 @@ def test_selector_through_the_planner(name, X_sel):
     subsets in raw feature units, the deterministic flag, one fit per seed only where the seed matters."""
     n, d = X_sel.shape
     size_fracs = size_fractions([0.25, 0.5, 1.0], d)
-    fs = fit_selector(name, 0, X_sel, size_fracs)
+    y_fit = _labels(X_sel)
+    fs = fit_selector(name, 0, X_sel, size_fracs, y_fit=y_fit)
     assert fs.selector == name and fs.deterministic == type(make_selector(name)).deterministic
     assert fs.sizes == sorted(fs.sizes) and len(fs.fractions) == len(fs.sizes)
     assert set(fs.sizes) <= set(size_fracs) and fs.sizes[-1] == d
@@ -238,9 +256,9 @@ def test_selector_through_the_planner(name, X_sel):
             np.testing.assert_array_equal(fs.indices[i], fs.indices[-1][:k])
     with one_line(ConfigError, "not one of the planned sizes"):
         fs.transform(X_sel, d + 5)
-    plans = plan_subsets([name], [3, 4], size_fracs, X_sel)
+    plans = plan_subsets([name], [3, 4], size_fracs, X_sel, y_fit)
     assert [p.seed for p in plans] == ([3] if fs.deterministic else [3, 4])
-    again = fit_selector(name, 3, X_sel, size_fracs)
+    again = fit_selector(name, 3, X_sel, size_fracs, y_fit=y_fit)
     np.testing.assert_allclose(plans[0].transform(X_sel, d), again.transform(X_sel, d), rtol=1e-9, atol=1e-9)
 
 

@@ -69,6 +69,9 @@ def compress(
                                                               "selector)."),
     fit_on: Path = typer.Option(None, "--fit-on", help="Rows (.npy) the selector is fitted on (default: the "
                                                        "embeddings)."),
+    fit_labels: Path = typer.Option(None, "--fit-labels", help="Labels (.npy, one per row of --fit-on or of the "
+                                                               "embeddings) for supervised selectors (fscore, greedy, "
+                                                               "probe-weight, attribution)."),
     seed: int = typer.Option(0, "--seed", help="Seed of random selectors."),
     dtype: str = typer.Option(None, "--dtype", help="float32 | float16 for the reduced vectors (default float32; "
                                                     "with --apply: the reducer's)."),
@@ -80,7 +83,8 @@ def compress(
     from ..export import compress as _compress
 
     if apply is not None:
-        given = [flag for flag, value in (("--keep", keep), ("--fit-on", fit_on)) if value is not None]
+        given = [flag for flag, value in (("--keep", keep), ("--fit-on", fit_on), ("--fit-labels", fit_labels))
+                 if value is not None]
         if given:
             raise ConfigError(f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} a new reducer; with --apply the reducer's own settings "
                               "are used: drop them")
@@ -90,7 +94,7 @@ def compress(
     if keep is None:
         raise ConfigError("--keep is required: the number of values kept per vector (e.g. 128) or a fraction (0.25)")
     res = _compress(embeddings, keep=keep, selector=selector, fit_on=fit_on, seed=seed, dtype=dtype or "float32",
-                    out=out)
+                    out=out, fit_labels=fit_labels)
     r = res.reducer
     typer.echo(f"compressed {embeddings} to {r.k} of {r.n_features} values ({r.selector}"
                f"{'' if r.seed is None else f', seed {r.seed}'}, {r.dtype}); wrote {res.out} "

@@ -37,6 +37,8 @@ def profile_cmd(
                                        help="Share of train the probes hold out for validation."),
     val_seed: int = typer.Option(DEFAULT_VAL_SEED, "--val-seed", help="Seed of the validation split."),
     split: str = typer.Option("train,test", "--split", "-s", help="Splits to extract (train and test needed)."),
+    selectors: str = typer.Option("random", "--selectors", help="Comma-separated selectors probed at every layer "
+                                                                "(random always; e.g. random,greedy,fscore)."),
     cache: Path = typer.Option(None, "--cache", help="Cache directory [default: $CRITMASS_CACHE]."),
     data_root: Path = typer.Option(None, "--data-root", help="Root folder of torchvision datasets."),
     weights: Path = typer.Option(None, "--weights", help="Local state dict for the architecture."),
@@ -61,7 +63,7 @@ def profile_cmd(
     prof = profile(
         model, dataset, out=out, layers=layers, fractions=parse_list(fractions, float), seeds=parse_seeds(seeds),
         solver=solver, delta=delta, n_boot=n_boot, alphas=parse_list(alphas, float) if alphas else None,
-        probe_val_fraction=val_fraction, val_seed=val_seed, probe_device=device, split=parse_list(split),
+        probe_val_fraction=val_fraction, val_seed=val_seed, probe_device=device, split=parse_list(split), selectors=parse_list(selectors),
         pooling=pooling, max_width=max_width or None, width_seed=width_seed, cache=cache, data_root=data_root,
         weights=weights, pretrained=pretrained, image_size=image_size, max_samples=parse_max_samples(max_samples),
         seed=seed, batch_size=batch_size, num_workers=num_workers, device=device, amp=amp, progress=not quiet,

@@ -145,7 +145,7 @@ def _variance_retained(X_fit, red: Reducer, selector=None) -> float:
 
 
 def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: int = 0, dtype: str = "float32",
-             out) -> CompressResult:
+             out, fit_labels=None) -> CompressResult:
     """Reduce stored embeddings to ``keep`` neurons (or principal directions) and save the reducer.
 
     Parameters
@@ -158,6 +158,9 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
         A selector of :mod:`critmass.subsets`: 'random', 'prefix', 'pca' (also 'norm-max', 'randproj', ...).
     fit_on : path or array, optional
         Rows the selector is fitted on (e.g. a training set); default the embeddings themselves.
+    fit_labels : path or array, optional
+        Labels of the rows the selector is fitted on (``.npy`` or a 1-D array, one per row), for the supervised
+        selectors (``fscore``, ``greedy``, ``probe-weight``, ``attribution``); refused by the others.
     seed : int
         Seed of random selectors (recorded).
     dtype : {'float32', 'float16'}
@@ -190,12 +193,25 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
         if X_fit.shape[1] != d:
             raise DataError(f"--fit-on rows have {X_fit.shape[1]} dimensions but the embeddings have {d}; pass rows "
                             "of the same model and layer")
-    sel.fit(X_fit)
+    y_fit = None
+    if fit_labels is not None:
+        if not sel.requires_y:
+            raise ConfigError(f"--fit-labels gives labels to a supervised selector; {selector!r} uses none: drop it")
+        y_fit = np.load(Path(fit_labels), allow_pickle=False) if not isinstance(fit_labels, np.ndarray) else fit_labels
+        if np.ndim(y_fit) != 1 or len(y_fit) != X_fit.shape[0]:
+            raise DataError(f"--fit-labels holds {np.shape(y_fit)} labels but the selector is fitted on "
+                            f"{X_fit.shape[0]} rows; pass one label per row of {'--fit-on' if fit_on is not None else 'EMBEDDINGS'}")
+    elif sel.requires_y:
+        raise ConfigError(f"selector {selector!r} ranks dimensions by the task's labels; pass --fit-labels FILE.npy "
+                          f"(one label per row of {'--fit-on' if fit_on is not None else 'EMBEDDINGS'})")
+    sel.fit(X_fit, y_fit) if sel.requires_y else sel.fit(X_fit)
     idx, proj = sel.subset(k)
     meta = {"format": FORMAT, "selector": selector, "seed": int(seed) if not sel.deterministic else None,
             "k": k, "n_features": d, "dtype": dtype, "input_dtype": str(X.dtype), "n_fit": int(X_fit.shape[0]),
             "fit_on": str(fit_src.resolve()) if fit_src is not None else ("embeddings" if src is not None else "array"),
             "fit_on_sha256": sha256_file(fit_src) if fit_src is not None else (sha256_file(src) if src else None),
+            "fit_labels": (None if fit_labels is None else str(Path(fit_labels).resolve())
+                           if not isinstance(fit_labels, np.ndarray) else "array"),
             "embeddings": str(src.resolve()) if src is not None else None, "n_vectors": int(X.shape[0]),
             "reduced": "x[indices]" if idx is not None else "(x - mean) @ components (float64)",
             "versions": versions()}

@@ -43,7 +43,8 @@ class Job:
         return tuple(None if X is None else _project(X, m, c) for X in (self.x_fit, self.x_val, self.x_test))
 
 
-def plan_jobs(selectors, seeds, group_by_seed: bool, size_fracs, X_fit, X_val, X_test, d, *, defer: bool = False):
+def plan_jobs(selectors, seeds, group_by_seed: bool, size_fracs, X_fit, X_val, X_test, d, *, defer: bool = False,
+              y_fit=None):
     """Group the probes into estimator fits that share work; returns ``(jobs, deferred)``.
 
     The subsets come from :func:`critmass.subsets.plan_subsets`, the one definition shared with CKA:
@@ -61,7 +62,7 @@ def plan_jobs(selectors, seeds, group_by_seed: bool, size_fracs, X_fit, X_val, X
     column_jobs: dict[int, Job] = {}
     jobs: list[Job] = []
     deferred: list[Job] = []
-    for fitted in plan_subsets(selectors, seeds, size_fracs, X_fit):
+    for fitted in plan_subsets(selectors, seeds, size_fracs, X_fit, y_fit):  # labels: the fit rows' only
         name, seed = fitted.selector, fitted.seed
         meta = [(name, seed, k, frs) for k, frs in zip(fitted.sizes, fitted.fractions)]
         follows = defer and not fitted.deterministic and seed != seeds[0]

@@ -372,7 +372,8 @@ def _fit(plan: _Plan, req: ProbeRequest) -> tuple[list, list]:
     # (a one-penalty grid has nothing to choose: the plan is then the per-probe one).
     defer = req.penalty_rule == "first-seed" and plan.n_alphas > 1
     jobs, deferred = plan_jobs(plan.selectors, seeds, bool(getattr(spec.estimator, "_seeded_fit", False)),
-                               plan.size_fracs, plan.X_fit, plan.X_val, plan.X_test, plan.d, defer=defer)
+                               plan.size_fracs, plan.X_fit, plan.X_val, plan.X_test, plan.d, defer=defer,
+                               y_fit=plan.y_fit)
     total = sum(len(j.subsets) for j in jobs + deferred)
     # Data-pass work (rows x sizes x classes x penalties) decides whether n_jobs='auto' forks workers.
     n_classes = len(np.unique(plan.y_fit))

@@ -100,6 +100,7 @@ def profile(
     random_state: int = 0,
     probe_device: str = "auto",
     split: Sequence[str] = ("train", "test"),
+    selectors: Sequence[str] = ("random",),
     **extract_options,
 ) -> Profile:
     """Profile diffused redundancy across depth: every requested layer of ``model`` on ``dataset``.
@@ -126,6 +127,9 @@ def profile(
     probe_val_fraction, val_seed : the validation share the probes carve from train (and its seed).
     probe_device : device of the probes.
     split : extracted splits; ``train`` and ``test`` are needed.
+    selectors : selectors probed (and compared by CKA) at every layer; ``random`` is always included, since
+        the depth table (``profile.parquet``) reports DR and k* of random subsets. The others (e.g. ``greedy``,
+        ``fscore``) go into ``results.parquet`` / ``cka.parquet`` for ``critmass dr`` and ``critmass report``.
     extract_options : passed to :func:`critmass.features.extract_layers` (``pooling``, ``max_width``,
         ``width_seed``, ``image_size``, ``max_samples``, ``seed``, ``cache``, ``batch_size``, ``device``, ...).
 
@@ -138,6 +142,11 @@ def profile(
     delta = check_delta(delta)
     seed_list = parse_seeds(seeds)
     _check_solver(solver)
+    from ..subsets import make_selector
+
+    selectors = list(dict.fromkeys(["random", *([selectors] if isinstance(selectors, str) else selectors)]))
+    for name in selectors:
+        make_selector(name)  # unknown names fail before the extraction
     splits = [split] if isinstance(split, str) else list(split)
     if "train" not in splits or "test" not in splits:
         raise ConfigError(f"profile needs the train and test splits; got --split {','.join(splits)}; "
@@ -152,7 +161,7 @@ def profile(
     res, pcs = [], []
     for name, fs in fsets.items():
         log.info("probing layer %s (%d features)", name, fs.n_features)
-        r = run_probes(fs, selectors=["random"], fractions=fractions, seeds=seed_list, solver=solver, alphas=alphas,
+        r = run_probes(fs, selectors=selectors, fractions=fractions, seeds=seed_list, solver=solver, alphas=alphas,
                        val_fraction=probe_val_fraction, val_seed=val_seed, device=probe_device, save_weights=False)
         res.append(r.results)
         pcs.append(r.per_class)
@@ -165,7 +174,7 @@ def profile(
     joint = cka_matrix(xs, names=names)
     mat, method = joint.matrix, joint.method
     # The probes' random subsets against each full layer, from that layer's block of the joint Gram (no new pass).
-    ckas = [cka_curve(fs, selectors=["random"], fractions=fractions, seeds=seed_list, split="train", on_constant="nan",
+    ckas = [cka_curve(fs, selectors=selectors, fractions=fractions, seeds=seed_list, split="train", on_constant="nan",
                       val_fraction=probe_val_fraction, val_seed=val_seed, stats=joint.stats[i])
             for i, fs in enumerate(fsets.values())]
     cka = pd.concat(ckas, ignore_index=True)
@@ -182,7 +191,7 @@ def profile(
             raise FeatureError(f"no DR row for layer {name!r}; the probe results are incomplete")
         r = row.iloc[0]
         k = int(r["critical_n_neurons"])
-        sub = cka[(cka["layer"] == name) & (cka["n_neurons"] == k)]
+        sub = cka[(cka["layer"] == name) & (cka["n_neurons"] == k) & (cka["selector"] == "random")]
         cap = man.get("width_cap") or {}
         rows.append({
             "model": model_name, "dataset": dataset_name, "layer": name, "depth": depth, "width": fs.n_features,
@@ -210,6 +219,7 @@ def profile(
         "model": model if isinstance(model, str) else getattr(model, "spec", str(model)), "dataset": dataset,
         "layers": names, "layers_requested": layers if isinstance(layers, str) else list(layers), "split": splits,
         "fractions": [float(f) for f in fractions], "seeds": seed_list, "solver": solver, "delta": delta,
+        "selectors": selectors,
         "n_boot": n_boot, "alphas": alphas, "probe_val_fraction": probe_val_fraction, "val_seed": val_seed,
         "random_state": random_state, "layer_cka_method": method,
         "extract": {k: (str(v) if isinstance(v, Path) else v) for k, v in extract_options.items()},

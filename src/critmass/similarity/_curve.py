@@ -58,12 +58,13 @@ def _fit_rows(x, rows):
 
 
 def _resolve_input(features, split: str, val_fraction, val_seed):
-    """(x to compare, x to fit the selectors on (None: x itself), key columns, share carved from train)."""
+    """(x to compare, x to fit the selectors on (None: x itself), its labels (None: unknown), key columns, share
+    carved from train)."""
     keys = {"model": None, "dataset": None, "layer": None, "split": None}
     if isinstance(features, FeatureSplit):
         m = features.manifest
         keys.update({k: m.get(k) for k in ("model", "dataset", "layer")}, split=m.get("split", split))
-        return features.x, None, keys, 0.0
+        return features.x, None, features.y, keys, 0.0
     if isinstance(features, (FeatureSet, str, os.PathLike)):
         from ..subsets import probe_fit_rows
 
@@ -71,12 +72,13 @@ def _resolve_input(features, split: str, val_fraction, val_seed):
         x = fs[split].x
         keys.update({k: fs.meta.get(k) for k in ("model", "dataset", "layer")}, split=split)
         if "train" not in fs:
-            return x, None, keys, 0.0
+            return x, None, fs[split].y, keys, 0.0
         # The probes' fit rows: train minus the carved validation rows (all of train next to a val split).
         train = fs["train"]
         rows, carved = probe_fit_rows(train.y, has_val="val" in fs, val_fraction=val_fraction, val_seed=val_seed)
-        return x, _fit_rows(train.x, rows), keys, carved
-    return features, None, keys, 0.0
+        y_fit = np.asarray(train.y) if rows is None else np.asarray(train.y)[rows]  # the fit rows' labels only
+        return x, _fit_rows(train.x, rows), y_fit, keys, carved
+    return features, None, None, keys, 0.0
 
 
 def _check_given_stats(stats, n: int, d: int, need_fourth: bool) -> None:
@@ -95,7 +97,7 @@ def _check_given_stats(stats, n: int, d: int, need_fourth: bool) -> None:
 def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, seeds=DEFAULT_SEEDS,
               debiased: bool = False, split: str = "train", on_constant: str = DEFAULT_ON_CONSTANT,
               val_fraction: float = DEFAULT_VAL_FRACTION, val_seed: int = DEFAULT_VAL_SEED,
-              chunk_size: int | None = None, stats: GramStats | None = None) -> pd.DataFrame:
+              chunk_size: int | None = None, stats: GramStats | None = None, y=None) -> pd.DataFrame:
     """Subset-vs-full linear CKA of a layer for every selector, fraction and seed (a tidy table).
 
     One pass over the samples builds the layer's Gram statistics; every subset after that costs
@@ -146,6 +148,10 @@ def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, s
         :func:`cka_matrix`, which builds those of several layers in one pass): the pass that builds
         them is skipped. They must be of the same rows and columns (checked by shape), and hold the
         fourth moments (``gram_stats(x, debiased=True)``) when ``debiased`` needs them.
+    y : array-like, optional
+        Labels of the rows the selectors are fitted on, for the supervised selectors (``fscore``, ``greedy``,
+        ...) when ``features`` is an array; a feature set's own train labels (of the fit rows) are used
+        otherwise.
 
     Returns
     -------
@@ -171,7 +177,9 @@ def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, s
         raise ConfigError(f"fractions must be a non-empty list of numbers in (0, 1]; got {fractions!r}")
     for name in names:
         make_selector(name)  # unknown names fail here, before any work (the registry lists the valid ones)
-    x, x_fit, keys, carved = _resolve_input(features, split, val_fraction, val_seed)
+    x, x_fit, y_fit, keys, carved = _resolve_input(features, split, val_fraction, val_seed)
+    if y is not None:  # labels given with an array: they label the rows the selectors are fitted on
+        y_fit = np.asarray(y)
     x = check_matrix(x)
     n, d = x.shape
     _check_n(n, debiased)
@@ -181,7 +189,7 @@ def cka_curve(features, *, selectors=("random",), fractions=DEFAULT_FRACTIONS, s
         raise ConfigError(f"the {split} features have {d} columns but train has {x_fit.shape[1]}; "
                           "all splits must come from the same layer")
     size_fracs = size_fractions(list(fractions), d)
-    fitted = plan_subsets(names, seed_list, size_fracs, x_fit)
+    fitted = plan_subsets(names, seed_list, size_fracs, x_fit, y_fit)
     n_fit = int(x_fit.shape[0])
     del x_fit
     need_fourth = debiased and any(not f.is_projection for f in fitted)

@@ -110,7 +110,7 @@ def _standard_space(X_fit):
     return standard_scale([X_fit], [None])
 
 
-def fit_selector(name: str, seed: int, X_fit, size_fracs: dict, *, scale=None) -> FittedSubset:
+def fit_selector(name: str, seed: int, X_fit, size_fracs: dict, *, scale=None, y_fit=None) -> FittedSubset:
     """Fit one selector for one seed on the fit rows ``X_fit`` and return its subsets of the planned sizes.
 
     Parameters
@@ -125,6 +125,8 @@ def fit_selector(name: str, seed: int, X_fit, size_fracs: dict, *, scale=None) -
         ``{k: [fractions]}`` from :func:`size_fractions`; ``'all'`` always gives ``k = D`` (fraction 1).
     scale : (mean, sigma), optional
         The probes' standardisation of ``X_fit`` (computed when a projection needs it and none is given).
+    y_fit : array-like of shape (n_fit,), optional
+        The labels of the fit rows, for the supervised selectors (``requires_y``; refused without them).
     """
     d = int(X_fit.shape[1])
     sel = make_selector(name, random_state=seed)
@@ -133,7 +135,7 @@ def fit_selector(name: str, seed: int, X_fit, size_fracs: dict, *, scale=None) -
         mu, sigma = scale if scale is not None else _standard_space(X_fit)
         sel.fit((np.asarray(X_fit, dtype=np.float64) - mu) / sigma)
     else:
-        sel.fit(X_fit)
+        sel.fit(X_fit, y_fit) if sel.requires_y else sel.fit(X_fit)
     ks = [d] if name == "all" else [k for k in sorted(size_fracs) if k <= sel.max_size]
     if not ks:
         raise ConfigError(f"selector {name!r} offers at most {sel.max_size} dimensions; pass smaller sizes")
@@ -146,23 +148,32 @@ def fit_selector(name: str, seed: int, X_fit, size_fracs: dict, *, scale=None) -
     return FittedSubset(name, int(seed), deterministic, ks, fracs, indices=[order[:k].copy() for k in ks])
 
 
-def plan_subsets(selectors: Sequence[str], seeds: Sequence[int], size_fracs: dict, X_fit) -> list[FittedSubset]:
+def plan_subsets(selectors: Sequence[str], seeds: Sequence[int], size_fracs: dict, X_fit, y_fit=None
+                 ) -> list[FittedSubset]:
     """Fit every selector for every seed (deterministic selectors once, under ``seeds[0]``) on ``X_fit``.
 
     The one planner of the probes (:func:`critmass.probes.run_probes`) and of the CKA curve
     (:func:`critmass.similarity.cka_curve`); see the module docstring for what the subsets are. The
     probes' standardisation of ``X_fit`` is computed once, when the first projection needs it.
-    Unknown selector names fail before anything is fitted.
+    ``y_fit`` (the fit rows' labels) goes to the supervised selectors, which are refused without it.
+    Unknown selector names, and supervised selectors without labels, fail before anything is fitted.
     """
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("seeds is empty; pass at least one seed")
     protos = {name: make_selector(name) for name in selectors}
+    need_y = [name for name, p in protos.items() if p.requires_y]
+    if need_y and y_fit is None:
+        raise ConfigError(f"selector(s) {', '.join(need_y)} rank neurons by the task's labels and got none; pass the "
+                          "fit rows' labels (y_fit), or use label-free selectors")
+    if y_fit is not None and len(y_fit) != X_fit.shape[0]:
+        raise ConfigError(f"y_fit has {len(y_fit)} labels but X_fit has {X_fit.shape[0]} rows; pass the fit rows' "
+                          "labels")
     scale = None
     out = []
     for name in selectors:
         if protos[name].is_projection and scale is None:
             scale = _standard_space(X_fit)
         for seed in ([seeds[0]] if type(protos[name]).deterministic else seeds):
-            out.append(fit_selector(name, seed, X_fit, size_fracs, scale=scale))
+            out.append(fit_selector(name, seed, X_fit, size_fracs, scale=scale, y_fit=y_fit))
     return out

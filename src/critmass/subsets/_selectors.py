@@ -26,6 +26,7 @@ __all__ = [
     "SELECTORS",
     "make_selector",
     "list_selectors",
+    "supervised_selectors",
     "covariance",
 ]
 
@@ -57,11 +58,14 @@ class BaseSelector:
     is_projection = False
     #: True when the fitted subsets do not depend on ``random_state`` (fit once, not once per seed).
     deterministic = True
+    #: True when ``fit`` needs the training labels (the supervised rankings of :mod:`critmass.subsets._ranked`).
+    requires_y = False
 
     def __init__(self, random_state=None):
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        """Fit on the train features (``y``, the labels, is used by the supervised selectors only)."""
         X = check_features(X, name="train features")
         self.n_features_in_ = int(X.shape[1])
         self._fit(X)
@@ -215,6 +219,11 @@ class UniformProjection(BaseSelector):
 def make_selector(name: str, random_state=None) -> BaseSelector:
     """Build a selector by registry name (``critmass.subsets.list_selectors()`` lists them)."""
     return SELECTORS.get(name)(random_state=random_state)
+
+
+def supervised_selectors() -> list[str]:
+    """Names of the registered selectors that need the training labels (``requires_y``)."""
+    return [n for n in SELECTORS.names() if getattr(SELECTORS.get(n), "requires_y", False)]
 
 
 def list_selectors() -> dict[str, str]:
