@@ -239,3 +239,21 @@ def test_sweep_with_greedy_uses_the_saved_indices_in_probes_and_cka(tmp_path):
     direct = make_selector("greedy").fit(np.asarray(fs["train"].x)[rows], np.asarray(fs["train"].y)[rows])
     k = int(g["n_neurons"].max())
     np.testing.assert_array_equal(w[f"indices_{k}"], direct.order_[:k])
+
+
+def test_profile_and_cka_cli_take_supervised_selectors(tmp_path, capsys):
+    from critmass.cli import _main
+
+    out = tmp_path / "profile"
+    code = _main(["profile", "timm:test_resnet", "digits", "--out", str(out), "--layers", "penultimate",
+                  "--no-pretrained", "--image-size", "32", "--max-samples", "train=150,test=50", "--fractions",
+                  "0.1,1", "--seeds", "2", "--solver", "ridge", "--selectors", "greedy,fscore", "--n-boot", "10",
+                  "--num-workers", "0", "--quiet", "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    results = pd.read_parquet(out / "results.parquet")
+    assert {"random", "greedy", "fscore", "all"} <= set(results["selector"])
+    assert {"random", "greedy", "fscore"} <= set(pd.read_parquet(out / "cka.parquet")["selector"])
+    entry = next(p for p in (tmp_path / "cache").rglob("entry.json")).parent
+    code = _main(["cka", str(entry), "--selector", "attribution", "--fractions", "0.1,0.5", "--seeds", "1",
+                  "--out", str(tmp_path / "cka")])
+    assert code == 0, capsys.readouterr().err

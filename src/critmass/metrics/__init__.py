@@ -1,4 +1,4 @@
-"""Diffused redundancy, critical mass, Pareto frontiers and per-class consequences of probe results.
+"""Diffused redundancy, critical mass, the gap to random, Pareto frontiers and per-class consequences of probes.
 
 Inputs are the tidy tables the probe stage writes (``results.parquet``, ``per_class.parquet``). Besides the
 measures, the table checks and keys the report and the CLI share are public here (``check_table``,
@@ -22,6 +22,16 @@ from ._common import (
     read_results,
 )
 from ._dr import check_select_on, dr, dr_curve, duplicate_sizes
+from ._gap import (
+    GAP_BASELINE,
+    critical_mass_table,
+    diffuseness,
+    gap_table,
+    join_diffuseness,
+    selector_critical_mass,
+    selector_gap,
+    selector_kinds,
+)
 from ._pareto import pareto_frontier
 from ._perclass import class_drops, gini, per_class_summary
 from ._table import dr_table, dr_table_rows, format_table, table_layout, table_notes
@@ -38,6 +48,15 @@ __all__ = [
     "table_notes",
     "format_table",
     "pareto_frontier",
+    # the gap to random: chosen minus random accuracy, critical mass per selector, diffuseness
+    "selector_gap",
+    "selector_critical_mass",
+    "diffuseness",
+    "join_diffuseness",
+    "selector_kinds",
+    "gap_table",
+    "critical_mass_table",
+    "GAP_BASELINE",
     "class_drops",
     "per_class_summary",
     "gini",

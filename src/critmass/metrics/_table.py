@@ -8,12 +8,18 @@ import pandas as pd
 
 from .._validation import closest
 from ..exceptions import ConfigError
-from ._common import OPTIONAL_KEYS
+from ._common import OPTIONAL_KEYS, group_keys
 from ._dr import dr, duplicate_sizes, n_resample_values
+from ._gap import diffuseness as _diffuseness
+from ._gap import diffuseness_cell
 
 __all__ = ["dr_table", "dr_table_rows", "format_table", "table_layout", "table_notes"]
 
 SPREADS = ("ci", "std", "none")
+#: Header prefix of Table 1's optional diffuseness columns (one per dataset, after the DR columns).
+DIFFUSENESS_PREFIX = "diffuseness: "
+#: Columns of :func:`critmass.metrics.diffuseness` carried into the DR rows behind a table with the block.
+_DIFF_COLUMNS = ("diffuseness", "bound", "best_selector", "best_critical_n_neurons", "reason")
 FORMATS = ("markdown", "csv", "latex")
 
 
@@ -77,12 +83,22 @@ def table_notes(results: pd.DataFrame, res: pd.DataFrame, *, selector: str, spre
                      + "; ".join(f"{r.fractions} give k = {r.n_neurons} of {r.n_features} "
                                  f"(f = {r.fraction_effective:.3g})" for r in shown.itertuples())
                      + (f"; and {more} more" if more > 0 else ""))
+    if "diffuseness" in res.columns and len(res):
+        text = (f"diffuseness: k*({selector}) / k* of the best column selector (named in brackets) at the same "
+                f"delta; 1 = no neuron is special, 4 = a chosen quarter of the neurons does what {selector} ones do, "
+                f"below 1 = {selector} subsets do better; ≥ / ≤: bounded by the smallest tested size")
+        undefined = res[res["diffuseness"].isna()]
+        if len(undefined):
+            shown = undefined.head(3)
+            text += ("; –: " + "; ".join(f"{r.model} / {r.dataset}: {r.reason}" for r in shown.itertuples())
+                     + (f"; and {len(undefined) - len(shown)} more" if len(undefined) > len(shown) else ""))
+        notes.append(text)
     return notes
 
 
 def dr_table(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "random", interpolate: bool = False,
              spread: str = "ci", digits: int = 2, n_boot: int = 1000, ci: float = 0.95,
-             random_state=0, select_on: str = "test") -> pd.DataFrame:
+             random_state=0, select_on: str = "test", diffuseness: bool = False) -> pd.DataFrame:
     """DR at ``delta`` laid out like Table 1 of Nanda et al. (2023), as display strings.
 
     Rows are models (with the layer, solver, weights or pooling when the table has several) and
@@ -108,6 +124,11 @@ def dr_table(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "rand
         Decimals of every number.
     n_boot, ci, random_state, select_on
         As in :func:`critmass.metrics.dr_curve` (``select_on="test"``, the default, is the paper's reading).
+    diffuseness : bool, default False
+        Append a column block, ``"diffuseness: <dataset>"`` per dataset: k*(selector) / k* of the best
+        column selector at the same delta (:func:`critmass.metrics.diffuseness` with ``selector`` as the
+        baseline), e.g. ``"2.00 (fscore)"``; ``"≥ 2.00 (fscore)"`` where the tested grid only bounds it,
+        "–" where it is undefined (a note says why).
 
     Returns
     -------
@@ -115,23 +136,26 @@ def dr_table(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "rand
         String cells; render it with :func:`format_table`.
     """
     return dr_table_rows(results, delta, selector=selector, interpolate=interpolate, spread=spread, digits=digits,
-                         n_boot=n_boot, ci=ci, random_state=random_state, select_on=select_on)[0]
+                         n_boot=n_boot, ci=ci, random_state=random_state, select_on=select_on,
+                         diffuseness=diffuseness)[0]
 
 
 def dr_table_rows(results: pd.DataFrame, delta: float = 0.9, *, selector: str = "random", interpolate: bool = False,
                   spread: str = "ci", digits: int = 2, n_boot: int = 1000, ci: float = 0.95, random_state=0,
-                  select_on: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
+                  select_on: str = "test", diffuseness: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`dr_table` and the :func:`critmass.metrics.dr` rows it shows (for notes and numeric twins).
 
     Parameters
     ----------
-    results, delta, selector, interpolate, spread, digits, n_boot, ci, random_state, select_on
+    results, delta, selector, interpolate, spread, digits, n_boot, ci, random_state, select_on, diffuseness
         As in :func:`dr_table`.
 
     Returns
     -------
     (pandas.DataFrame, pandas.DataFrame)
-        The display table and the DR rows behind it (for :func:`table_notes`).
+        The display table and the DR rows behind it (for :func:`table_notes`); with ``diffuseness`` the
+        rows also carry diffuseness, bound, best_selector, best_critical_n_neurons and reason (see
+        :func:`critmass.metrics.diffuseness`; a group with no other selector gets NaN and a reason).
     """
     if spread not in SPREADS:
         raise ConfigError(f"spread must be one of {', '.join(SPREADS)}; got {spread!r}{closest(spread, SPREADS)}")
@@ -141,7 +165,39 @@ def dr_table_rows(results: pd.DataFrame, delta: float = 0.9, *, selector: str = 
         raise ConfigError(f"dr_table shows one selector; got {selector!r}; call it once per selector")
     res = dr(results, delta, selector=selector, interpolate=interpolate, n_boot=n_boot if spread == "ci" else 0,
              ci=ci, random_state=random_state, select_on=select_on)
-    return table_layout(res, "cell", lambda r: _cell(r, spread, digits), fill="").astype(str), res
+    table = table_layout(res, "cell", lambda r: _cell(r, spread, digits), fill="").astype(str)
+    if diffuseness:
+        diff = _diffuseness(results, delta, baseline=selector, interpolate=interpolate, select_on=select_on)
+        keys = [k for k in group_keys(res) if k in diff.columns]
+        res = res.merge(diff[[*keys, *_DIFF_COLUMNS]], on=keys, how="left")
+        res["reason"] = res["reason"].fillna(f"no column selector besides {selector} was probed")
+        res["bound"] = res["bound"].fillna("")
+        block = _diffuseness_block(res, lambda r: diffuseness_cell(r, digits), fill="")
+        table = table.merge(block.astype(str), on=row_keys(res), how="left")
+    return table, res
+
+
+def _diffuseness_block(res: pd.DataFrame, value, *, fill=None) -> pd.DataFrame:
+    """Table 1's diffuseness block: the row keys, then ``"diffuseness: <dataset>"`` per dataset.
+
+    Parameters
+    ----------
+    res : pandas.DataFrame
+        DR rows that carry the diffuseness columns (the second value of :func:`dr_table_rows` with
+        ``diffuseness=True``).
+    value : callable
+        ``row -> cell``, e.g. ``lambda r: r.diffuseness``.
+    fill : optional
+        Cells of a model not probed on a dataset (default NaN).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Merge it onto the table of :func:`table_layout` on the row keys.
+    """
+    block = table_layout(res, "_diffuseness", value, fill=fill).drop(columns="n_seeds")
+    keys = row_keys(res)
+    return block.rename(columns={c: f"{DIFFUSENESS_PREFIX}{c}" for c in block.columns if c not in keys})
 
 
 def table_layout(res: pd.DataFrame, column: str, value, *, fill=None) -> pd.DataFrame:
@@ -184,7 +240,8 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
+                  "≥": r"$\geq$", "≤": r"$\leq$", "–": "--"}
 
 
 def _latex(df: pd.DataFrame) -> str:

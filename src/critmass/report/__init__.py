@@ -18,6 +18,7 @@ from ._plots import (
     plot_gini,
     save_figure,
 )
+from ._gap import plot_gap
 from ._report import FIGURES, Report, build_report, make_figures
 from ._run import RunData, load_run
 from ._tables import table1, table1_text
@@ -25,5 +26,5 @@ from ._tables import table1, table1_text
 __all__ = [
     "build_report", "Report", "make_figures", "FIGURES", "load_run", "RunData",
     "plot_curves", "plot_cka", "plot_dr_curve", "plot_class_drops", "plot_gini", "plot_dr_heatmap",
-    "gini_table", "default_deltas", "table1", "table1_text", "save_figure", "PALETTE", "FIGURE_FORMATS",
+    "plot_gap", "gini_table", "default_deltas", "table1", "table1_text", "save_figure", "PALETTE", "FIGURE_FORMATS",
 ]

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from .._io import atomic_write_bytes
-from ..metrics import (check_delta, check_n_boot, check_select_on, class_drops, class_label, dr, dr_curve, dr_table,
-                       group_keys, table_notes)
+from ..metrics import (check_delta, check_n_boot, check_select_on, class_drops, class_label, critical_mass_table, dr,
+                       dr_curve, dr_table, group_keys, join_diffuseness, selector_gap, table_notes)
+from ._gap import gap_n_boot, gap_selectors, gap_tables, interpret_gap, plot_gap
 from ._html import esc, html_figure, html_page, html_table
 from ._interpret import (
     interpret_accuracy,
@@ -76,6 +77,12 @@ FIGURES = {
         "DR(δ) across models and datasets", "Model comparison",
         "DR at the report's δ for every model (rows, with feature length) and dataset (columns), one panel per "
         "selector."),
+    "gap_vs_fraction": (
+        "Gap to random neurons vs fraction of neurons", "Gap to random",
+        "Test accuracy of each non-random selector minus that of random neurons at the same number of neurons k "
+        "(log-x; random: mean over its seeds), with the 95% bootstrap band over whole seeds; dashed: random "
+        "itself (gap 0). Above it a chosen subset beats as many random neurons; where the band reaches 0 the "
+        "choice no longer matters. Drawn when the run has random subsets and another column selector."),
     "savings": (
         "Accuracy vs bytes per stored vector", "Savings",
         "Linear-probe test accuracy (mean over seeds, min–max band) against the bytes a stored vector takes with "
@@ -98,8 +105,9 @@ class Report:
     figures : dict of str to list of pathlib.Path
         Figure name (see :data:`FIGURES`) -> its files, one per format.
     tables : dict of str to pathlib.Path
-        ``table1.md``, ``table1.tex``, ``table1.csv``, ``critical_mass.csv`` and, with per-class
-        results, ``per_class.csv``, keyed by file name.
+        ``table1.md``, ``table1.tex``, ``table1.csv``, ``critical_mass.csv``, with per-class results
+        ``per_class.csv`` and, with the gap panel, ``gap.csv`` and ``gap_critical_mass.csv``, keyed by
+        file name.
     seconds : float
         Wall time.
     """
@@ -150,6 +158,10 @@ def make_figures(run: RunData | str | os.PathLike, *, delta: float = 0.9, select
         figs["class_drop_vs_fraction"] = plot_class_drops(run.per_class, selector=selector)
         figs["gini_vs_fraction"] = plot_gini(run.per_class)
     figs["dr_heatmap"] = plot_dr_heatmap(res, delta=delta, interpolate=interpolate, select_on=select_on)
+    lines = gap_selectors(res)
+    if lines:
+        figs["gap_vs_fraction"] = plot_gap(res, selectors=lines, n_boot=gap_n_boot(res, n_boot),
+                                           random_state=random_state)
     figs["savings"] = plot_savings(res, delta=delta)
     figs.update(profile_figures(run, delta=delta, n_boot=n_boot, random_state=random_state, select_on=select_on))
     return figs
@@ -250,7 +262,10 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     Writes, under ``out`` (default ``RUN_DIR/report``): ``figures/<name>.<fmt>`` for every figure of
     :func:`make_figures`; ``tables/table1.{md,tex,csv}`` (the paper's Table 1 at ``delta``: Markdown and
     LaTeX with bootstrap CIs, CSV as plain numbers), ``tables/critical_mass.csv`` (DR, k*, f* and CI of
-    every model, dataset and selector) and, with per-class results, ``tables/per_class.csv``; and
+    every model, dataset and selector), with per-class results ``tables/per_class.csv`` and, when the run
+    has random subsets and another column selector (e.g. fscore), the gap to random:
+    ``tables/gap.csv`` (:func:`critmass.metrics.selector_gap`) and ``tables/gap_critical_mass.csv`` (k* per
+    selector next to random's, with the diffuseness of each group); and
     ``report.html`` with the figures embedded as PNG, the tables, a note per panel (where the critical
     mass is, how the selectors compare), the config and the versions. The page loads nothing from the
     network. Every file is written atomically.
@@ -334,6 +349,14 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
         gtab = gini_table(run.per_class)
         pc_table = _per_class_table(drops, gtab, dr_long)
         texts["per_class.csv"] = pc_table.to_csv(index=False)
+    gap = critical = diffuse = None
+    lines = gap_selectors(res)
+    if lines:
+        gap = selector_gap(res, selectors=lines, n_boot=gap_n_boot(res, n_boot), random_state=random_state)
+        critical, diffuse = gap_tables(res, delta=delta, selectors=lines, interpolate=interpolate,
+                                       select_on=select_on)
+        texts["gap.csv"] = gap.to_csv(index=False)
+        texts["gap_critical_mass.csv"] = join_diffuseness(critical, diffuse).to_csv(index=False)
     for fname, text in texts.items():
         atomic_write_bytes(tab_dir / fname, text.encode("utf-8"))
         tables[fname] = tab_dir / fname
@@ -350,18 +373,21 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
         notes["class_drop_vs_fraction"] = interpret_class_drops(drops[drops["selector"] == primary], dr_long, primary)
         notes["gini_vs_fraction"] = interpret_gini(gtab, dr_long)
     notes["savings"] = interpret_savings(res, delta=delta)
+    if gap is not None:
+        notes["gap_vs_fraction"] = interpret_gap(gap, diffuse, delta=delta)
     notes.update(profile_notes(run, delta=delta, select_on=select_on))
 
     html_path = out / "report.html"
     page = _page(run, delta=delta, primary=primary, names=names, dr_long=dr_long, pngs=pngs, notes=notes,
                  written=written, out=out, n_boot=n_boot, interpolate=interpolate, random_state=random_state,
-                 pc_table=None if drops is None else pc_table, select_on=select_on)
+                 pc_table=None if drops is None else pc_table, select_on=select_on,
+                 gap_table=None if critical is None else critical_mass_table(critical, diffuse))
     atomic_write_bytes(html_path, page.encode("utf-8"))
     return Report(out=out, html=html_path, figures=written, tables=tables, seconds=time.perf_counter() - t0)
 
 
 def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written, out, n_boot, interpolate,
-          random_state, pc_table, select_on="test") -> str:
+          random_state, pc_table, select_on="test", gap_table=None) -> str:
     res = run.results
     sections = []
 
@@ -397,6 +423,15 @@ def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written,
                                  "C(2·n_seeds − 1, n_seeds) distinct values. Also as tables/critical_mass.csv.")
             + "</section>")
     sections.append(("sec-tables", "Critical mass", body))
+    if gap_table is not None and len(gap_table):
+        sections.append(("sec-gap", "Diffuseness", '<section id="sec-gap"><h2>Critical mass vs random neurons, '
+                         "and diffuseness</h2>" + html_table(gap_table, table_id="gap-critical-mass", caption=(
+                             f"k* at δ = {delta:g} under each non-random selector next to random's (same full-layer "
+                             "reference), and their ratio; kind: whether the selector picks neurons or projects. "
+                             "Diffuseness = k*(random) / k* of the best selector that picks neurons (named in "
+                             "brackets): 1 = no neuron is special; ≥ / ≤: bounded by the smallest tested size; "
+                             "–: undefined (a k* not reached). Also as tables/gap_critical_mass.csv; the gap per k "
+                             "as tables/gap.csv.")) + "</section>"))
     if pc_table is not None and len(pc_table):
         sections.append(("sec-per-class", "Per-class", '<section id="sec-per-class"><h2>Per-class consequences at '
                          "the critical mass</h2>" + html_table(_display(pc_table), table_id="per-class",
