@@ -32,6 +32,7 @@ from ._gap import (
     selector_gap,
     selector_kinds,
 )
+from ._neurons import chance_jaccard, neuron_overlap, neuron_stability, top_neurons
 from ._pareto import pareto_frontier
 from ._perclass import class_drops, gini, per_class_summary
 from ._table import dr_table, dr_table_rows, format_table, table_layout, table_notes
@@ -48,6 +49,11 @@ __all__ = [
     "table_notes",
     "format_table",
     "pareto_frontier",
+    # which neurons a ranking picks, and whether resamples and other datasets pick the same
+    "top_neurons",
+    "neuron_stability",
+    "neuron_overlap",
+    "chance_jaccard",
     # the gap to random: chosen minus random accuracy, critical mass per selector, diffuseness
     "selector_gap",
     "selector_critical_mass",
