@@ -12,12 +12,17 @@ Two parts, each measured in one run on one machine:
    issue's table) and all-MiniLM-L6-v2 on BBC News (k = 2, 4, 19, 38 of 384). Written to
    ``benchmarks/results/selectors_gap.csv`` (one row per model, dataset, selector, k: accuracy, random's,
    gap) with the CPU, versions and seconds.
+3. **Are they the same neurons?** For EfficientNet-Lite0, the top-k of ``fscore`` and ``greedy`` on
+   Fashion-MNIST against those on digits (the same layer, another task), and their stability over 10
+   bootstrap resamples of Fashion-MNIST's fit rows (``critmass.metrics.neuron_overlap`` /
+   ``neuron_stability``), written to ``benchmarks/results/selectors_neurons.csv``.
 
 Usage::
 
     python benchmarks/which_neurons.py                   # both parts, both data sets (a few minutes on 2 cores)
     python benchmarks/which_neurons.py --quick           # timing only, 3 fractions x 2 seeds baseline
     python benchmarks/which_neurons.py --no-timing --out /tmp/gap.csv
+    python benchmarks/which_neurons.py --no-timing --datasets fashion-mnist --no-overlap
 """
 
 from __future__ import annotations
@@ -93,12 +98,12 @@ def timing(fs, *, quick: bool) -> list[dict]:
     return out
 
 
-def gap(fs, case: dict) -> pd.DataFrame:
+def gap(fs, case: dict, out=None) -> pd.DataFrame:
     from critmass.probes import run_probes
 
     t = time.perf_counter()
     res = run_probes(fs, selectors=["random", *RANKINGS], fractions=[], n_neurons=case["ks"], seeds=3, device="cpu",
-                     save_weights=False).results
+                     save_weights=out is not None, out=out).results
     dt = time.perf_counter() - t
     res = res[res["selector"] != "all"]
     mean = res.groupby(["selector", "n_neurons"], as_index=False)["test_accuracy"].mean()
@@ -118,6 +123,36 @@ def gap(fs, case: dict) -> pd.DataFrame:
     return mean
 
 
+def neurons(args, work: Path) -> None:
+    """Part 3: top-k overlap of Fashion-MNIST's and digits' rankings of EfficientNet-Lite0's neurons, and their
+    bootstrap stability on Fashion-MNIST."""
+    from critmass.metrics import neuron_overlap, neuron_stability
+    from critmass.probes import run_probes
+
+    digits = features(dict(CASES["fashion-mnist"], dataset="digits", max_samples=None), args.cache)
+    ks = CASES["fashion-mnist"]["ks"]
+    run_probes(digits, selectors=["fscore", "greedy"], fractions=[], n_neurons=ks, seeds=1, device="cpu",
+               solver="ridge", out=work / "digits")
+    frames = []
+    print("\nare they the same neurons? EfficientNet-Lite0 penultimate (1,280): Fashion-MNIST vs digits, and "
+          "stability on Fashion-MNIST (10 bootstrap resamples of the fit rows)")
+    for sel in ("fscore", "greedy"):
+        ov = neuron_overlap([work / "fashion-mnist", work / "digits"], sel, k=ks)
+        st = neuron_stability(work / "fashion-mnist", sel, k=ks, n_boot=10, random_state=0)
+        for _, r in ov.iterrows():
+            frames.append({"selector": sel, "k": int(r["k"]), "what": "fashion-mnist vs digits",
+                           "jaccard": r["jaccard"], "low": np.nan, "high": np.nan, "chance": r["chance"]})
+        for _, r in st.iterrows():
+            frames.append({"selector": sel, "k": int(r["k"]), "what": "bootstrap vs run (fashion-mnist)",
+                           "jaccard": r["jaccard"], "low": r["jaccard_low"], "high": r["jaccard_high"],
+                           "chance": r["chance"]})
+    table = pd.DataFrame(frames)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out = Path(args.out).with_name("selectors_neurons.csv")
+    table.assign(cpu=cpu_model()).to_csv(out, index=False)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="timing only, against a 3-fraction x 2-seed baseline")
@@ -125,6 +160,7 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     ap.add_argument("--cache", default=None, help="feature cache (default $CRITMASS_CACHE or ~/.cache/critmass/features)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "selectors_gap.csv"))
+    ap.add_argument("--no-overlap", action="store_true", help="skip part 3")
     args = ap.parse_args()
     import torch
 
@@ -139,10 +175,15 @@ def main() -> None:
         timings = timing(fm, quick=args.quick)
     if args.quick:
         return
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="which-neurons-"))
     tables = []
     for name in args.datasets.split(","):
         fs = fm if name == "fashion-mnist" else features(CASES[name], args.cache)
-        tables.append(gap(fs, CASES[name]))
+        tables.append(gap(fs, CASES[name], out=work / name))
+    if not args.no_overlap and "fashion-mnist" in args.datasets:
+        neurons(args, work)
     table = pd.concat(tables, ignore_index=True)
     table["cpu"] = cpu_model()
     table["versions"] = json.dumps({"critmass": critmass.__version__, "torch": torch.__version__}, sort_keys=True)
