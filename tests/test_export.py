@@ -19,11 +19,11 @@ pytestmark = pytest.mark.usefixtures("probe_threads")
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory, digits, probe_threads):
-    """A logistic run on scikit-learn's digits (64 features): random (2 seeds) and pca at 0.25, 0.5, 1."""
+    """A logistic run on scikit-learn's digits (64 features): random (2 seeds), pca and greedy at 0.25, 0.5, 1."""
     xtr, ytr, xte, yte = digits
     base = tmp_path_factory.mktemp("digits")
     np.savez(base / "d.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    critmass.run_probes(base / "d.npz", selectors=["random", "pca"], fractions=[0.25, 0.5, 1.0], seeds=2,
+    critmass.run_probes(base / "d.npz", selectors=["random", "pca", "greedy"], fractions=[0.25, 0.5, 1.0], seeds=2,
                         out=base / "run", alphas=[1e-3])
     return base / "run", xte, yte
 
@@ -85,7 +85,7 @@ def _ort(path, x):
 
 
 # ------------------------------------------------------------------------------------------- head-only
-@pytest.mark.parametrize("selector,seed", [("random", 1), ("pca", None)])
+@pytest.mark.parametrize("selector,seed", [("random", 1), ("pca", None), ("greedy", None)])
 def test_head_only_reproduces_the_runs_test_predictions(digits_run, tmp_path, selector, seed):
     run, xte, yte = digits_run
     res = export_run(run, selector=selector, fraction=0.25, seed=seed, out=tmp_path / "e", head_only=True, n_boot=200)
@@ -257,7 +257,7 @@ def test_bad_export_inputs_are_one_line_errors(digits_run, tmp_path):
     run, _, _ = digits_run
     with pytest.raises(ConfigError, match=r"^fraction 0.3 is not in run .* \(has: 0.25, 0.5, 1\); pass one of those"):
         export_run(run, fraction=0.3, out=tmp_path / "e", head_only=True)
-    with pytest.raises(ConfigError, match=r"selector 'norm-max' is not in run .* \(has: all, pca, random\)"):
+    with pytest.raises(ConfigError, match=r"selector 'norm-max' is not in run .* \(has: all, greedy, pca, random\)"):
         export_run(run, selector="norm-max", fraction=0.25, out=tmp_path / "e", head_only=True)
     with pytest.raises(ConfigError, match=r"seed 7 is not in run .* \(has: 0, 1\)"):
         export_run(run, fraction=0.25, seed=7, out=tmp_path / "e", head_only=True)
