@@ -60,6 +60,7 @@ bench: install data
 	$(BIN)/python benchmarks/probes.py
 	$(BIN)/python benchmarks/cka.py
 	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/which_neurons.py
 	$(BIN)/python benchmarks/layers.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/choice_rule.py

@@ -197,7 +197,8 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
     if fit_labels is not None:
         if not sel.requires_y:
             raise ConfigError(f"--fit-labels gives labels to a supervised selector; {selector!r} uses none: drop it")
-        y_fit = np.load(Path(fit_labels), allow_pickle=False) if not isinstance(fit_labels, np.ndarray) else fit_labels
+        y_fit = (np.load(Path(fit_labels), allow_pickle=False) if isinstance(fit_labels, (str, Path))
+                 else np.asarray(fit_labels))
         if np.ndim(y_fit) != 1 or len(y_fit) != X_fit.shape[0]:
             raise DataError(f"--fit-labels holds {np.shape(y_fit)} labels but the selector is fitted on "
                             f"{X_fit.shape[0]} rows; pass one label per row of {'--fit-on' if fit_on is not None else 'EMBEDDINGS'}")
@@ -211,7 +212,8 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
             "fit_on": str(fit_src.resolve()) if fit_src is not None else ("embeddings" if src is not None else "array"),
             "fit_on_sha256": sha256_file(fit_src) if fit_src is not None else (sha256_file(src) if src else None),
             "fit_labels": (None if fit_labels is None else str(Path(fit_labels).resolve())
-                           if not isinstance(fit_labels, np.ndarray) else "array"),
+                           if isinstance(fit_labels, (str, Path)) else "array"),
+            "fit_labels_sha256": sha256_file(fit_labels) if isinstance(fit_labels, (str, Path)) else None,
             "embeddings": str(src.resolve()) if src is not None else None, "n_vectors": int(X.shape[0]),
             "reduced": "x[indices]" if idx is not None else "(x - mean) @ components (float64)",
             "versions": versions()}

@@ -64,15 +64,16 @@ def _resolve_input(features, split: str, val_fraction, val_seed):
     if isinstance(features, FeatureSplit):
         m = features.manifest
         keys.update({k: m.get(k) for k in ("model", "dataset", "layer")}, split=m.get("split", split))
-        return features.x, None, features.y, keys, 0.0
+        # the selectors are fitted on the compared rows: their labels only when those are training rows
+        return features.x, None, features.y if keys["split"] == "train" else None, keys, 0.0
     if isinstance(features, (FeatureSet, str, os.PathLike)):
         from ..subsets import probe_fit_rows
 
         fs = _as_feature_set(features, list(dict.fromkeys([split, "train", "val"])))
         x = fs[split].x
         keys.update({k: fs.meta.get(k) for k in ("model", "dataset", "layer")}, split=split)
-        if "train" not in fs:
-            return x, None, fs[split].y, keys, 0.0
+        if "train" not in fs:  # fitted on the compared split: never on validation or test labels
+            return x, None, fs[split].y if split == "train" else None, keys, 0.0
         # The probes' fit rows: train minus the carved validation rows (all of train next to a val split).
         train = fs["train"]
         rows, carved = probe_fit_rows(train.y, has_val="val" in fs, val_fraction=val_fraction, val_seed=val_seed)

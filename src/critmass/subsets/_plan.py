@@ -164,8 +164,9 @@ def plan_subsets(selectors: Sequence[str], seeds: Sequence[int], size_fracs: dic
     protos = {name: make_selector(name) for name in selectors}
     need_y = [name for name, p in protos.items() if p.requires_y]
     if need_y and y_fit is None:
-        raise ConfigError(f"selector(s) {', '.join(need_y)} rank neurons by the task's labels and got none; pass the "
-                          "fit rows' labels (y_fit), or use label-free selectors")
+        raise ConfigError(f"selector(s) {', '.join(need_y)} rank neurons by the task's labels and got none; pass "
+                          "the fit rows' labels (plan_subsets(..., y_fit); cka_curve(..., y=)), or use label-free "
+                          "selectors")
     if y_fit is not None and len(y_fit) != X_fit.shape[0]:
         raise ConfigError(f"y_fit has {len(y_fit)} labels but X_fit has {X_fit.shape[0]} rows; pass the fit rows' "
                           "labels")

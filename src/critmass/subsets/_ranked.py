@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._standardize import scale_of
+from .._standardize import RELATIVE_STD_FLOOR, scale_of
 from ..exceptions import ConfigError
 from ._selectors import SELECTORS, BaseSelector
 
@@ -51,8 +51,9 @@ DEFAULT_RIDGE = 1e-2
 
 
 def _order(scores: np.ndarray, *, largest: bool = True) -> np.ndarray:
-    """Neurons by score (NaN last), ties by index."""
-    s = np.where(np.isfinite(scores), scores, -np.inf if largest else np.inf)
+    """Neurons by score (NaN last; an infinite score, e.g. the F of a perfectly separating neuron, counts as
+    the largest), ties by index."""
+    s = np.where(np.isnan(scores), -np.inf if largest else np.inf, scores)
     return np.argsort(-s if largest else s, kind="stable").astype(np.int64)
 
 
@@ -61,7 +62,8 @@ def label_stats(X, y, *, chunk: int = 8192) -> dict:
 
     Returns ``mean``, ``scale`` (the probes' column scales), ``var`` (biased variance), ``G`` (standardised
     Gram / n, D x D), ``B`` (standardised ``Z^T Y / n`` with ``Y`` the centred one-hot labels, D x C),
-    ``class_means`` (raw, C x D), ``counts`` (C,), ``classes`` and ``n``.
+    ``class_means`` (raw, C x D), ``within`` (the within-class sum of squares per neuron, summed around the
+    class means in the second pass: no cancellation), ``counts`` (C,), ``classes`` and ``n``.
     """
     y = np.asarray(y)
     classes, codes = np.unique(y, return_inverse=True)
@@ -73,19 +75,21 @@ def label_stats(X, y, *, chunk: int = 8192) -> dict:
         total += block.sum(0)
         np.add.at(sums, codes[s : s + chunk], block)
     mean = total / n
-    gram = np.zeros((d, d))
+    class_means = sums / counts[:, None]
+    gram, within = np.zeros((d, d)), np.zeros(d)
     for s in range(0, n, chunk):
-        block = np.asarray(X[s : s + chunk], dtype=np.float64) - mean
+        raw = np.asarray(X[s : s + chunk], dtype=np.float64)
+        within += np.square(raw - class_means[codes[s : s + chunk]]).sum(0)
+        block = raw - mean
         gram += block.T @ block
     cov = gram / n
     var = np.clip(np.diag(cov).copy(), 0.0, None)
     scale = scale_of(np.sqrt(var))
     G = cov / np.outer(scale, scale)
-    class_means = sums / counts[:, None]
     # Z^T Y / n with Y centred one-hot: per class, n_c (mu_c - mu) / n, standardised
     B = ((class_means - mean) * (counts[:, None] / n)).T / scale[:, None]
     return {"mean": mean, "scale": scale, "var": var, "G": G, "B": B, "class_means": class_means,
-            "counts": counts, "classes": classes, "n": n}
+            "within": within, "counts": counts, "classes": classes, "n": n}
 
 
 def _check_y(y, n: int) -> np.ndarray:
@@ -147,7 +151,7 @@ class FScoreSubset(RankedSubset):
         st = label_stats(X, y)
         n, C = st["n"], len(st["counts"])
         between = (st["counts"][:, None] * (st["class_means"] - st["mean"]) ** 2).sum(0)
-        within = np.clip(n * st["var"] - between, 0.0, None)
+        within = st["within"]
         with np.errstate(divide="ignore", invalid="ignore"):
             f = (between / (C - 1)) / (within / max(n - C, 1))
         self.scores_ = np.where(between > 0, f, np.where(within > 0, 0.0, np.nan))  # constant neurons: NaN, last
@@ -241,9 +245,9 @@ def greedy_order(G: np.ndarray, B: np.ndarray, lam: float, steps: int) -> tuple[
 
 @SELECTORS.register("probe-weight", "neurons in the order they enter a group-lasso probe's path (NeuroX-style)")
 class ProbeWeightSubset(RankedSubset):
-    """See the module docstring. ``scores_[j]``: ``lam_entry / lam_max`` (1 = the first to enter, 0 = never;
-    ties within one path step are broken by the weight norm at entry, never-entering neurons by their ridge
-    weight norm)."""
+    """See the module docstring. ``scores_[j]``: ``lam_entry / lam_max`` (the largest for the first to enter, 0 =
+    never; ties within one path step are broken by the weight norm at entry, never-entering neurons by their
+    ridge weight norm)."""
 
     name = "probe-weight"
     requires_y = True
@@ -304,7 +308,8 @@ def group_lasso_entry_order(G, B, *, n_lambdas=30, ratio=1e-3, tol=1e-5, max_ite
     W = np.zeros((d, C))
     entry = np.full(d, -1)
     entry_norm = np.zeros(d)
-    lams = lam_max * np.logspace(0, np.log10(ratio), n_lambdas)
+    # lam_max itself selects nothing (the entry test is strict): the path starts one step below it
+    lams = lam_max * np.logspace(0, np.log10(ratio), n_lambdas + 1)[1:]
     for i, lam in enumerate(lams):
         W = group_lasso(G, B, lam, W0=W, max_iter=max_iter, tol=tol, step=step)
         wn = np.linalg.norm(W, axis=1)
@@ -343,7 +348,7 @@ class ClusterSubset(RankedSubset):
             b = np.asarray(X[s : s + 8192], dtype=np.float64) - mean
             cov += b.T @ b
         sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-        ok = sd > 0
+        ok = sd > RELATIVE_STD_FLOOR * (float(sd.max()) if d else 0.0)  # the probes' rule for constant columns
         corr = np.zeros((d, d))
         corr[np.ix_(ok, ok)] = np.abs(cov[np.ix_(ok, ok)] / np.outer(sd[ok], sd[ok]))
         np.fill_diagonal(corr, 1.0)
