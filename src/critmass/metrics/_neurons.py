@@ -370,7 +370,9 @@ def neuron_stability(run_dir, selector: str, k=None, n_boot: int = 20, random_st
     for u in units:
         refs = {kk: u.top(kk) for kk in ks}  # k above the probed sizes fails before any refit
         X, y = u.fit_data()
-        rng = group_rng(random_state, (str(u.run), *u.key.values(), selector))
+        # keyed by what the rows are (model, weights, dataset, layer, pooling), not where the run lives: a copied
+        # or moved run directory gives the same resamples
+        rng = group_rng(random_state, (*map(str, u.key.values()), selector))
         n = len(y)
         tops = []
         for _ in range(n_boot):
