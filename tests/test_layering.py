@@ -33,8 +33,8 @@ LEVELS = {
     "probes": 4, "similarity": 4,
     # 5: measures over probe tables (DR, critical mass, Pareto, per-class)
     "metrics": 5,
-    # 6: the depth profile pipeline (extract -> probes -> CKA -> DR)
-    "profile": 6,
+    # 6: the depth profile pipeline (extract -> probes -> CKA -> DR); partial inversion (models, data, subsets)
+    "profile": 6, "invert": 6,
     # 7: applications of the pipeline, independent of each other
     "report": 7, "sweep": 7, "export": 7, "train": 7,
     # 8: the end-to-end demo (runs the pipeline and the report)
