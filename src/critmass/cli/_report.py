@@ -12,7 +12,8 @@ from ._app import app, parse_list
 
 @app.command("report")
 def report_command(
-    run_dir: Path = typer.Argument(..., help="Run directory holding results.parquet (per_class / cka optional)."),
+    run_dir: Path = typer.Argument(..., help="Run directory holding results.parquet (per_class / cka / invert "
+                                             "optional), or only the invert.parquet of `critmass invert`."),
     delta: float = typer.Option(0.9, "--delta", help="Share of the full layer's accuracy for DR, in (0, 1]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN_DIR/report)."),
     formats: str = typer.Option("png,pdf", "--formats", help="Figure files to write: any of png, pdf, svg."),

@@ -89,8 +89,11 @@ def html_table(df: pd.DataFrame, *, table_id: str, caption: str = "") -> str:
 
 
 def html_figure(name: str, png: bytes, *, title: str, caption: str, notes: list[tuple[str, str]],
-                files: list[str]) -> str:
-    """A figure section: the PNG inline (base64), its caption and one note per panel."""
+                files: list[str], scale: float = 0.65) -> str:
+    """A figure section: the PNG inline (base64), its caption and one note per panel.
+
+    ``scale``: CSS pixels per image pixel (0.65 = 130 CSS px per inch for the report's 200 dpi figures).
+    """
     w, h = png_size(png)
     # The PNG is 200 dpi; at 130 CSS px per inch (1.35x its printed size) 8 pt figure text reads like the
     # page's own small print, and a high-DPI screen still gets more pixels than it shows.
@@ -98,8 +101,9 @@ def html_figure(name: str, png: bytes, *, title: str, caption: str, notes: list[
     items = "".join(f"<li><b>{esc(t)}</b>: {esc(x)}</li>" for t, x in notes)
     links = ", ".join(esc(f) for f in files)
     return (f'<section id="sec-{esc(name)}"><h2>{esc(title)}</h2>'
-            f'<figure class="cm-figure" id="{esc(name)}"><img alt="{esc(title)}" src="{src}" width="{round(w * 0.65)}" '
-            f'height="{round(h * 0.65)}"><figcaption>{esc(caption)}'
+            f'<figure class="cm-figure" id="{esc(name)}"><img alt="{esc(title)}" src="{src}" '
+            f'width="{round(w * scale)}" '
+            f'height="{round(h * scale)}"><figcaption>{esc(caption)}'
             + (f" Files: {links}." if links else "") + "</figcaption></figure>"
             + (f'<ul class="cm-notes">{items}</ul>' if items else "") + "</section>")
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from .._io import atomic_write_bytes
+from ..exceptions import DataError
 from ..metrics import (check_delta, check_n_boot, check_select_on, class_drops, class_label, critical_mass_table, dr,
                        dr_curve, dr_table, group_keys, join_diffuseness, selector_gap, table_notes)
 from ._gap import gap_n_boot, gap_selectors, gap_tables, interpret_gap, plot_gap
 from ._html import esc, html_figure, html_page, html_table
+from ._invert import INVERT_FILE, invert_figures, invert_sections, invert_table, read_inversion
 from ._interpret import (
     interpret_accuracy,
     interpret_cka,
@@ -103,11 +105,12 @@ class Report:
     html : pathlib.Path
         ``report.html``, self-contained.
     figures : dict of str to list of pathlib.Path
-        Figure name (see :data:`FIGURES`) -> its files, one per format.
+        Figure name (see :data:`FIGURES`; a partial inversion adds ``invert_grid*``, PNG only, and
+        ``invert_rest_error``) -> its files, one per format.
     tables : dict of str to pathlib.Path
         ``table1.md``, ``table1.tex``, ``table1.csv``, ``critical_mass.csv``, with per-class results
-        ``per_class.csv`` and, with the gap panel, ``gap.csv`` and ``gap_critical_mass.csv``, keyed by
-        file name.
+        ``per_class.csv``, with the gap panel ``gap.csv`` and ``gap_critical_mass.csv``, and with a partial
+        inversion ``invert.csv``, keyed by file name.
     seconds : float
         Wall time.
     """
@@ -265,7 +268,11 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     every model, dataset and selector), with per-class results ``tables/per_class.csv`` and, when the run
     has random subsets and another column selector (e.g. fscore), the gap to random:
     ``tables/gap.csv`` (:func:`critmass.metrics.selector_gap`) and ``tables/gap_critical_mass.csv`` (k* per
-    selector next to random's, with the diffuseness of each group); and
+    selector next to random's, with the diffuseness of each group); when the directory holds the output of
+    ``critmass invert`` (``invert.parquet``), a "Partial inversion" section: its image grids (copied, PNG),
+    ``figures/invert_rest_error.<fmt>`` (redrawn from the table) and ``tables/invert.csv`` (mean subset and
+    rest-of-layer error, start and end, and cosine per selector x fraction, next to the full-layer reference
+    and the noise floor); and
     ``report.html`` with the figures embedded as PNG, the tables, a note per panel (where the critical
     mass is, how the selectors compare), the config and the versions. The page loads nothing from the
     network. Every file is written atomically.
@@ -273,7 +280,9 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     Parameters
     ----------
     run_dir : path or RunData
-        A directory holding ``results.parquet`` (``per_class.parquet`` and ``cka.parquet`` optional).
+        A directory holding ``results.parquet`` (``per_class.parquet``, ``cka.parquet`` and ``invert.parquet``
+        optional), or only the output of ``critmass invert`` (``invert.parquet``): then the page has the
+        partial-inversion section alone, and the probe options (``delta``, ``selector``, ...) do not apply.
     delta : float in (0, 1], default 0.9
         The accuracy share of Table 1, the shaded bands and the heat map.
     out : path, optional
@@ -306,7 +315,8 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     Raises
     ------
     DataError
-        Missing or malformed run tables (see :func:`load_run`), no full-layer or subset rows.
+        Neither ``results.parquet`` nor ``invert.parquet``, malformed run tables (see :func:`load_run`), no
+        full-layer or subset rows.
     ConfigError
         Bad ``delta``, ``formats`` or ``n_boot``.
     """
@@ -315,6 +325,13 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     formats = check_formats(formats)
     n_boot = check_n_boot(n_boot)
     select_on = check_select_on(select_on)
+    if not isinstance(run_dir, RunData):
+        path = _run_path(run_dir)
+        if path.is_dir() and not (path / "results.parquet").is_file():
+            if not (path / INVERT_FILE).is_file():
+                raise DataError(f"{path} has no results.parquet (nor {INVERT_FILE}); pass the --out directory of "
+                                "`critmass probe`, `critmass sweep` or `critmass invert`")
+            return _invert_only_report(path, out=out, formats=formats, t0=t0)
     run = _as_run(run_dir)
     res = run.results
     primary = _primary_selector(res, selector)
@@ -360,6 +377,10 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     for fname, text in texts.items():
         atomic_write_bytes(tab_dir / fname, text.encode("utf-8"))
         tables[fname] = tab_dir / fname
+    inv = _invert_outputs(run.path, out, formats)
+    if inv is not None:
+        written.update(inv[0])
+        tables.update(inv[1])
 
     # Notes per panel, from the same metrics the figures show.
     curve = dr_curve(res, default_deltas(delta), selector=names,
@@ -381,13 +402,96 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     page = _page(run, delta=delta, primary=primary, names=names, dr_long=dr_long, pngs=pngs, notes=notes,
                  written=written, out=out, n_boot=n_boot, interpolate=interpolate, random_state=random_state,
                  pc_table=None if drops is None else pc_table, select_on=select_on,
-                 gap_table=None if critical is None else critical_mass_table(critical, diffuse))
+                 gap_table=None if critical is None else critical_mass_table(critical, diffuse),
+                 invert=None if inv is None else inv[2:])
+    atomic_write_bytes(html_path, page.encode("utf-8"))
+    return Report(out=out, html=html_path, figures=written, tables=tables, seconds=time.perf_counter() - t0)
+
+
+def _run_path(run_dir) -> Path:
+    path = Path(run_dir)
+    return path.parent if path.is_file() and path.suffix == ".parquet" else path
+
+
+def _invert_outputs(path: Path, out: Path, formats) -> tuple | None:
+    """Write the partial-inversion figures and ``tables/invert.csv``; None when ``path`` holds no ``invert.parquet``.
+
+    Returns (figures written, tables written, page sections, the invert table). The run's grid PNGs are copied
+    as they are (PNG only); the rest-of-layer error figure is redrawn in every format.
+    """
+    table = read_inversion(path)
+    if table is None:
+        return None
+    written: dict[str, list[Path]] = {}
+    pngs: dict[str, tuple[bytes, float]] = {}
+    for name, (fig, scale) in invert_figures(path, table).items():
+        if isinstance(fig, bytes):
+            png, fmts = fig, ["png"]
+        else:
+            png, fmts = render(fig, "png"), formats
+        pngs[name] = (png, scale)
+        written[name] = []
+        for fmt in fmts:
+            target = out / "figures" / f"{name}.{fmt}"
+            atomic_write_bytes(target, png if fmt == "png" else render(fig, fmt))
+            written[name].append(target)
+    tab = invert_table(table)
+    target = out / "tables" / "invert.csv"
+    atomic_write_bytes(target, tab.to_csv(index=False).encode("utf-8"))
+    files = {n: [os.path.relpath(p, out) for p in ps] for n, ps in written.items()}
+    return written, {"invert.csv": target}, invert_sections(table, tab, pngs, files), table
+
+
+def _invert_summary(table: pd.DataFrame) -> list[str]:
+    def vals(col):
+        return ", ".join(map(str, dict.fromkeys(table[col].tolist())))
+
+    return [f"partial inversion: {vals('model')}, layer {vals('layer')}; selectors {vals('selector')}; fractions "
+            f"{', '.join(f'{f:g}' for f in sorted(table['fraction'].unique()))}; {table['target'].nunique()} "
+            f"target(s) x {table['seed'].nunique()} seed(s)"
+            + (f"; {vals('steps')} steps" if "steps" in table.columns else "")]
+
+
+def _config_section(run_versions: dict, config: dict, report_options: dict) -> tuple[str, str, str]:
+    report_versions = {f"{k} (report)": v for k, v in _report_versions().items() if run_versions.get(k) != v}
+    vt = pd.DataFrame({"package": list(run_versions) + list(report_versions),
+                       "version": list(run_versions.values()) + list(report_versions.values())})
+    cfg = "".join(f"<h3>{esc(label)}</h3><pre>{esc(text)}</pre>" for label, text in config.items())
+    return ("sec-config", "Config & versions", '<section id="sec-config"><h2>Config and versions</h2>'
+            + html_table(vt, table_id="versions", caption="Package versions (report: those that made this page)")
+            + f"<h3>report options</h3><pre>{esc(json.dumps(report_options, indent=2))}</pre>" + cfg + "</section>")
+
+
+_FOOTER = ("Diffused redundancy: Nanda, Speicher, Dickerson, Feizi, Gummadi, Weller. <i>Diffused Redundancy in "
+           "Pre-trained Representations</i>. NeurIPS 2023. Generated by critmass; this page is self-contained "
+           "(no network access).")
+
+
+def _invert_only_report(path: Path, *, out, formats, t0: float) -> Report:
+    """The report of a directory that holds only ``critmass invert`` output: the partial-inversion section."""
+    out = Path(out) if out is not None else path / "report"
+    written, tables, sections, table = _invert_outputs(path, out, formats)
+    versions: dict[str, str] = {}
+    if (path / "versions.json").is_file():
+        try:
+            doc = json.loads((path / "versions.json").read_text(encoding="utf-8"))
+            versions = {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+        except ValueError:
+            logger.warning("%s is not valid JSON; ignored", path / "versions.json")
+    sections = [*sections, _config_section(versions, {}, {"formats": list(formats)})]
+    summary = [*_invert_summary(table), "note: no results.parquet: this directory holds a partial inversion only; "
+               "the probe stage (`critmass probe ... --out DIR`) adds Table 1 and the DR figures"]
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = html_page(title=f"critmass report: {path.resolve().name}",
+                     meta=f"run directory {path.resolve()} · generated {now}", summary=summary, sections=sections,
+                     footer=_FOOTER)
+    html_path = out / "report.html"
     atomic_write_bytes(html_path, page.encode("utf-8"))
     return Report(out=out, html=html_path, figures=written, tables=tables, seconds=time.perf_counter() - t0)
 
 
 def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written, out, n_boot, interpolate,
-          random_state, pc_table, select_on="test", gap_table=None) -> str:
+          random_state, pc_table, select_on="test", gap_table=None, invert=None) -> str:
     res = run.results
     sections = []
 
@@ -439,17 +543,11 @@ def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written,
                                  "full layer (mean over classes, largest) and the Gini of the class accuracies. "
                                  "Also as tables/per_class.csv.") + "</section>"))
 
-    versions = {**run.versions}
-    report_versions = {f"{k} (report)": v for k, v in _report_versions().items() if run.versions.get(k) != v}
-    vt = pd.DataFrame({"package": list(versions) + list(report_versions),
-                       "version": list(versions.values()) + list(report_versions.values())})
-    cfg = "".join(f"<h3>{esc(label)}</h3><pre>{esc(text)}</pre>" for label, text in run.config.items())
-    report_cfg = json.dumps({"delta": delta, "selector": primary, "n_boot": n_boot, "interpolate": interpolate,
-                             "random_state": random_state, "select_on": select_on}, indent=2)
-    sections.append(("sec-config", "Config & versions", '<section id="sec-config"><h2>Config and versions</h2>'
-                     + html_table(vt, table_id="versions",
-                                  caption="Package versions (report: those that made this page)")
-                     + f"<h3>report options</h3><pre>{esc(report_cfg)}</pre>" + cfg + "</section>"))
+    if invert is not None:
+        sections += invert[0]
+    sections.append(_config_section({**run.versions}, run.config, {
+        "delta": delta, "selector": primary, "n_boot": n_boot, "interpolate": interpolate,
+        "random_state": random_state, "select_on": select_on}))
 
     models = sorted(map(str, res["model"].unique()))
     datasets = sorted(map(str, res["dataset"].unique()))
@@ -458,11 +556,10 @@ def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written,
                f"{', '.join(sorted(map(str, res['solver'].unique())))}",
                f"selectors: {', '.join(names)}; {res['seed'].nunique()} seed(s); "
                f"{res['fraction'].nunique()} fractions; {len(res)} probes",
+               *(_invert_summary(invert[1]) if invert is not None else []),
                *(f"note: {m}" for m in missing)]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    footer = ("Diffused redundancy: Nanda, Speicher, Dickerson, Feizi, Gummadi, Weller. <i>Diffused Redundancy in "
-              "Pre-trained Representations</i>. NeurIPS 2023. Generated by critmass; this page is self-contained "
-              "(no network access).")
+    footer = _FOOTER
     return html_page(title=f"critmass report: {run.path.resolve().name}",
                      meta=f"run directory {run.path.resolve()} · generated {now} · δ = {delta:g}",
                      summary=summary, sections=sections, footer=footer)
