@@ -258,8 +258,9 @@ class _Plan:
     class_names: list | None
 
 
-def _check_options(spec, request: ProbeRequest) -> dict:
-    """The estimator parameters of the run's fits; options the solver does not take are refused (one line)."""
+def _check_options(spec, request: ProbeRequest):
+    """``(parameters, estimator)``: the estimator parameters of the run's fits and an estimator built with them
+    (checked); options the solver does not take are refused (one line)."""
     opts = dict(request.solver_options or {})
     name = spec.name
     if not spec.has_penalty:
@@ -287,7 +288,7 @@ def _check_options(spec, request: ProbeRequest) -> dict:
     except TypeError as err:
         raise ConfigError(f"solver {name!r} rejects its options {sorted(opts)}: {err}") from None
     est._check_options()
-    return opts
+    return opts, est
 
 
 def _prepare(features, req: ProbeRequest) -> _Plan:
@@ -319,7 +320,7 @@ def _prepare(features, req: ProbeRequest) -> _Plan:
     fracs = [check_fraction(f) for f in req.fractions]  # floats: an int 1 here is the whole layer, not 1 neuron
     n_neurons = None if req.n_neurons is None else [int(k) for k in req.n_neurons]
     size_fracs = size_fractions(fracs, d, n_neurons)
-    opts = _check_options(spec, req)
+    opts, probe = _check_options(spec, req)
 
     # Validation split: the feature set's own, else carved from train (the same for every probe).
     if "val" in fs:
@@ -344,7 +345,6 @@ def _prepare(features, req: ProbeRequest) -> _Plan:
         "source": fs.meta.get("source"), "penalty_rule": req.penalty_rule, "choice_rule": CHOICE_RULE,
     }
     vers = versions()
-    probe = spec.estimator(**opts)
     if hasattr(probe, "_run_config"):  # the neighbour solvers record their resolved settings
         config["neighbours"] = probe._run_config()
     if spec.family == "neighbours":

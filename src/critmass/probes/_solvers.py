@@ -64,9 +64,6 @@ class SolverSpec:
         """Whether it searches a penalty grid (``alphas``) chosen on validation."""
         return "alphas" in inspect.signature(self.estimator.__init__).parameters
 
-    def __call__(self, **params):
-        return self.estimator(**params)
-
 
 class _SolverRegistry(Registry, Mapping):
     """A :class:`~critmass._registry.Registry` of estimator classes that is also a read-only mapping
