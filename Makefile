@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.critmass-installed
 PYTEST_ARGS ?=
 
-.PHONY: install data browser demo test test-numerics bench clean
+.PHONY: install data browser demo test test-numerics docs bench clean
 
 # torch is pinned here, not in pyproject.toml, so library users keep their own build. These exact
 # versions come from the machine's local wheel store; an unpinned torch would pull a multi-GB CUDA build.
@@ -54,6 +54,11 @@ test: install data browser
 # torch threads {1, 2} x MKL_CBWR {unset, COMPATIBLE, AVX2} x ATEN_CPU_CAPABILITY {unset, default}.
 test-numerics: install data
 	PY=$(BIN)/python tools/numeric-matrix -m numeric $(PYTEST_ARGS)
+
+# The documentation site (mkdocs-material + mkdocstrings) into site/; --strict fails on a broken link or a
+# missing API reference. make test builds it too (tests/test_docs.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 bench: install data
 	$(BIN)/python benchmarks/extract.py

@@ -3,11 +3,11 @@
 glibc's malloc serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and hands it
 back to the kernel on ``free``. A CPU forward pass allocates and frees activations of that size in every batch
 (EfficientNet-Lite0 at 224 px, batch 32: its first expanded map alone is 154 MB), so every batch page-faults
-all of them in again and the kernel zeroes each page. Measured on 2 cores, Lite0 on 300 Fashion-MNIST images at
-224 px in a fresh ``critmass extract`` process: 21.9 s wall, of which 17.7 s system time and 6.0M minor faults;
-with ``M_MMAP_MAX = 0`` (blocks come from the heap) and a trim threshold that keeps it: 10.7 s, 2.3 s system,
-0.43M faults, about the same peak RSS (1.55 GB vs 1.43 GB) and the same features. Raising only the mmap threshold
-(its 32 MiB cap) gave 18.4 s; only the trim threshold, no gain. PyTorch's CPU tuning guide suggests another
+all of them in again and the kernel zeroes each page: most of such a pass is spent in the kernel. With
+``M_MMAP_MAX = 0`` (blocks come from the heap) and a trim threshold that keeps it, the blocks are reused with
+about the same peak memory and the same features. Both settings are needed: raising only the mmap threshold is
+capped at 32 MiB, below a large activation, and the trim threshold alone changes nothing (the docs' benchmarks
+page has the measurements). PyTorch's CPU tuning guide suggests another
 allocator (jemalloc, tcmalloc) for this; setting glibc's own two knobs needs nothing preloaded.
 
 The settings hold only inside :func:`heap_reuse`. On exit mmap is allowed again, and ``malloc_trim(0)`` returns

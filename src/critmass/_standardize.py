@@ -42,7 +42,7 @@ def scale_of(std: np.ndarray) -> np.ndarray:
 
 def moments(Xs: Sequence, rows_list: Sequence, d: int, chunk: int = 8192):
     """Mean, standard deviation (float64 accumulators) and row count of the given rows of one or more
-    arrays, in two streamed passes (numpy's float64-accumulating sums are ~10x faster than torch's here)."""
+    arrays, in two streamed passes (numpy's float64-accumulating sums are much faster than torch's on a CPU)."""
     n, total = 0, np.zeros(d)
     for X, rows in zip(Xs, rows_list):
         for _, block in row_blocks(X, rows, chunk):

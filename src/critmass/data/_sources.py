@@ -355,6 +355,8 @@ def load_dataset(spec: str, split: str = "train", *, root=None, download: bool =
     root : data root for torchvision datasets; ``download`` lets torchvision fetch it there.
     max_samples : keep a seeded stratified subset of this many samples (for quick runs).
 
+    Notes
+    -----
     Every returned dataset's ``info['pool']`` names the source split its ``indices`` point into, so sample
     identities of two splits can be compared.
     """

@@ -31,8 +31,9 @@ AMP = {None: None, "none": None, "bf16": "bfloat16", "fp16": "float16"}  # torch
 WIDE_LAYER = 16384
 UNITS = "units.npy"  # in a capped entry: the kept columns of the pooled layer output (sorted)
 #: Rows are made durable (memmap flush + progress.json, both fsynced) after the first batch, then at most this
-#: often or when this many bytes are buffered: a flush per batch and layer cost 0.2 s each on a busy disk, more
-#: than the forward pass. The first batch is flushed at once so progress shows (and survives a SIGKILL) early.
+#: often or when this many bytes are buffered: a flush is an fsync, and one per batch and layer can cost more
+#: than the forward pass on a busy disk. The first batch is flushed at once so progress shows (and survives a
+#: SIGKILL) early.
 FLUSH_S, FLUSH_BYTES = 2.0, 64 << 20
 
 
@@ -473,8 +474,8 @@ def _extract_split(backbone, make_read, ds, targets: list[_Target], units: dict,
         log.info("resuming %s at row %d of %d", targets[0].split_dir if len(targets) == 1 else
                  f"{len(targets)} layers of split {targets[0].identity['split']}", start, len(ds))
     if num_workers is None:
-        # Images are decoded and resized on the CPU: on a GPU that is the bottleneck (ResNet50 bf16 on an H200,
-        # 224 px JPEGs: 1,147 images/s with 4 workers, 1,482 with 8, 1,573 with 15; the bare forward 7,700).
+        # Images are decoded and resized on the CPU: on a GPU that is the bottleneck, so more workers help up to
+        # about 8, beyond which the gain is small (see the benchmarks page of the docs).
         cap = 8 if device.type == "cuda" else 4
         num_workers = 0 if backbone.modality == "text" else min(cap, max(0, (os.cpu_count() or 1) - 1))
     loader = DataLoader(_Preprocessed(ds, backbone.preprocess, start), batch_size=batch_size, shuffle=False,
@@ -493,8 +494,8 @@ def _extract_split(backbone, make_read, ds, targets: list[_Target], units: dict,
     warned = set()
     buffers: dict[str, list] = {name: [] for name in writers}
     # -inf: the first batch is made durable at once. Then at most every FLUSH_S, and never sooner than 9x the
-    # last flush took: each layer's flush is an fsync (~0.2 s on a busy disk), so a pass writing 8 layers
-    # spent half its time flushing at a fixed 2 s interval; this keeps flushing under ~10% of the pass.
+    # last flush took: each layer's flush is an fsync, slow on a busy disk, so a pass writing several layers
+    # at a fixed interval could spend most of its time flushing; this keeps flushing under ~10% of the pass.
     state = {"bytes": 0, "last": -math.inf, "wait": FLUSH_S}
 
     def drain():

@@ -63,7 +63,11 @@ def extract_layers(
         ``'all'`` (every block), a comma-separated string or a list of layer names.
     max_width, width_seed : a pooled output wider than ``max_width`` keeps ``max_width`` random units
         (seeded by ``width_seed``; a warning names the width); ``None``: no cap.
-    Other parameters : as :func:`critmass.features.extract`.
+
+    Other Parameters
+    ----------------
+    model, dataset, split, cache, ...
+        As :func:`critmass.features.extract`.
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """An index of extraction requests already served: a repeated ``extract`` returns without importing torch.
 
-A cache hit through the full key costs the imports of torch, timm and the model (7.7 of 8.0 s measured
-on 2 cores) before the key can even be computed. A request (the call's arguments, plus what can change
+A cache hit through the full key costs the imports of torch, timm and the model (nearly all of the time
+such a hit takes) before the key can even be computed. A request (the call's arguments, plus what can change
 behind them: library versions, the weights file's size and mtime, the dataset's content fingerprint) is
 hashed without those imports; ``CACHE/.requests/<hash>.json`` points at the entry and at the split keys
 it was served with. A hit is accepted only when every split's manifest still carries that key and the

@@ -578,6 +578,8 @@ def load_model(spec: str, *, pretrained: bool = True, weights=None, image_size: 
         all-MiniLM-L6-v2, 384 for all-mpnet-base-v2, 256 for ``hf:`` text models). Recorded in the
         backbone's preprocessing, so it is part of the feature-cache key.
 
+    Notes
+    -----
     The returned ``weights_id`` names exactly what was loaded: ``random-init:seed0``, ``sha256:...`` (a local
     weights file or model dir, by content), or ``pretrained:<repo>@<commit>`` for hub weights (the commit the
     cached snapshot resolved to). Loading has no process-wide side effects: the global torch RNG, ``os.environ``

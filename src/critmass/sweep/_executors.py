@@ -121,9 +121,9 @@ class LocalExecutor(Executor):
     def _dispatch(self) -> None:
         """Hand queued units to free workers: extractions first, while a GPU slot is free."""
         # Each unit gets its share of the cores as torch threads, so the workers together never run more
-        # threads than there are cores: an extraction with every core next to a probe unit (the old rule
-        # without a GPU) ran EfficientNet-Lite1 at 12-14 images/s where it runs ~40 alone, as OpenMP threads
-        # wait on descheduled peers. A unit that runs alone (nothing else queued or running) gets every core.
+        # threads than there are cores: OpenMP threads that outnumber the cores wait on descheduled peers, and
+        # an extraction with every core next to a probe unit runs far slower than alone. A unit that runs
+        # alone (nothing else queued or running) gets every core.
         cores = os.cpu_count() or 1
         share = max(1, cores // self.workers)
         n_slots = len(self._gpus) or self.workers
