@@ -21,14 +21,14 @@ PKG = "critmass"
 #: ``critmass demo``. A new package or top-level module must be placed here.
 LEVELS = {
     # 0: shared helpers, no stage
-    "critmass": 0, "exceptions": 0, "_validation": 0, "_registry": 0, "_io": 0, "_env": 0, "_alloc": 0,
+    "critmass": 0, "exceptions": 0, "_validation": 0, "_registry": 0, "_io": 0, "_env": 0, "_alloc": 0, "_blas": 0,
     "_defaults": 0, "_testhooks": 0, "_config": 0, "_standardize": 0,
     # 1: where models and data come from (independent of each other)
     "models": 1, "data": 1,
     # 2: features of a model on a dataset, and their cache
     "features": 2,
-    # 3: neuron subsets of a layer
-    "subsets": 3,
+    # 3: neuron subsets of a layer; codecs: how (subset) vectors are stored and searched (bytes per vector)
+    "subsets": 3, "codecs": 3,
     # 4: what a subset keeps: probe accuracy, representational similarity
     "probes": 4, "similarity": 4,
     # 5: measures over probe tables (DR, critical mass, Pareto, per-class)

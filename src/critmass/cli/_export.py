@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from ..exceptions import ConfigError
@@ -76,27 +77,33 @@ def compress(
     dtype: str = typer.Option(None, "--dtype", help="float32 | float16 for the reduced vectors (default float32; "
                                                     "with --apply: the reducer's)."),
     apply: Path = typer.Option(None, "--apply", help="A reducer written by `critmass compress` (its directory or "
-                                                     "reducer.json / .npz / .safetensors): reduce EMBEDDINGS with it."),
+                                                     "reducer.json / .npz / .safetensors): reduce EMBEDDINGS with it "
+                                                     "(and encode them with its codebook)."),
+    codec: str = typer.Option(None, "--codec", help="Encode the kept values: float16 | int8 | binary | binary-rerank "
+                                                    "| pq | opq (pqM, pqMxNBITS), trained on the gallery; writes "
+                                                    "codes.npy and codebook.npz."),
 ):
     """Keep k neurons (or principal directions) of stored embeddings; --apply reduces new queries the same way."""
     from ..export import apply_reducer
     from ..export import compress as _compress
 
     if apply is not None:
-        given = [flag for flag, value in (("--keep", keep), ("--fit-on", fit_on), ("--fit-labels", fit_labels))
-                 if value is not None]
+        given = [flag for flag, value in (("--keep", keep), ("--fit-on", fit_on), ("--fit-labels", fit_labels),
+                                          ("--codec", codec)) if value is not None]
         if given:
             raise ConfigError(f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} a new reducer; with --apply the reducer's own settings "
                               "are used: drop them")
         arr = apply_reducer(apply, embeddings, out=out, dtype=dtype)
-        typer.echo(f"reduced {arr.shape[0]:,} vectors to {arr.shape[1]} values ({arr.dtype}) with {apply}; wrote {out}")
+        what = "bytes of codes" if arr.dtype == np.uint8 else f"values ({arr.dtype})"
+        typer.echo(f"reduced {arr.shape[0]:,} vectors to {arr.shape[1]} {what} with {apply}; wrote {out}")
         return
     if keep is None:
         raise ConfigError("--keep is required: the number of values kept per vector (e.g. 128) or a fraction (0.25)")
     res = _compress(embeddings, keep=keep, selector=selector, fit_on=fit_on, seed=seed, dtype=dtype or "float32",
-                    out=out, fit_labels=fit_labels)
+                    out=out, fit_labels=fit_labels, codec=codec)
     r = res.reducer
+    form = r.dtype if r.codec is None else f"{r.meta['codec']['spec']}: {r.meta['codec']['code_size']} bytes per vector"
     typer.echo(f"compressed {embeddings} to {r.k} of {r.n_features} values ({r.selector}"
-               f"{'' if r.seed is None else f', seed {r.seed}'}, {r.dtype}); wrote {res.out} "
+               f"{'' if r.seed is None else f', seed {r.seed}'}, {form}); wrote {res.out} "
                f"({', '.join(p.name for p in res.files.values())}); {res.seconds:.1f} s")
     _echo_savings(res.savings)

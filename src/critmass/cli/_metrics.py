@@ -38,6 +38,15 @@ def dr_command(
         False, "--diffuseness",
         help="Append a column block per dataset: k*(selector) / k* of the best column selector (the neuron "
              "rankings: fscore, variance, greedy, ...), 1 = no neuron is special. Needs such selectors in the run."),
+    critical_bytes: Optional[bool] = typer.Option(
+        None, "--critical-bytes/--no-critical-bytes",
+        help="Append the critical bytes: the fewest bytes per vector whose metric reaches delta x the full float32 "
+             "vector's, with the selector, size and codec achieving it (default: when the run has codecs other "
+             "than float32)."),
+    bytes_metric: str = typer.Option(
+        "auto", "--bytes-metric",
+        help="Metric of the critical bytes: auto (recall_at_10 for retrieval, else test_accuracy) | recall_at_1 | "
+             "recall_at_5 | recall_at_10 | map | test_accuracy."),
 ):
     """Print DR(delta) = 1 - f* per model (rows) and dataset (columns), like Table 1 of Nanda et al. 2023.
 
@@ -65,6 +74,36 @@ def dr_command(
         typer.echo(text)
         for n in notes:
             typer.echo(f"note: {n}", err=True)
+    has_codecs = "codec" in df.columns and set(df["codec"].dropna().astype(str)) - {"float32", ""}
+    if critical_bytes or (critical_bytes is None and has_codecs):
+        _echo_critical_bytes(df, delta, bytes_metric, fmt, digits)
+
+
+def _echo_critical_bytes(df, delta: float, metric: str, fmt: str, digits: int) -> None:
+    """The critical-bytes block of `critmass dr`: one row per group, as markdown, csv or latex."""
+    import pandas as pd
+
+    from ..metrics import critical_bytes, format_table, solver_metrics
+
+    pairs = solver_metrics(df) if metric == "auto" else [(metric, df)]
+    cb = pd.concat([critical_bytes(rows, delta, metric=m, selector=None) for m, rows in pairs], ignore_index=True)
+    keys = [k for k in ("model", "dataset", "layer", "solver", "weights", "pooling")
+            if k in ("model", "dataset") or k in cb.columns and cb[k].nunique() > 1]
+    if len(pairs) > 1:
+        keys.append("metric")
+    pct = lambda v: f"{100 * v:.{digits}f}"  # noqa: E731
+    table = cb.assign(full=[f"{b} B: {pct(v)}" for b, v in zip(cb["full_bytes"], cb["full_value"])],
+                      critical=[f"{b} B" + ("" if r else " (not reached)") for b, r in
+                                zip(cb["critical_bytes"], cb["reached"])],
+                      achieved_by=[f"{s} k={k} {c}" for s, k, c in zip(cb["selector"], cb["n_neurons"], cb["codec"])],
+                      value=[pct(v) for v in cb["value_at_critical"]],
+                      saving=[f"{v:.1f}x" for v in cb["saving"]])
+    table = table[[*keys, "full", "critical", "achieved_by", "value", "saving"]]
+    if fmt == "markdown":
+        what = " / ".join(m for m, _ in pairs)
+        typer.echo(f"\nCritical bytes at delta={delta:g}: the fewest bytes per vector whose mean {what} reaches "
+                   f"{delta:g} x the full float32 vector's (every selector, size and codec competes)\n")
+    typer.echo(format_table(table, fmt))
 
 
 GAP_SHOW = ("both", "gap", "critical")

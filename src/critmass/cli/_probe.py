@@ -95,6 +95,9 @@ def probe(
     nprobe: int = typer.Option(None, "--nprobe", help="knn / retrieval: IVF lists searched (default 16)."),
     ef_search: int = typer.Option(None, "--ef-search", help="knn / retrieval: HNSW efSearch (default 128)."),
     map_at: str = typer.Option(None, "--map-at", help="retrieval: mAP cutoff (default 100) or 'all' (whole gallery)."),
+    codec: str = typer.Option(None, "--codec", help="knn / retrieval: comma-separated codecs the gallery is stored in, "
+                                                    "each probe run once per codec: float32 (default) | float16 | "
+                                                    "int8 | binary | binary-rerank | pq | opq (pqM, pqMxNBITS)."),
     option: list[str] = typer.Option(None, "--option", help="A solver option as KEY=VALUE (repeatable; VALUE read as "
                                                             "YAML: 3, 0.5, true, [1, 5]); any option of the solver, "
                                                             "e.g. a registered solver's own."),
@@ -154,6 +157,7 @@ def probe(
         n_threads=threads,
         n_jobs=_parse_n_jobs(n_jobs),
         penalty_rule=penalty_rule,
+        codecs=codec,
     )
     full = res.full_accuracy()
     what = solver_spec(solver).score_label

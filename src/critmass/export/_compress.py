@@ -9,6 +9,11 @@ A reducer directory holds::
     reducer.json         selector, seed, k, n_features, dtypes, what it was fitted on (path, SHA-256), versions
     savings.json         bytes per vector and for the whole gallery, query cost, variance retained
 
+With a codec (``codec='int8'``, ``'binary'``, ``'pq'``, ... of :mod:`critmass.codecs`) the reduced vectors are
+encoded: ``codes.npy`` (n, code_size) uint8 replaces ``embeddings.npy``, ``codebook.npz`` holds what encodes
+new vectors the same way (the trained quantiser, or the binary threshold), trained on the gallery only;
+``reducer.json`` records the codec, its parameters and code size, and ``apply_reducer`` returns codes.
+
 The selectors are those of :mod:`critmass.subsets` (``make_selector``), fitted on the raw embeddings (no
 standardisation: a retrieval gallery keeps its own metric). The reduced vector of ``x`` is ``x[indices]``, or
 ``(x - mean) @ components`` computed in float64; both are then cast to the output dtype.
@@ -48,6 +53,7 @@ class Reducer:
     components: np.ndarray | None = None
     mean: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    codec: object | None = None  # a fitted critmass.codecs encoder; None: the reduced floats are stored
 
     @property
     def is_projection(self) -> bool:
@@ -145,7 +151,7 @@ def _variance_retained(X_fit, red: Reducer, selector=None) -> float:
 
 
 def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: int = 0, dtype: str = "float32",
-             out, fit_labels=None) -> CompressResult:
+             out, fit_labels=None, codec: str | None = None) -> CompressResult:
     """Reduce stored embeddings to ``keep`` neurons (or principal directions) and save the reducer.
 
     Parameters
@@ -167,6 +173,10 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
         Dtype of the reduced embeddings.
     out : path
         Directory for ``embeddings.npy``, ``reducer.{npz,safetensors,json}`` and ``savings.json``.
+    codec : str, optional
+        Encode the reduced vectors with a codec of :mod:`critmass.codecs` ('float16', 'int8', 'binary',
+        'binary-rerank', 'pq', 'opq', 'pq16x8', ...), trained on the gallery: ``codes.npy`` and ``codebook.npz``
+        are written instead of ``embeddings.npy`` (``dtype`` must then stay float32).
 
     Returns
     -------
@@ -177,6 +187,15 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
 
     t0 = time.perf_counter()
     out_dtype = _check_dtype(dtype)
+    coder = None
+    if codec is not None and codec != "float32":
+        from ..codecs import make_codec
+
+        coder = make_codec(codec)
+        coder.check()
+        if dtype != "float32":
+            raise ConfigError(f"--dtype {dtype} and --codec {codec} both set the stored format; pass one "
+                              "(--codec float16 is half precision)")
     if selector == "all":
         raise ConfigError("selector 'all' keeps every neuron, so nothing is compressed; pass random, prefix or pca")
     sel = make_selector(selector, random_state=int(seed))  # unknown names fail here
@@ -205,6 +224,8 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
     elif sel.requires_y:
         raise ConfigError(f"selector {selector!r} ranks dimensions by the task's labels; pass --fit-labels FILE.npy "
                           f"(one label per row of {'--fit-on' if fit_on is not None else 'EMBEDDINGS'})")
+    if coder is not None:
+        coder.check_width(k, int(X.shape[0]))
     sel.fit(X_fit, y_fit) if sel.requires_y else sel.fit(X_fit)
     idx, proj = sel.subset(k)
     meta = {"format": FORMAT, "selector": selector, "seed": int(seed) if not sel.deterministic else None,
@@ -223,14 +244,41 @@ def compress(embeddings, *, keep, selector: str = "random", fit_on=None, seed: i
                   mean=None if proj is None else np.asarray(sel.mean_, dtype=np.float64), meta=meta)
 
     out = Path(out)
-    files = _save_reducer(red, out)
-    emb = out / "embeddings.npy"
-    _write_npy(red, X, emb, out_dtype)
-    files["embeddings"] = emb
+    stored = {"k": k, "itemsize_reduced": out_dtype.itemsize}
+    if coder is not None:  # train on the reduced gallery only, then store its codes
+        from ..codecs import faiss_threads
+
+        with faiss_threads():
+            fitted = coder.fit(red.transform(X, "float32"), "cosine", seed=int(seed))
+        red.codec = fitted
+        meta["codec"] = {"spec": coder.spec, "name": coder.name, "params": fitted.params,
+                         "code_size": int(fitted.code_size), "codebook_bytes": int(fitted.codebook_bytes),
+                         "trained_on": "the reduced gallery (embeddings)"}
+        stored = {"k": int(fitted.code_size), "itemsize_reduced": 1}
+    out.mkdir(parents=True, exist_ok=True)
+    # The stored vectors first, reducer.json (what marks a complete directory) last; the other format's file
+    # from an earlier run into this directory goes, so the directory holds one gallery.
+    files = {}
+    if coder is not None:
+        target = out / "codes.npy"
+        with atomic_path(target, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(fitted.codes, dtype=np.uint8))  # a handle: np.save adds no suffix
+        files["codes"] = target
+        stale = ["embeddings.npy"]
+    else:
+        emb = out / "embeddings.npy"
+        _write_npy(red, X, emb, out_dtype)
+        files["embeddings"] = emb
+        stale = ["codes.npy", "codebook.npz"]
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    files = {**_save_reducer(red, out), **files}
     savings = {"selector": selector, "seed": meta["seed"], "k": k, "n_features": d,
-               "storage": storage_savings(d, k, itemsize_full=X.dtype.itemsize, itemsize_reduced=out_dtype.itemsize,
-                                          n_vectors=int(X.shape[0])),
-               "reducer_bytes": int(sum(a.nbytes for a in red.arrays().values())),
+               "codec": None if coder is None else meta["codec"],
+               "storage": storage_savings(d, stored["k"], itemsize_full=X.dtype.itemsize,
+                                          itemsize_reduced=stored["itemsize_reduced"], n_vectors=int(X.shape[0])),
+               "reducer_bytes": int(sum(a.nbytes for a in red.arrays().values())) +
+               (0 if coder is None else int(fitted.codebook_bytes)),
                "query_flops": int(d * k) if red.is_projection else 0,
                "flop_convention": "multiply-accumulates of the reduction of one query",
                "variance_retained": _variance_retained(X_fit, red, sel)}
@@ -258,8 +306,13 @@ def _save_reducer(red: Reducer, out: Path) -> dict:
         np.savez(fh, **arrays)
     atomic_write_bytes(out / "reducer.safetensors", save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
                                                          metadata={"format": FORMAT}))
-    atomic_write_json(out / "reducer.json", red.meta)
-    return {"npz": out / "reducer.npz", "safetensors": out / "reducer.safetensors", "json": out / "reducer.json"}
+    files = {"npz": out / "reducer.npz", "safetensors": out / "reducer.safetensors", "json": out / "reducer.json"}
+    if red.codec is not None:
+        with atomic_path(out / "codebook.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **red.codec.codebook_arrays())
+        files["codebook"] = out / "codebook.npz"
+    atomic_write_json(out / "reducer.json", red.meta)  # last: a directory with reducer.json is complete
+    return files
 
 
 def load_reducer(path) -> Reducer:
@@ -289,6 +342,21 @@ def load_reducer(path) -> Reducer:
             raise DataError(f"cannot read {str(base / 'reducer.npz')!r} ({type(exc).__name__}); re-run "
                             "`critmass compress`") from None
     d, k = int(meta["n_features"]), int(meta["k"])
+    red = _reducer_from(meta, arrays, base, d, k)
+    if meta.get("codec"):
+        from ..codecs import make_codec
+
+        try:
+            with np.load(base / "codebook.npz", allow_pickle=False) as z:
+                book = {n: z[n] for n in z.files}
+        except Exception as exc:
+            raise DataError(f"cannot read {str(base / 'codebook.npz')!r} ({type(exc).__name__}); re-run "
+                            "`critmass compress --codec`") from None
+        red.codec = make_codec(meta["codec"]["spec"]).restore(book, k)
+    return red
+
+
+def _reducer_from(meta, arrays, base, d: int, k: int) -> Reducer:
     if "components" in arrays:
         comp, mean = arrays["components"], arrays.get("mean")
         if comp.shape != (d, k) or mean is None or mean.shape != (d,):
@@ -302,13 +370,28 @@ def load_reducer(path) -> Reducer:
 
 
 def apply_reducer(reducer, embeddings, *, out=None, dtype: str | None = None) -> np.ndarray:
-    """Reduce new embeddings (queries) the way ``reducer`` reduced the gallery; with ``out`` write a ``.npy``."""
+    """Reduce new embeddings (queries) the way ``reducer`` reduced the gallery; with ``out`` write a ``.npy``.
+
+    A reducer written with a codec returns (and writes) the queries' codes, (n, code_size) uint8, encoded with the
+    gallery's codebook.
+    """
     red = reducer if isinstance(reducer, Reducer) else load_reducer(reducer)
     X = _load_npy(embeddings, "embeddings") if not isinstance(embeddings, np.ndarray) else \
         _check_embeddings(embeddings, "embeddings")
     if X.shape[1] != red.n_features:
         raise DataError(f"embeddings have {X.shape[1]} dimensions but the reducer was fitted on {red.n_features}; "
                         "apply it to embeddings of the same model and layer")
+    if red.codec is not None:
+        if dtype not in (None, "float32"):
+            raise ConfigError(f"this reducer stores {red.meta['codec']['spec']} codes; drop --dtype")
+        from ..codecs import faiss_threads
+
+        with faiss_threads():
+            codes = np.ascontiguousarray(red.codec.encode(red.transform(X, "float32")), dtype=np.uint8)
+        if out is not None:
+            with atomic_path(Path(out), suffix=".npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, codes)
+        return codes
     out_dtype = _check_dtype(dtype or red.dtype)
     if out is not None:
         _write_npy(red, X, Path(out), out_dtype)

@@ -21,6 +21,7 @@ from ._common import (
     read_many,
     read_results,
 )
+from ._bytes import BYTES_METRICS, bytes_frontier, bytes_points, critical_bytes, default_bytes_metric, solver_metrics
 from ._dr import check_select_on, dr, dr_curve, duplicate_sizes
 from ._gap import (
     GAP_BASELINE,
@@ -38,6 +39,8 @@ from ._perclass import class_drops, gini, per_class_summary
 from ._table import dr_table, dr_table_rows, format_table, table_layout, table_notes
 
 __all__ = [
+    # recall against bytes per vector (codecs)
+    "BYTES_METRICS", "bytes_frontier", "bytes_points", "critical_bytes", "default_bytes_metric", "solver_metrics",
     "read_results",
     "read_many",
     "duplicate_sizes",

@@ -22,9 +22,12 @@ __all__ = ["GROUP_KEYS", "OPTIONAL_KEYS", "FULL_SELECTOR", "RESULT_COLUMNS", "PE
 
 #: One probe "group": a layer of a model probed on a dataset with one solver.
 GROUP_KEYS = ("model", "dataset", "layer", "solver")
-#: Keys newer probe tables carry: the weights (file hash or checkpoint name) and the pooling of the layer.
-#: When present they split groups too, so two checkpoints of one architecture are two groups (rows).
-OPTIONAL_KEYS = ("weights", "pooling")
+#: Keys newer probe tables carry: the weights (file hash or checkpoint name), the pooling of the layer and the
+#: codec the neighbour solvers stored the vectors with. When present they split groups too, so two checkpoints
+#: of one architecture are two groups (rows), and DR is never averaged across codecs.
+OPTIONAL_KEYS = ("weights", "pooling", "codec")
+# What a row written before a key existed means by it: every probe before the codec axis stored float32.
+_MISSING_KEY = {"codec": "float32"}
 #: The selector name of the full-layer probe (fraction 1.0, n_neurons == n_features).
 FULL_SELECTOR = "all"
 #: Columns the metrics need of a results / per-class table (the probe stage writes more; see
@@ -129,7 +132,7 @@ def read_many(paths, *, name: str = "results.parquet") -> pd.DataFrame:
     df = pd.concat(tables, ignore_index=True, sort=False)
     for k in OPTIONAL_KEYS:
         if k in df.columns:  # older files lack the column: one shared "unknown" value, not NaN (groupby drops NaN)
-            df[k] = df[k].astype(object).where(df[k].notna(), "")
+            df[k] = df[k].astype(object).where(df[k].notna(), _MISSING_KEY.get(k, ""))
     keys = [c for c in (*group_keys(df), "selector", "fraction", "n_neurons", "seed", "class") if c in df.columns]
     value = [c for c in ("test_accuracy", "val_accuracy", "accuracy") if c in df.columns]
     df = df.drop_duplicates(subset=[*keys, *value])
@@ -191,7 +194,7 @@ def check_table(df, required: Sequence[str], *, name: str) -> pd.DataFrame:
     df["fraction"] = df["fraction"].astype(float).round(12)
     for k in OPTIONAL_KEYS:
         if k in df.columns:
-            df[k] = df[k].astype(object).where(df[k].notna(), "").astype(str)
+            df[k] = df[k].astype(object).where(df[k].notna(), _MISSING_KEY.get(k, "")).astype(str)
     return df
 
 

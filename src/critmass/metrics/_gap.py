@@ -479,8 +479,8 @@ def join_diffuseness(critical: pd.DataFrame, diffuse: pd.DataFrame | None) -> pd
 
 
 def _varying(df: pd.DataFrame) -> list[str]:
-    """model and dataset, plus the group keys that vary in the table (layer, solver, weights, pooling)."""
-    return ["model", "dataset", *(k for k in ("layer", "solver", "weights", "pooling")
+    """model and dataset, plus the group keys that vary in the table (layer, solver, weights, pooling, codec)."""
+    return ["model", "dataset", *(k for k in ("layer", "solver", "weights", "pooling", "codec")
                                   if k in df.columns and df[k].nunique() > 1)]
 
 

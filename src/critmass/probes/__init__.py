@@ -38,6 +38,8 @@ _LAZY = {
     "RESULT_COLUMNS": "._rows",
     "PER_CLASS_COLUMNS": "._rows",
     "NEIGHBOUR_COLUMNS": "._rows",
+    "AGREEMENT_COLUMNS": "._rows",
+    "rank_agreement": "._retrieval",
     "torch_threads": "._run",
 }
 
@@ -67,6 +69,8 @@ __all__ = [
     "RESULT_COLUMNS",
     "PER_CLASS_COLUMNS",
     "NEIGHBOUR_COLUMNS",
+    "AGREEMENT_COLUMNS",
+    "rank_agreement",
     "DEFAULT_LOGISTIC_ALPHAS",
     "DEFAULT_RIDGE_ALPHAS",
     "DEFAULT_KNN_KS",

@@ -21,7 +21,6 @@ would change which neighbours are near.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import numbers
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.metaestimators import available_if
 
 from .._validation import check_features, check_positive_int, closest
+from ..codecs import DEFAULT_CODEC, faiss_threads, make_codec, pair_scores
 from ..data import train_val_indices
 from ..exceptions import ConfigError, FeatureError
 from ._choice import choose
@@ -131,23 +131,6 @@ def resolve_backend(backend: str, index: str, device) -> str:
     return b
 
 
-@contextlib.contextmanager
-def faiss_threads():
-    """FAISS's OpenMP threads follow torch's setting (``torch.set_num_threads`` / ``--threads``) for the block."""
-    faiss = _import_faiss()
-    if faiss is None:
-        yield
-        return
-    import torch
-
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(int(torch.get_num_threads()))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
-
-
 class SubsetVectors:
     """The search vectors of column subsets of one set of rows, under one normalisation.
 
@@ -192,11 +175,18 @@ class NeighbourIndex:
 
     def __init__(self, gallery: np.ndarray, metric: str, *, index: str = "flat", backend: str = "faiss",
                  device="cpu", nlist: int | None = None, nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128,
-                 ef_construction: int = 40, seed: int = 0):
+                 ef_construction: int = 40, seed: int = 0, codec=None):
         self.metric, self.index_kind, self.backend = metric, index, backend
         self.n, self.d = gallery.shape
         self.device = str(device)
         self._gallery = gallery  # float32 (n, d); exact similarities (full-ranking mAP) use it
+        self.coded = None  # a fitted codec (critmass.codecs) searches its codes instead of the float vectors
+        self.bytes_per_vector, self.codebook_bytes, self.codec_params = 4 * self.d, 0, {}
+        if codec is not None and codec.name != DEFAULT_CODEC:
+            self.coded = codec.fit(gallery, metric, seed=seed)  # trained on the gallery only
+            self.bytes_per_vector = self.coded.bytes_per_vector
+            self.codebook_bytes, self.codec_params = self.coded.codebook_bytes, self.coded.params
+            return
         if backend == "torch":
             import torch
 
@@ -229,6 +219,8 @@ class NeighbourIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, ids), each (n_queries, k), nearest first."""
         k = min(int(k), self.n)
+        if self.coded is not None:
+            return self.coded.search(queries, k)
         if self.backend == "torch":
             return self._torch_search(queries, k)
         scores, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -258,9 +250,14 @@ class NeighbourIndex:
         """Yield ``(offset, scores)`` of every query against the whole gallery, as torch tensors (exact)."""
         import torch
 
-        g = self._g if self.backend == "torch" else torch.from_numpy(self._gallery).to(
-            self.device if self.device.startswith("cuda") else "cpu")
-        gsq = (g * g).sum(1) if self.metric == "l2" else None
+        metric = self.metric
+        if self.coded is not None:  # the codec's view: its query vectors against its reconstructed gallery
+            queries, metric = self.coded.query_vectors(queries), self.coded.score_metric
+            g = torch.from_numpy(np.ascontiguousarray(self.coded.reconstruct(), dtype=np.float32))
+        else:
+            g = self._g if self.backend == "torch" else torch.from_numpy(self._gallery).to(
+                self.device if self.device.startswith("cuda") else "cpu")
+        gsq = (g * g).sum(1) if metric == "l2" else None
         step = max(1, min(chunk, 2**25 // max(self.n, 1)))
         for a in range(0, len(queries), step):
             q = torch.from_numpy(np.ascontiguousarray(queries[a : a + step])).to(g.device)
@@ -268,6 +265,12 @@ class NeighbourIndex:
             if gsq is not None:
                 s = 2 * s - gsq[None, :] - (q * q).sum(1, keepdim=True)
             yield a, s
+
+    def pair_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Similarities (n_queries, m) of each query to the gallery rows ``ids[i]``, as this index scores them."""
+        if self.coded is not None:
+            return self.coded.pair_scores(queries, ids)
+        return pair_scores(queries, ids, lambda i: self._gallery[i], self.metric)
 
 
 def _mean(X, chunk: int = 8192) -> np.ndarray:
@@ -362,6 +365,10 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
     index : {'flat', 'ivf', 'hnsw'}, default 'flat'
         Exact search, or FAISS IVF (``nlist`` lists, ``nprobe`` probed) / HNSW (``hnsw_m``, ``ef_search``).
     backend : {'auto', 'faiss', 'torch'}, default 'auto'
+    codec : str, default 'float32'
+        How the gallery vectors are stored and searched (:mod:`critmass.codecs`: 'float16', 'int8', 'binary',
+        'binary-rerank', 'pq', 'opq', ...); the quantiser is trained on the gallery of each subset only,
+        queries are never used. Codecs other than float32 search exhaustively (``index='flat'``) with faiss.
     subsets : list of int arrays, optional
         Column subsets, one probe each; ``None``: one probe on all columns.
     val_fraction : float, default 0.1
@@ -391,6 +398,8 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         The grid actually searched (clipped to the gallery size).
     n_train_, n_val_ : int
         Gallery rows searched by the validation queries, and validation rows.
+    bytes_per_vector_ : ndarray (n_subsets,) of int
+        What the codec stores per gallery vector of each subset (``4 k`` for float32).
 
     Examples
     --------
@@ -406,8 +415,9 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
 
     def __init__(self, ks=DEFAULT_KNN_KS, *, metric="cosine", vote: str = "auto", temperature: float = 0.07,
                  normalization: str = "auto", center: bool = False, index: str = "flat", nlist: int | None = None,
-                 nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128, backend: str = "auto", subsets=None,
-                 val_fraction: float = 0.1, refit: bool = False, device: str = "auto", random_state: int | None = 0):
+                 nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128, backend: str = "auto",
+                 codec: str = DEFAULT_CODEC, subsets=None, val_fraction: float = 0.1, refit: bool = False,
+                 device: str = "auto", random_state: int | None = 0):
         self.ks = ks
         self.metric = metric
         self.vote = vote
@@ -420,12 +430,12 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
         self.backend = backend
+        self.codec = codec
         self.subsets = subsets
         self.val_fraction = val_fraction
         self.refit = refit
         self.device = device
         self.random_state = random_state
-
 
     # ------------------------------------------------------------------------------------ settings
     def _settings(self) -> dict:
@@ -445,17 +455,33 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
             check_positive_int(self.nlist, name="nlist")
         device = resolve_device(self.device)
         index = _choice(self.index, INDEXES, "index")
+        codec = make_codec(self.codec)
+        codec.check()
+        if codec.name != DEFAULT_CODEC:
+            if index != "flat":
+                raise ConfigError(f"codec {codec.spec!r} searches its codes exhaustively; pass index='flat' "
+                                  f"(or codec 'float32' for index {index!r})")
+            if self.backend == "torch":
+                raise ConfigError(f"codec {codec.spec!r} searches its codes with faiss; pass backend='auto' or "
+                                  "'faiss' (backend='torch' searches float32 vectors only)")
         return {
             "metrics": metrics,
             "votes": [resolve_vote(self.vote, m) for m in metrics],
             "normalizations": [resolve_normalization(self.normalization, m) for m in metrics],
             "index": index, "backend": resolve_backend(self.backend, index, device), "device": str(device),
+            "codec": codec,
         }
 
     def _index_kwargs(self, s: dict) -> dict:
         return dict(index=s["index"], backend=s["backend"], device=s["device"], nlist=self.nlist, nprobe=self.nprobe,
                     hnsw_m=self.hnsw_m, ef_search=self.ef_search, seed=0 if self.random_state is None else
-                    int(self.random_state))
+                    int(self.random_state), codec=s["codec"])
+
+    def _record_codec(self, i: int, idx: "NeighbourIndex") -> None:
+        """Remember the codec's resolved parameters and codebook size for subset ``i`` (its bytes per vector are
+        known before training: ``bytes_per_vector_``, which the index agrees with)."""
+        self.bytes_per_vector_[i] = idx.bytes_per_vector
+        self.codec_params_[i] = {"params": idx.codec_params, "codebook_bytes": int(idx.codebook_bytes)}
 
     def _check_subsets(self, d: int) -> list[np.ndarray]:
         from ._base import BaseProbe
@@ -532,6 +558,8 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         yv = None if val is None else np.searchsorted(self.classes_, val[2])
         nS, nM = len(subsets), len(s["metrics"])
         self.val_scores_ = np.full((nS, nM, len(self.ks_)), np.nan)
+        self.bytes_per_vector_ = np.array([s["codec"].bytes_per_vector(len(c), n_gal) for c in subsets], dtype=np.int64)
+        self.codec_params_ = [{"params": {}, "codebook_bytes": 0} for _ in subsets]
         choice = np.zeros((nS, 2), dtype=np.int64)  # (metric position, k position)
         margins = np.full(nS, np.nan)
         test_pred = [None] * nS if X_test is not None else None
@@ -551,6 +579,7 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
                 for m, metric in enumerate(s["metrics"]):
                     gv, vv, tv = per_metric[m]
                     idx = NeighbourIndex(gv.get(cols), metric, **self._index_kwargs(s))
+                    self._record_codec(i, idx)
                     if vv is not None:
                         sc, ids = idx.search(vv.get(cols), kmax)
                         preds = vote(y_gal[ids.clip(0)], sc, self.ks_, C, s["votes"][m], self.temperature)
@@ -680,12 +709,16 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
                 "choice_margin": float(self.choice_margins_[i]), "train_accuracy": np.nan,
                 "val_accuracy": float(self.scores_[i]), "n_train": int(self.n_train_), "n_val": int(self.n_val_),
                 "n_iter": 0, "knn_k": int(self.k_[i]), "knn_metric": self.metric_[i], "knn_vote": self.votes_[i],
-                "normalization": self.normalizations_[i]}
+                "normalization": self.normalizations_[i], **self._codec_values(i)}
+
+    def _codec_values(self, i: int) -> dict:
+        """``bytes_per_vector`` of subset ``i`` and the codec's resolved parameters (for the row's config)."""
+        return {"bytes_per_vector": int(self.bytes_per_vector_[i]), "codec_params": self.codec_params_[i]}
 
     def _run_config(self) -> dict:
         """What a run records of its settings in ``config['neighbours']``."""
         s = self._settings()
-        skip = ("subsets", "device", "refit", "random_state", "val_fraction")
+        skip = ("subsets", "device", "refit", "random_state", "val_fraction", "codec")
         return {**{k: v for k, v in self.get_params().items() if k not in skip},
                 **{k: s[k] for k in ("metrics", "votes", "normalizations", "index", "backend")}}
 

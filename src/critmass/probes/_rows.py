@@ -8,21 +8,28 @@ columns every row of the run shares.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .._defaults import DEFAULT_FRACTIONS
 
-__all__ = ["DEFAULT_FRACTIONS", "KEYS", "RESULT_COLUMNS", "PER_CLASS_COLUMNS", "NEIGHBOUR_COLUMNS", "result_rows",
+__all__ = ["DEFAULT_FRACTIONS", "KEYS", "RESULT_COLUMNS", "PER_CLASS_COLUMNS", "NEIGHBOUR_COLUMNS", "AGREEMENT_COLUMNS",
+           "result_rows",
            "class_name"]
 
 # weights (the backbone's weights id: file hash, checkpoint or hub revision) and pooling tell two
 # checkpoints, or two poolings, of one architecture and layer apart.
-KEYS = ["model", "weights", "dataset", "layer", "pooling", "selector", "fraction", "n_neurons", "seed", "solver"]
+# codec: how a neighbour solver stored the gallery vectors (critmass.codecs); float32 for every linear solver.
+KEYS = ["model", "weights", "dataset", "layer", "pooling", "selector", "fraction", "n_neurons", "seed", "solver",
+        "codec"]
+#: Rank agreement with the full layer's float32 vectors (retrieval): means over the test queries, standard errors.
+AGREEMENT_COLUMNS = ["overlap_at_10", "overlap_at_10_se", "spearman_top100", "spearman_top100_se"]
 #: Columns of the neighbour solvers (kNN / retrieval); NaN / None in the rows of the linear solvers.
 NEIGHBOUR_COLUMNS = ["knn_k", "knn_metric", "knn_vote", "normalization", "recall_at_1", "recall_at_5", "recall_at_10",
-                     "map"]
+                     "map", *AGREEMENT_COLUMNS]
 RESULT_COLUMNS = KEYS + [
-    "n_features", "reg", "reg_applied", "penalty_rule", "choice_margin", "train_accuracy", "val_accuracy",
+    "n_features", "bytes_per_vector", "reg", "reg_applied", "penalty_rule", "choice_margin", "train_accuracy", "val_accuracy",
     "test_accuracy", "mean_per_class_recall",
     "n_train", "n_val", "n_test", "n_classes", "n_iter", "refit", "weights_file", "config", "versions",
 ] + NEIGHBOUR_COLUMNS
@@ -30,8 +37,7 @@ PER_CLASS_COLUMNS = KEYS + ["class", "class_name", "accuracy", "support"]
 
 # NaN (float) in the rows of solvers that leave them out, as before the row builder was shared: parquet keeps the
 # columns' types
-_EMPTY_NEIGHBOUR = {"knn_k": np.nan, "knn_metric": np.nan, "knn_vote": np.nan, "normalization": np.nan,
-                    "recall_at_1": np.nan, "recall_at_5": np.nan, "recall_at_10": np.nan, "map": np.nan}
+_EMPTY_NEIGHBOUR = {name: np.nan for name in NEIGHBOUR_COLUMNS}
 
 
 def class_name(names, c) -> str:
@@ -70,7 +76,12 @@ def result_rows(est, meta, correct, y_test, *, key: dict, common: dict, class_na
     in_class = [pos == c for c in range(len(est.classes_))]
     supports = [int(m.sum()) for m in in_class]
     for i, (sel, seed, k, frs) in enumerate(meta):
-        values = {**_EMPTY_NEIGHBOUR, **est._row_values(i)}
+        values = {**_EMPTY_NEIGHBOUR, "bytes_per_vector": 4 * int(k), **est._row_values(i)}
+        codec_params = values.pop("codec_params", None)
+        if codec_params is not None:  # the codec's resolved parameters and codebook size go in the row's config
+            config = json.loads(common["config"]) if common.get("config") else {}
+            values["config"] = json.dumps({**config, "codec": {"spec": key.get("codec"), **codec_params}},
+                                          sort_keys=True, default=str)
         if margins and i in margins:
             values["choice_margin"] = margins[i]
         ok = np.asarray(correct[i], dtype=bool)

@@ -30,6 +30,7 @@ from .._validation import check_features, check_fraction, check_labels, check_po
 from ..exceptions import ConfigError, FeatureError
 from ..features import FeatureSet, load_features, sample_ids
 from ..subsets import make_selector, probe_fit_rows, size_fractions
+from ..codecs import DEFAULT_CODEC, make_codec, parse_codecs
 from ._base import check_alphas, resolve_device
 from ._jobs import count_weights, fit_phases, plan_jobs, save_weights, split_jobs
 from ._parallel import check_n_jobs, resolve_n_jobs
@@ -61,8 +62,11 @@ class ProbeResults:
     seconds: float = field(default=float("nan"))
 
     def full_accuracy(self) -> float:
-        """Mean test accuracy of the full layer (``selector == 'all'`` rows)."""
+        """Mean test accuracy of the full layer (``selector == 'all'`` rows; of float32, or the first codec, when
+        there are several)."""
         rows = self.results[self.results["selector"] == "all"]
+        if "codec" in rows and len(rows):
+            rows = rows[rows["codec"] == ("float32" if (rows["codec"] == "float32").any() else rows["codec"].iloc[0])]
         return float(rows["test_accuracy"].mean()) if len(rows) else float("nan")
 
     def save(self, out, *, csv: bool = False) -> Path:
@@ -101,6 +105,7 @@ class ProbeRequest:
     penalty_rule: str = "per-probe"
     n_jobs: int | str | None = "auto"
     full_layer: bool = True
+    codecs: str | Sequence[str] | None = None
 
 
 @contextlib.contextmanager
@@ -206,6 +211,14 @@ def run_probes(features, request: ProbeRequest | None = None, *, n_threads: int 
         unit per (model, dataset, layer, solver) and passes False to the others (``'all'`` named in
         ``selectors`` is fitted either way).
 
+    codecs : str or sequence of str, optional
+        How the neighbour solvers (knn, retrieval) store and search the gallery vectors
+        (:mod:`critmass.codecs`: 'float32', 'float16', 'int8', 'binary', 'binary-rerank', 'pq', 'opq', ...;
+        default float32 only). Every probe is run once per codec: the ``codec`` column tells the rows apart
+        and ``bytes_per_vector`` records what the codec stores per vector (the row's ``config`` holds its
+        resolved parameters and codebook size). Quantisers are trained on each subset's gallery only. The
+        linear solvers fit float32 features (their rows say codec float32, ``4 k`` bytes).
+
     request : ProbeRequest, optional
         All of the above in one object (keyword arguments given as well override its fields).
 
@@ -222,11 +235,20 @@ def run_probes(features, request: ProbeRequest | None = None, *, n_threads: int 
     with torch_threads(n_threads):
         t0 = time.perf_counter()
         plan = _prepare(features, request)
-        rows, per_class = _fit(plan, request)
+        rows, per_class = [], []
+        for codec in plan.codecs:  # one pass per codec: its rows carry it in the codec key
+            plan.key["codec"] = codec
+            if plan.spec.family == "neighbours":
+                plan.options["codec"] = codec
+            r, pc = _fit(plan, request)
+            rows += r
+            per_class += pc
         results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         order = {s: i for i, s in enumerate(plan.selectors)}
-        results = results.sort_values(["selector", "seed", "fraction"],
-                                      key=lambda c: c.map(order) if c.name == "selector" else c,
+        codec_order = {c: i for i, c in enumerate(plan.codecs)}
+        results = results.sort_values(["codec", "selector", "seed", "fraction"],
+                                      key=lambda c: c.map(order) if c.name == "selector" else
+                                      c.map(codec_order) if c.name == "codec" else c,
                                       kind="stable").reset_index(drop=True)
         res = ProbeResults(results, pd.DataFrame(per_class, columns=PER_CLASS_COLUMNS))
         if request.out is not None:
@@ -256,6 +278,7 @@ class _Plan:
     key: dict  # row keys every row shares
     common: dict  # columns every row shares
     class_names: list | None
+    codecs: list = field(default_factory=lambda: [DEFAULT_CODEC])
 
 
 def _check_options(spec, request: ProbeRequest):
@@ -289,6 +312,23 @@ def _check_options(spec, request: ProbeRequest):
         raise ConfigError(f"solver {name!r} rejects its options {sorted(opts)}: {err}") from None
     est._check_options()
     return opts, est
+
+
+def _check_codecs(spec, req: ProbeRequest, size_fracs: dict, n_gallery: int) -> list[str]:
+    """The run's codec specs, checked against the installed faiss and every subset size before any work."""
+    codecs = parse_codecs(req.codecs)
+    if spec.family != "neighbours":
+        if codecs != [DEFAULT_CODEC]:
+            raise ConfigError(f"codecs {', '.join(c for c in codecs if c != DEFAULT_CODEC)} apply to the neighbour "
+                              f"solvers (knn, retrieval); solver {spec.name!r} fits float32 features: drop --codec")
+        return codecs
+    if "codec" in (req.solver_options or {}):
+        raise ConfigError("pass codecs with codecs=[...] (--codec), not as a solver option")
+    for c in codecs:
+        codec = make_codec(c)
+        for k in sorted(size_fracs):
+            codec.check_width(int(k), n_gallery)
+    return codecs
 
 
 def _prepare(features, req: ProbeRequest) -> _Plan:
@@ -336,6 +376,7 @@ def _prepare(features, req: ProbeRequest) -> _Plan:
             val_rows = np.setdiff1d(np.arange(len(y_train)), fit_rows)
             x_val, y_val, val_source = x_train, y_train[val_rows], "carved"
     y_fit = y_train if fit_rows is None else y_train[fit_rows]
+    codecs = _check_codecs(spec, req, size_fracs, len(y_fit))
 
     config = {
         "selectors": selectors, "fractions": fracs, "n_neurons": n_neurons, "seeds": seeds, "solver": req.solver,
@@ -343,6 +384,7 @@ def _prepare(features, req: ProbeRequest) -> _Plan:
         "val_fraction": float(req.val_fraction), "val_seed": int(req.val_seed), "val_source": val_source,
         "refit": bool(req.refit), "device": opts["device"], "solver_options": req.solver_options or {},
         "source": fs.meta.get("source"), "penalty_rule": req.penalty_rule, "choice_rule": CHOICE_RULE,
+        "codecs": codecs,
     }
     vers = versions()
     if hasattr(probe, "_run_config"):  # the neighbour solvers record their resolved settings
@@ -356,13 +398,14 @@ def _prepare(features, req: ProbeRequest) -> _Plan:
     key = dict(model=str(fs.meta.get("model")),
                weights=str(train_manifest.get("weights") or fs.meta.get("weights") or ""),
                dataset=str(fs.meta.get("dataset")), layer=str(fs.meta.get("layer")),
-               pooling=str(fs.meta.get("pooling") or train_manifest.get("pooling") or ""), solver=req.solver)
+               pooling=str(fs.meta.get("pooling") or train_manifest.get("pooling") or ""), solver=req.solver,
+               codec=codecs[0])
     common = {"n_features": d, "penalty_rule": req.penalty_rule, "refit": bool(req.refit), "n_test": int(len(y_test)),
               "config": json.dumps(config, sort_keys=True, default=str), "versions": json.dumps(vers, sort_keys=True)}
     n_alphas = len(check_alphas(probe.alphas)) if spec.has_penalty else 0
     return _Plan(spec, opts, selectors, seeds, size_fracs, d, _load_rows(x_train, fit_rows), y_fit,
                  None if x_val is None else _load_rows(x_val, val_rows), y_val, _load_rows(x_test, None), y_test, n_alphas, key,
-                 common, train_manifest.get("classes"))
+                 common, train_manifest.get("classes"), codecs)
 
 
 def _fit(plan: _Plan, req: ProbeRequest) -> tuple[list, list]:
@@ -400,6 +443,8 @@ def _fit(plan: _Plan, req: ProbeRequest) -> tuple[list, list]:
             if job.alphas is not None:
                 params["alphas"] = job.alphas
             est = spec.estimator(**params)
+            if getattr(est, "agreement", False):  # rank agreement is with the full layer, whatever the job sees
+                est._full_layer = (plan.X_fit, plan.X_val, plan.X_test)
             x_fit, x_val, x_test = job.arrays()
             correct = est._run_fit(x_fit, plan.y_fit, x_val, plan.y_val, x_test, plan.y_test,
                                    progress=bar.update if workers == 1 else None)

@@ -53,7 +53,8 @@ def interpret_accuracy(results: pd.DataFrame, dr_long: pd.DataFrame, delta: floa
             best = reached.loc[reached["critical_n_neurons"] == reached["critical_n_neurons"].min(), "selector"]
             parts.append(f"Fewest neurons: {', '.join(best)}.")
         # How much each selector keeps at the smallest fraction tested by all of them.
-        rows = results.merge(g[["model", "dataset", "layer", "solver"]].drop_duplicates(), how="inner")
+        on = [k for k in (*GROUP_KEYS, *OPTIONAL_KEYS) if k in g.columns and k in results.columns]
+        rows = results.merge(g[on].drop_duplicates(), on=on, how="inner")
         rows = rows[rows["selector"].isin(g["selector"])]
         common = rows.groupby("fraction")["selector"].nunique()
         common = common[common == g["selector"].nunique()]
@@ -81,8 +82,10 @@ def interpret_cka(cka: pd.DataFrame, dr_long: pd.DataFrame, delta: float, metric
             else:
                 parts.append(f"{sel} only with the whole layer" if hit[0] >= 1.0 else f"{sel} from {_f(hit[0])}")
         text = f"CKA with the full layer reaches {delta:g}: " + "; ".join(parts) + "."
-        model, dataset = g["model"].iloc[0], g["dataset"].iloc[0]
-        crit = dr_long[(dr_long["model"] == model) & (dr_long["dataset"] == dataset) & dr_long["reached"]]
+        crit = _same_group(dr_long, g)
+        if "codec" in crit.columns and crit["codec"].nunique() > 1:  # CKA has no codec: the float32 vectors' k*
+            crit = crit[crit["codec"] == ("float32" if (crit["codec"] == "float32").any() else crit["codec"].iloc[0])]
+        crit = crit[crit["reached"]]
         by_k = g.groupby(["selector", "n_neurons"])[metric].mean()  # the same k: the same subset
         notes = []
         for _, r in crit.iterrows():
@@ -133,6 +136,16 @@ def _class_names(drops: pd.DataFrame) -> dict:
     return drops.groupby("class")["class_name"].first().to_dict()
 
 
+def _same_group(dr_long: pd.DataFrame, g: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``dr_long`` of the group the panel ``g`` shows: equal in every group key constant in ``g``
+    (model, dataset, layer, solver, weights, pooling, codec), so one codec's k* never labels another's panel."""
+    keys = [k for k in (*GROUP_KEYS, *OPTIONAL_KEYS) if k in dr_long.columns and k in g.columns and g[k].nunique() == 1]
+    mask = np.ones(len(dr_long), dtype=bool)
+    for k in keys:
+        mask &= (dr_long[k].astype(str) == str(g[k].iloc[0])).to_numpy()
+    return dr_long[mask]
+
+
 def interpret_class_drops(drops: pd.DataFrame, dr_long: pd.DataFrame, selector: str) -> list[tuple[str, str]]:
     """Mean and largest class drop at the selector's critical mass and at the smallest fraction."""
     out = []
@@ -140,8 +153,8 @@ def interpret_class_drops(drops: pd.DataFrame, dr_long: pd.DataFrame, selector: 
         # By size k: fractions that round to the same k are one fit.
         by = g.pivot_table(index="n_neurons", columns="class", values="drop", aggfunc="mean").sort_index()
         names = _class_names(g)
-        model, dataset = g["model"].iloc[0], g["dataset"].iloc[0]
-        r = dr_long[(dr_long["model"] == model) & (dr_long["dataset"] == dataset) & (dr_long["selector"] == selector)]
+        r = _same_group(dr_long, g)
+        r = r[r["selector"] == selector]
         parts = []
         if len(r) and bool(r["reached"].iloc[0]):
             k = _at_size(by.index, float(r["critical_n_neurons"].iloc[0]))
@@ -168,11 +181,11 @@ def interpret_gini(gtab: pd.DataFrame, dr_long: pd.DataFrame) -> list[tuple[str,
         if FULL_SELECTOR not in means.index.get_level_values(0):
             continue
         full = float(means.loc[FULL_SELECTOR].mean())
-        model, dataset = g["model"].iloc[0], g["dataset"].iloc[0]
         parts = []
         for sel in [s for s in order_selectors(g["selector"].unique()) if s != FULL_SELECTOR]:
             c = means.loc[sel].sort_index()
-            r = dr_long[(dr_long["model"] == model) & (dr_long["dataset"] == dataset) & (dr_long["selector"] == sel)]
+            r = _same_group(dr_long, g)
+            r = r[r["selector"] == sel]
             bits = []
             if len(r) and bool(r["reached"].iloc[0]):
                 k = _at_size(c.index, float(r["critical_n_neurons"].iloc[0]))
@@ -192,7 +205,9 @@ def interpret_heatmap(dr_long: pd.DataFrame, delta: float, selector: str) -> lis
     text = (f"{selector} subsets: highest DR({delta:g}) {hi['dr']:.2f} ({hi['model']} on {hi['dataset']}), "
             f"lowest {lo['dr']:.2f} ({lo['model']} on {lo['dataset']}).")
     if sub["model"].nunique() > 1:
-        means = sub.groupby("model")["dr"].mean().sort_values(ascending=False)
+        by = ["model", *(k for k in OPTIONAL_KEYS if k in sub.columns and sub[k].nunique() > 1)]
+        means = sub.groupby(by)["dr"].mean().sort_values(ascending=False)
+        means.index = [" | ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in means.index]
         text += " Mean over datasets: " + ", ".join(f"{m} {v:.2f}" for m, v in means.items()) + "."
     out = [("models and datasets", text)]
     others = [s for s in dict.fromkeys(dr_long["selector"]) if s != selector]

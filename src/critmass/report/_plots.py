@@ -409,7 +409,7 @@ def plot_gini(per_class: pd.DataFrame, *, selector: str | Sequence[str] | None =
 
 def _row_labels(res: pd.DataFrame) -> tuple[list[str], pd.Series]:
     """Heat-map rows: model (with layer / solver when they vary) and feature length, like Table 1."""
-    parts = ["model", *(k for k in ("layer", "solver", "weights", "pooling") if k in res.columns
+    parts = ["model", *(k for k in ("layer", "solver", "weights", "pooling", "codec") if k in res.columns
                         and res[k].nunique() > 1)]
     label = res[parts].astype(str).agg(" | ".join, axis=1) + " (" + res["n_features"].astype(int).astype(str) + ")"
     return parts, label

@@ -16,6 +16,7 @@ from .._io import atomic_write_bytes
 from ..exceptions import DataError
 from ..metrics import (check_delta, check_n_boot, check_select_on, class_drops, class_label, critical_mass_table, dr,
                        dr_curve, dr_table, group_keys, join_diffuseness, selector_gap, table_notes)
+from ._bytes import bytes_tables, has_codecs, interpret_bytes, plot_bytes_frontier
 from ._gap import gap_n_boot, gap_selectors, gap_tables, interpret_gap, plot_gap
 from ._html import esc, html_figure, html_page, html_table
 from ._invert import INVERT_FILE, invert_figures, invert_sections, invert_table, read_inversion
@@ -90,6 +91,14 @@ FIGURES = {
         "Linear-probe test accuracy (mean over seeds, min–max band) against the bytes a stored vector takes with "
         "each selector's k values (float32, log-x); dashed: the full layer (square: its size); dotted: δ × full. "
         "`critmass export` / `critmass compress` turn a point of this curve into a model or a gallery."),
+    "bytes_frontier": (
+        "Recall vs bytes per vector across codecs", "Bytes",
+        "Every (selector, size, codec) of the neighbour probes: mean over seeds of recall@1, recall@10 and mAP "
+        "(retrieval) or kNN accuracy against the bytes a stored vector takes (log-x); marker: codec, colour: "
+        "selector; the step line is the Pareto frontier (no point stores fewer bytes at a higher value); open "
+        "circle: the full float32 vector. Drawn when the run has codecs other than float32; the points are "
+        "tables/bytes_frontier.csv and the fewest bytes reaching δ × full, full − 1 pt and full − 5 pt "
+        "tables/critical_bytes.csv."),
     **PROFILE_FIGURES,  # `critmass profile` runs: DR / accuracy across depth, layer x layer CKA
 }
 
@@ -166,6 +175,8 @@ def make_figures(run: RunData | str | os.PathLike, *, delta: float = 0.9, select
         figs["gap_vs_fraction"] = plot_gap(res, selectors=lines, n_boot=gap_n_boot(res, n_boot),
                                            random_state=random_state)
     figs["savings"] = plot_savings(res, delta=delta)
+    if has_codecs(res):
+        figs["bytes_frontier"] = plot_bytes_frontier(res)
     figs.update(profile_figures(run, delta=delta, n_boot=n_boot, random_state=random_state, select_on=select_on))
     return figs
 
@@ -175,7 +186,7 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _critical_table(dr_long: pd.DataFrame, delta: float) -> pd.DataFrame:
-    extra = [k for k in ("layer", "solver", "weights", "pooling") if k in dr_long.columns and dr_long[k].nunique() > 1]
+    extra = [k for k in ("layer", "solver", "weights", "pooling", "codec") if k in dr_long.columns and dr_long[k].nunique() > 1]
     nominal = [("" if abs(n - f) < 1e-12 else f"{n:.3g}")
                for f, n in zip(dr_long["critical_fraction"], dr_long["critical_fraction_nominal"])]
     t = pd.DataFrame({"model": dr_long["model"], "dataset": dr_long["dataset"],
@@ -233,7 +244,7 @@ _PC_NAMES = {"critical_n_neurons": "k*", "critical_fraction": "f*", "mean_class_
 
 
 def _display(df: pd.DataFrame) -> pd.DataFrame:
-    drop = [k for k in ("layer", "solver", "weights", "pooling") if k in df.columns and df[k].nunique() <= 1]
+    drop = [k for k in ("layer", "solver", "weights", "pooling", "codec") if k in df.columns and df[k].nunique() <= 1]
     out = df.drop(columns=[*drop, "max_drop_class"])
     out = out.rename(columns=_PC_NAMES)
     for c in out.columns:
@@ -374,6 +385,9 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
                                        select_on=select_on)
         texts["gap.csv"] = gap.to_csv(index=False)
         texts["gap_critical_mass.csv"] = join_diffuseness(critical, diffuse).to_csv(index=False)
+    bytes_tabs = bytes_tables(res, delta=delta) if has_codecs(res) else None
+    if bytes_tabs is not None:
+        texts.update({name: tab.to_csv(index=False) for name, tab in bytes_tabs.items()})
     for fname, text in texts.items():
         atomic_write_bytes(tab_dir / fname, text.encode("utf-8"))
         tables[fname] = tab_dir / fname
@@ -396,6 +410,8 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     notes["savings"] = interpret_savings(res, delta=delta)
     if gap is not None:
         notes["gap_vs_fraction"] = interpret_gap(gap, diffuse, delta=delta)
+    if bytes_tabs is not None:
+        notes["bytes_frontier"] = interpret_bytes(bytes_tabs["critical_bytes.csv"], delta=delta)
     notes.update(profile_notes(run, delta=delta, select_on=select_on))
 
     html_path = out / "report.html"

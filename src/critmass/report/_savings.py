@@ -17,13 +17,21 @@ __all__ = ["savings_table", "plot_savings", "interpret_savings"]
 REQUIRED = ("model", "dataset", "selector", "fraction", "n_neurons", "n_features", "seed", "test_accuracy")
 
 
+def _float_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The float32 rows of a table with a codec axis: this panel prices k neurons at ``k x itemsize`` bytes (the
+    codecs' own bytes are the bytes-frontier figure's)."""
+    if "codec" in df.columns and (df["codec"] == "float32").any():
+        return df[df["codec"] == "float32"]
+    return df
+
+
 def savings_table(results: pd.DataFrame, *, itemsize: int = 4) -> pd.DataFrame:
     """Mean / min / max test accuracy over seeds per selector and subset size, with bytes per vector.
 
     One row per (panel keys, selector, n_neurons): ``bytes_per_vector = n_neurons * itemsize``,
     ``full_bytes = n_features * itemsize``; fractions that round to the same k are one fit and one row.
     """
-    df = check_table(results, REQUIRED, name="results")
+    df = _float_rows(check_table(results, REQUIRED, name="results"))
     keys = panel_keys(df)
     df = df.copy()
     df["selector"] = df["selector"].astype(str)
@@ -52,7 +60,7 @@ def plot_savings(results: pd.DataFrame, *, itemsize: int = 4, full_selector: str
     import matplotlib
 
     tab = savings_table(results, itemsize=itemsize)
-    keys = panel_keys(check_table(results, REQUIRED, name="results"))
+    keys = panel_keys(_float_rows(check_table(results, REQUIRED, name="results")))
     names = [s for s in dict.fromkeys(tab["selector"]) if s != full_selector]
     from ._style import order_selectors
 
@@ -94,7 +102,7 @@ def interpret_savings(results: pd.DataFrame, *, delta: float = 0.9, itemsize: in
                       full_selector: str = FULL_SELECTOR) -> list[tuple[str, str]]:
     """Per panel: the fewest bytes per vector at which each selector's mean accuracy reaches ``delta x full``."""
     tab = savings_table(results, itemsize=itemsize)
-    keys = panel_keys(check_table(results, REQUIRED, name="results"))
+    keys = panel_keys(_float_rows(check_table(results, REQUIRED, name="results")))
     out = []
     for key, sub in tab.groupby(keys, sort=True):
         full = sub[sub["selector"] == full_selector]

@@ -56,7 +56,7 @@ def order_selectors(selectors: Iterable[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
-def panel_keys(df: pd.DataFrame, extra: Sequence[str] = ("layer", "solver", "weights", "pooling", "split")
+def panel_keys(df: pd.DataFrame, extra: Sequence[str] = ("layer", "solver", "weights", "pooling", "codec", "split")
                ) -> list[str]:
     """(model, dataset) plus whichever of ``extra`` varies within one (model, dataset).
 

@@ -321,6 +321,10 @@ class SweepConfig(_Section):
         description="Seeds of the random selectors (an int N means 0..N-1; default 5: 0..4).")
     solvers: list[Solver] = Field(default_factory=lambda: ["logistic"],
         description="Probe solvers, any registered (critmass.probes.list_solvers()); [] for CKA only.")
+    codecs: list[str] = Field(default_factory=lambda: ["float32"], min_length=1,
+        description="How the neighbour solvers (knn, retrieval) store the gallery vectors "
+                    "(critmass.codecs: float32, float16, int8, binary, binary-rerank, pq, opq); every probe of "
+                    "those solvers runs once per codec. The linear solvers fit float32 features.")
     probes: ProbeOptions = Field(default_factory=ProbeOptions, description="Probe options.")
     cka: CkaOptions = Field(default_factory=CkaOptions, description="CKA on/off and options.")
     executor: ExecutorOptions = Field(default_factory=ExecutorOptions, description="Execution backend.")
@@ -349,12 +353,28 @@ class SweepConfig(_Section):
     def _no_repeated_names(cls, v, info):
         return _unique(v, info.field_name.rstrip("s"))
 
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, v):
+        from ..codecs import parse_codecs
+
+        try:
+            return parse_codecs(_unique(v, "codec"))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
     @model_validator(mode="after")
     def _something_to_do(self):
         if not self.fractions and not self.n_neurons:
             raise ValueError("no subset sizes: give fractions (e.g. [0.1, 0.5, 1.0]) or n_neurons")
         if not self.solvers and not self.cka.enabled:
             raise ValueError("nothing to compute: solvers is empty and cka is off; add a solver or turn cka on")
+        if self.codecs != ["float32"]:
+            from ..probes import solver_spec
+
+            if not any(solver_spec(s).family == "neighbours" for s in self.solvers):
+                raise ValueError(f"codecs {self.codecs} apply to the neighbour solvers; add knn or retrieval to "
+                                 "solvers, or drop codecs")
         return self
 
     _filename: str = PrivateAttr("<dict>")

@@ -36,7 +36,8 @@ import pandas as pd
 
 from .._defaults import CHOICE_RULE
 from .._env import versions
-from ..probes import solver_registration
+from ..codecs import DEFAULT_CODEC
+from ..probes import solver_registration, solver_spec
 from ..subsets import make_selector
 from ._config import SweepConfig, load_config
 
@@ -280,12 +281,15 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     extracts[ekey] = replace(ext, dataset=", ".join(names), params=p,
                                              label=f"extract {m.label} | {', '.join(names)} | {ext.layer}")
                 for solver in cfg.solvers:
+                    # codecs apply to the neighbour solvers; float32 alone leaves the unit keys as they were
+                    codecs = ({"codecs": list(cfg.codecs)} if cfg.codecs != [DEFAULT_CODEC]
+                              and solver_spec(solver).family == "neighbours" else {})
                     reference = True  # the first unit fits the full layer (the metrics' reference); the rest not
                     for sel in cfg.selectors:
                         fixed = make_selector(sel).deterministic  # fitted once: one unit, first seed
                         for seed_group in ([seeds[:1]] if fixed else [[s] for s in seeds]):
                             pid = {"extract": fid, "solver": solver, "selector": sel, "seeds": seed_group,
-                                   "fractions": fractions, "n_neurons": n_neurons, **probe_opts,
+                                   "fractions": fractions, "n_neurons": n_neurons, **probe_opts, **codecs,
                                    **({} if reference else {"full_layer": False})}
                             reference = False
                             seed_txt = "" if fixed else f" seed {seed_group[0]}"

@@ -41,7 +41,7 @@ __all__ = ["CKA_KEYS", "RESULT_KEYS", "SweepResult", "merge_shards", "run_sweep"
 log = logging.getLogger("critmass.sweep")
 
 #: Columns that identify a probe row (as in :mod:`critmass.probes`); the merged table is unique on them.
-RESULT_KEYS = ["model", "dataset", "layer", "selector", "fraction", "n_neurons", "seed", "solver"]
+RESULT_KEYS = ["model", "dataset", "layer", "selector", "fraction", "n_neurons", "seed", "solver", "codec"]
 #: Columns that identify a CKA cell.
 CKA_KEYS = ["model", "dataset", "layer", "split", "selector", "fraction", "n_neurons", "seed"]
 #: How often the driver re-runs units whose shards it cannot read before it records them as failed.
@@ -184,6 +184,9 @@ def _merge(plan: Plan) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
         if u.kind == "probe":
             if "weights_file" in r:
                 r["weights_file"] = [f"{rel}/{p}" if isinstance(p, str) and p else p for p in r["weights_file"]]
+            if "codec" not in r:  # shards written before the codec axis hold float32 probes
+                r = r.assign(codec="float32", bytes_per_vector=4 * r["n_neurons"])
+                pc = pc.assign(codec="float32")
             res.append(r.assign(model=u.model, dataset=u.dataset, unit=u.key))
             pcs.append(pc.assign(model=u.model, dataset=u.dataset, unit=u.key))
         else:
@@ -193,7 +196,7 @@ def _merge(plan: Plan) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
         results = pd.concat(res, ignore_index=True)
         full = results["selector"] == "all"
         reference = results[full].sort_values(["seed", "unit"], kind="stable").drop_duplicates(
-            ["model", "dataset", "layer", "solver"])
+            ["model", "dataset", "layer", "solver", "codec"])
         results = pd.concat([reference, results[~full]], ignore_index=True).drop_duplicates(RESULT_KEYS)
         per_class = pd.concat(pcs, ignore_index=True).merge(results[RESULT_KEYS + ["unit"]], on=RESULT_KEYS + ["unit"])
         per_class = per_class.drop_duplicates(RESULT_KEYS + ["class"])

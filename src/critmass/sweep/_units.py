@@ -257,6 +257,7 @@ def _run_probe(unit: Unit, shard: Path) -> dict:
     ensure_solver(p["solver"], p.get("solver_registration"))  # this worker may not have run register_solver
     opts = {k: p[k] for k in ("alphas", "val_fraction", "val_seed", "refit", "save_weights", "solver_options")}
     opts["full_layer"] = p.get("full_layer", True)  # one unit per (model, dataset, layer, solver) fits it
+    opts["codecs"] = p.get("codecs")  # the neighbour solvers' codecs (None: float32)
     # run_probes writes results.parquet, per_class.parquet and weights/ atomically into the shard.
     # Only this dataset entry's splits: the shared cache entry may hold a val split another entry asked for.
     features = load_features(_entry_of(unit), splits=p["splits"]) if p.get("splits") else _entry_of(unit)
