@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from critmass import _blas
 from critmass.similarity import DEFAULT_FRACTIONS, cka_curve, gram_stats
 from critmass.subsets import make_selector
 
@@ -65,7 +66,12 @@ def main(argv=None) -> None:
     seeds = list(range(args.seeds))
     print(f"features: {args.n} x {args.d} float32; {len(FRACTIONS)} fractions x {len(seeds)} seeds "
           f"= {len(FRACTIONS) * len(seeds)} subset-vs-full CKA values (random selector)")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
+    print(f"machine: {_blas.cpu_model() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    # The Gram / covariance products here run in numpy (its OpenBLAS) on every CPU, as does the naive loop;
+    # critmass's GEMM choice for torch products (the probe path) is printed for the record.
+    print(f"BLAS: Gram builds numpy ({_blas.describe('numpy').split('(', 1)[1].rstrip(')')}); critmass probe-path "
+          f"GEMM {_blas.describe()}")
 
     t0 = time.perf_counter()
     gram_stats(x)

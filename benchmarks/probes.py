@@ -35,6 +35,14 @@ critmass.cli"`` and ``python -c "import torch"``, so the import share is visible
 equal to scikit-learn's ``C`` (``--C``), plus critmass ridge with its default grid, against one
 ``LogisticRegression(C=C)`` per probe.
 
+Printed first and last: the CPU model, the BLAS each side runs (critmass's GEMM backend, ``critmass._blas``;
+scikit-learn's via ``threadpoolctl``) and the load average. A run on a busy machine (1-minute load average at the
+start above half the cores, or other processes using more than a quarter of the CPU time during the run: the load
+that rose and is not this benchmark's) warns and labels its ratios "(busy machine)": contention slows
+scikit-learn's threaded BLAS more than critmass's single-thread workers, so a busy run flatters critmass. Each
+run appends its rows (date, commit, CPU, cores, device, versions, BLAS, both timings, ratio, load) to
+``benchmarks/results/probes.csv``.
+
 Target: >= 20x faster than the scikit-learn loop on 2 cores, mean accuracy difference <= 0.5 pt and no
 fraction worse by more than 1 pt.
 
@@ -51,6 +59,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import platform
 import shutil
@@ -64,7 +74,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from critmass import _blas
 from critmass._demo import DEMO_FRACTIONS
+from critmass._env import versions
+from critmass._io import atomic_write_bytes
 from critmass.data._splits import train_val_indices
 from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import alpha_from_C, run_probes
@@ -75,6 +88,12 @@ from critmass.subsets import make_selector
 FIXED_C_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0)
 DATASETS = ("synthetic", "fashion-mnist")
 VENV_BIN = Path(sys.executable).parent
+RESULTS = Path(__file__).resolve().parent / "results" / "probes.csv"
+CSV_COLUMNS = ("date", "commit", "mode", "dataset", "cpu", "cores", "device", "torch_threads", "versions", "blas",
+               "sklearn_blas", "sklearn_s", "critmass_s", "ratio", "busy", "load_start", "load_end",
+               "other_cpu_share", "args")
+BUSY_LOAD = 0.5  # x cores: the 1-minute load average at the start above this is a busy machine
+BUSY_OTHER = 0.25  # share of the machine's CPU time other processes used during the run
 
 
 def make_features(n: int, d: int, n_classes: int = 10, *, seed: int = 0, rank: int = 24, nuisance: int = 64):
@@ -101,8 +120,116 @@ def synthetic_set(n: int, d: int, n_classes: int) -> FeatureSet:
 
 
 def machine_line() -> str:
-    return (f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
-            f"(other jobs slow both sides), torch threads {torch.get_num_threads()}, torch {torch.__version__}")
+    return (f"machine: {_blas.cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f} (other jobs slow both sides), torch threads {torch.get_num_threads()}, "
+            f"torch {torch.__version__}")
+
+
+def sklearn_blas() -> str:
+    """The BLAS libraries numpy / scipy (so scikit-learn) have loaded, with their thread counts."""
+    from threadpoolctl import threadpool_info
+
+    libs = [f"{i.get('internal_api')} {i.get('version') or '?'} ({Path(i.get('filepath', '')).parent.name}, "
+            f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(libs) or "unknown"
+
+
+def _cpu_jiffies() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (``/proc/stat``), None where unavailable."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            f = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(f[:8]) - f[3] - (f[4] if len(f) > 4 else 0)  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime  # forked workers once joined
+
+
+class Machine:
+    """The machine's state at the start of a run; :meth:`finish` says whether it was busy."""
+
+    def __init__(self):
+        self.cores = os.cpu_count() or 1
+        self.load_start = os.getloadavg()
+        self.t0, self.busy0, self.own0 = time.perf_counter(), _cpu_jiffies(), _own_cpu()
+        self.load_end, self.other, self.busy, self.why = self.load_start, None, False, []
+
+    def start_lines(self) -> list[str]:
+        load = " / ".join(f"{v:.2f}" for v in self.load_start)
+        blas = (f"BLAS: critmass {_blas.describe()} [{_blas.resolution().get('source')}]; "
+                f"scikit-learn (numpy / scipy) {sklearn_blas()}")
+        return [f"CPU: {_blas.cpu_model()}, {self.cores} cores; load average at start {load} (1 / 5 / 15 min)", blas]
+
+    def finish(self) -> list[str]:
+        self.load_end = os.getloadavg()
+        wall, busy1 = time.perf_counter() - self.t0, _cpu_jiffies()
+        if busy1 is not None and self.busy0 is not None and wall > 0:
+            self.other = max(0.0, (busy1 - self.busy0) - (_own_cpu() - self.own0)) / (wall * self.cores)
+        self.why = []
+        if self.load_start[0] > BUSY_LOAD * self.cores:
+            self.why.append(f"1-minute load average {self.load_start[0]:.2f} at the start > {BUSY_LOAD} x "
+                            f"{self.cores} cores")
+        if self.other is not None and self.other > BUSY_OTHER:
+            self.why.append(f"other processes used {100 * self.other:.0f}% of the CPU time during the run")
+        elif self.other is None and self.load_end[0] > self.load_start[0] + BUSY_LOAD * self.cores:
+            self.why.append(f"the 1-minute load average rose from {self.load_start[0]:.2f} to {self.load_end[0]:.2f}")
+        self.busy = bool(self.why)
+        lines = ["load average at end " + " / ".join(f"{v:.2f}" for v in self.load_end)
+                 + ("" if self.other is None else f"; other processes' share of the CPU during the run "
+                    f"{100 * self.other:.0f}%")]
+        if self.busy:
+            lines.append("WARNING: busy machine (" + "; ".join(self.why) + "): the ratios are labelled "
+                         "'(busy machine)'; contention slows scikit-learn's threaded BLAS more than critmass, so "
+                         "they flatter critmass. Rerun on a quiet machine.")
+        return lines
+
+    def label(self) -> str:
+        return " (busy machine)" if self.busy else ""
+
+    def early_label(self) -> str:
+        """The label before the run ends: from the load at the start only."""
+        return " (busy machine)" if self.busy or self.load_start[0] > BUSY_LOAD * self.cores else ""
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_rows(rows: list[dict], path: Path = RESULTS) -> None:
+    """Append ``rows`` to the results CSV (the whole file rewritten atomically)."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    if not old:
+        w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
+    atomic_write_bytes(path, (old + buf.getvalue()).encode("utf-8"))
+    print(f"rows appended to {path}")
+
+
+def result_row(machine: Machine, args, *, mode: str, dataset: str, device: str, t_sk: float, t_cm: float) -> dict:
+    v = versions(("torch", "numpy", "scipy", "scikit-learn"), python=False)
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _commit(), "mode": mode, "dataset": dataset,
+            "cpu": _blas.cpu_model(), "cores": machine.cores, "device": device,
+            "torch_threads": torch.get_num_threads(), "versions": ";".join(f"{k}={x}" for k, x in v.items()),
+            "blas": _blas.describe(), "sklearn_blas": sklearn_blas(), "sklearn_s": f"{t_sk:.3f}",
+            "critmass_s": f"{t_cm:.3f}", "ratio": f"{t_sk / t_cm:.2f}", "busy": int(machine.busy),
+            "load_start": f"{machine.load_start[0]:.2f}", "load_end": f"{machine.load_end[0]:.2f}",
+            "other_cpu_share": "" if machine.other is None else f"{machine.other:.3f}",
+            "args": " ".join(sys.argv[1:])}
 
 
 def warm_cuda(device: str, alphas=None) -> None:
@@ -295,7 +422,9 @@ def protocol_main(args) -> None:
     sk_seeds = len(seeds) if args.sk_all else max(1, min(len(seeds), args.sk_seeds))
     alphas = DEFAULT_LOGISTIC_ALPHAS
     datasets = args.datasets.split(",") if args.datasets else (["synthetic"] if args.quick else list(DATASETS))
+    machine = Machine()
     print(machine_line())
+    print("\n".join(machine.start_lines()))
     print(f"protocol: {len(fractions)} fractions x {len(seeds)} seeds of random subsets + the full layer; "
           f"penalty grid alpha = {', '.join(f'{a:g}' for a in alphas)} (sklearn C = 1/(alpha n_fit)) chosen on "
           f"a stratified 10% validation split of train; test accuracy of the chosen penalty")
@@ -339,7 +468,7 @@ def protocol_main(args) -> None:
             for dev, _r, tt, runs in timed:
                 label = "" if len(timed) == 1 else f" [{dev}]"
                 each = f" (mean of {len(runs)} runs: {', '.join(f'{r:.2f}' for r in runs)} s)" if len(runs) > 1 else ""
-                print(f"critmass run_probes{label}: {tt:8.2f} s{each}  speed-up x{t_sk / tt:.1f}")
+                print(f"critmass run_probes{label}: {tt:8.2f} s{each}  speed-up x{t_sk / tt:.1f}{machine.early_label()}")
             rows = compare(res, sk, fractions)
             print(f"test accuracy per fraction (critmass - scikit-learn, over the {sk_seeds} seed(s) both ran; "
                   f"'alpha=' counts probes whose chosen penalty agrees):")
@@ -366,16 +495,22 @@ def protocol_main(args) -> None:
                       f"from a cold disk cache) for `critmass probe {Path(cmd[2]).name} --fractions "
                       f"<{len(fractions)}> --seeds {len(seeds)} --selector random --out DIR` (whole process: start, "
                       f"torch import, load, probes, results + weights written)")
-            summary.append((name, t_sk, timed[0][2], cli, mean_diff, worst, note))
+            summary.append((name, t_sk, timed[0][2], cli, mean_diff, worst, note, timed[0][0]))
     if not args.no_cli:
         imp = time_imports()
         print("\nimport share of the CLI (fresh processes, best of 2): "
               + ", ".join(f"`{k}` {v:.2f} s" for k, v in imp.items()))
+    end = machine.finish()
+    busy = machine.label()
     print("\nsummary:")
-    for name, t_sk, t_cm, cli, md, worst, note in summary:
-        c = f", CLI {cli:.1f} s (x{t_sk / cli:.1f})" if cli else ""
+    for name, t_sk, t_cm, cli, md, worst, note, _dev in summary:
+        c = f", CLI {cli:.1f} s (x{t_sk / cli:.1f}{busy})" if cli else ""
         print(f"  {name:14s} scikit-learn {t_sk:7.1f} s{' (extrapolated)' if 'EXTRA' in note else ''}, "
-              f"critmass {t_cm:6.2f} s (x{t_sk / t_cm:.1f}){c}; accuracy diff mean {md:+.2f} pt, worst fraction {worst:+.2f} pt")
+              f"critmass {t_cm:6.2f} s (x{t_sk / t_cm:.1f}{busy}){c}; accuracy diff mean {md:+.2f} pt, "
+              f"worst fraction {worst:+.2f} pt")
+    print("\n".join(machine.start_lines()[1:] + end))
+    write_rows([result_row(machine, args, mode="protocol", dataset=name, device=dev, t_sk=t_sk, t_cm=t_cm)
+                for name, t_sk, t_cm, _cli, _md, _w, _note, dev in summary])
 
 
 def resolve(fractions, d):
@@ -415,7 +550,9 @@ def fixed_c_main(args) -> None:
     seeds = list(range(n_seeds))
     print(f"features: train {args.n} x {args.d} ({n_fit} fit + {args.n - n_fit} val), test {args.n // 4}, "
           f"{args.classes} classes; {len(fractions)} fractions x {n_seeds} seeds = {len(fractions) * n_seeds} probes")
+    machine = Machine()
     print(f"{machine_line()}; C = {args.C} (alpha = {alpha:.3g})")
+    print("\n".join(machine.start_lines()))
 
     opts = args.solver_options
     timed = []  # (name, results, seconds)
@@ -436,6 +573,7 @@ def fixed_c_main(args) -> None:
     sk_acc, t_sk = sklearn_curve(X[: args.n][fit_rows], y[: args.n][fit_rows], X[args.n :], y[args.n :],
                                  seeds[:sk_seeds], sizes, args.C, args.sk_max_iter)
     t_sk_total = t_sk * n_seeds / sk_seeds
+    end = machine.finish()
     note = "" if sk_seeds == n_seeds else f" (ran {sk_seeds} of {n_seeds} seeds, time extrapolated x{n_seeds / sk_seeds:g})"
 
     def diffs(res):
@@ -449,10 +587,13 @@ def fixed_c_main(args) -> None:
     print(f"sklearn LogisticRegression loop: {t_sk_total:8.1f} s{note}")
     for name, res, tt in timed:
         mean, mabs, mx = diffs(res)
-        print(f"{name:25s}: {tt:8.2f} s  speed-up x{t_sk_total / tt:6.1f}  test accuracy - sklearn: "
+        print(f"{name:25s}: {tt:8.2f} s  speed-up x{t_sk_total / tt:6.1f}{machine.label()}  test accuracy - sklearn: "
               f"mean {mean:+.2f} pt, mean |.| {mabs:.2f} pt, max |.| {mx:.2f} pt")
     it = lg.results[lg.results.selector == "random"].n_iter
     print(f"critmass logistic L-BFGS iterations per probe: mean {it.mean():.1f}, max {it.max()}")
+    print("\n".join(machine.start_lines()[1:] + end))
+    write_rows([result_row(machine, args, mode="fixed-c", dataset=f"synthetic {name}", device=args.device,
+                           t_sk=t_sk_total, t_cm=tt) for name, _res, tt in timed])
 
 
 # ------------------------------------------------------------------------------------------------ main

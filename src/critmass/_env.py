@@ -11,13 +11,19 @@ _PACKAGES = ("critmass", "torch", "torchvision", "timm", "transformers", "senten
              "scipy", "scikit-learn", "pandas")
 
 
-def versions(packages=_PACKAGES, *, python: bool = True) -> dict[str, str]:
+def versions(packages=_PACKAGES, *, python: bool = True, blas: bool | None = None) -> dict[str, str]:
     """Installed versions of the packages that can change numbers (missing ones are omitted), after Python's
-    own unless ``python=False``."""
+    own unless ``python=False``; then, with ``blas`` (default: when ``packages`` is the default list), the
+    GEMM backend of the CPU probe path under ``"blas"`` (``'torch (mkl)'`` / ``'numpy (openblas 0.3.31)'``,
+    :mod:`critmass._blas`: resolving it may take a short measurement once per machine)."""
     out = {"python": platform.python_version()} if python else {}
     for name in packages:
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
+    if blas if blas is not None else packages is _PACKAGES:
+        from . import _blas
+
+        out["blas"] = _blas.describe()
     return out

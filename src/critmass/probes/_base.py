@@ -18,6 +18,7 @@ import torch
 
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from .. import _blas as blas
 from .._standardize import moments, row_blocks, scale_of, standard_scale
 from .._validation import check_features
 from ..data import train_val_indices
@@ -536,7 +537,7 @@ class BaseProbe(ClassifierMixin, BaseEstimator):
             lo = 0
             for k in np.unique(ks):
                 a = int(np.searchsorted(ks, k)) * C
-                Z[:, a:] += Xh[:, lo:k] @ Wh[lo:k, a:]
+                Z[:, a:] += blas.matmul(Xh[:, lo:k], Wh[lo:k, a:])
                 lo = int(k)
             Z = Z.numpy()
             for j, (i, _, _) in enumerate(members):

@@ -18,27 +18,26 @@ Why it is fast (see REFERENCE.md, "The maths that makes critmass fast"):
   fraction of the machine's speed. Problems of several chains (seeds) are therefore also fitted together
   with their weights scattered into the rows of the union of columns, one wide product for all: on a GPU
   every problem (kernel launches, not flops, are what costs there), on a CPU the subsets of at least half
-  the columns (measured on 20,000 x 2,048: the products run ~2x faster for ~1.3x the flops).
+  the columns (there the extra zeros cost fewer flops than the thin products lose in speed).
 * **float32** data and weights; the Gram matrix accumulated in float64 (float32 products over chunks of
   4,096 samples added into a float64 sum: the rounding error is bounded by the chunk, not by n, at the
   cost of the float32 product), factorisations in float64, and the loss that drives the line search
   summed over samples (and chunks) in float64: a float32 total cannot resolve changes below ~1e-7 of
-  itself, which is what the Armijo test and the ``ftol`` rule compare near the optimum (measured on
-  digits at tol=0: 3-7x closer to scikit-learn's optimum than with a float32 sum).
+  itself, which is what the Armijo test and the ``ftol`` rule compare near the optimum (a float32 sum
+  stops the line search early, further from scikit-learn's optimum).
 
 * **Regularisation path.** A subset's penalties are fitted from the strongest to the weakest, each
   warm-started from the previous solution (glmnet's and ``LogisticRegressionCV``'s path), in stages that
   batch every subset's problem at that penalty; a subset's path stops once its validation accuracy has
   clearly fallen past its peak (half a binomial standard error below the best so far, at least one
   sample), so the weakest penalties, which take the most iterations on nearly separable features, are
-  fitted only where they can still win. Measured on 20,000 x 2,048 synthetic features (12 fractions x 3
-  seeds x 5 penalties, 1 thread): 3.2x less solver work (sum of k x iterations) and 2x less CPU time than
-  fitting the whole grid from zero, test accuracy +0.002 points on average (max 0.46). ``path=False``
-  fits the whole grid.
+  fitted only where they can still win: far less solver work than fitting the whole grid from zero, at
+  the same test accuracy within noise (``benchmarks/probes.py`` compares both). ``path=False`` fits the
+  whole grid.
 
 Warm starts across sizes are deliberately not used: a prefix started from the next smaller solution
 already meets the gradient tolerance on nearly separable features while its loss is still far above the
-optimum (measured: 3x the optimal loss, ~1 point of test accuracy), and fitting all sizes at once reads
+optimum (and so does its test accuracy), and fitting all sizes at once reads
 the data once per step instead of once per size.
 """
 
@@ -49,6 +48,7 @@ import logging
 import numpy as np
 import torch
 
+from .. import _blas as blas
 from .._validation import check_positive_int
 from ..exceptions import ConfigError
 from ._base import ChainFit, Data, ProbabilisticProbe
@@ -70,18 +70,17 @@ _GRAM_CHUNK = 4096  # samples per float32 product of the Gram matrix (summed in 
 _LIVE_DIAG = 1e-10  # columns whose Gram diagonal is below this share of the largest are constant
 # A regularisation path stops once a penalty's validation accuracy trails the path's best by more than this
 # many binomial standard errors of the best (at least one sample: ``tie_band``, the choice rule's band).
-# Measured on the synthetic benchmark set (20,000 x 2,048, 12 fractions x 3 seeds): 0.5 does 3.2x less solver
-# work than fitting the whole grid, at +0.002 points of test accuracy on average (max 0.46); 0 (any drop)
-# -0.02 on average, max 0.82.
+# 0.5 stops late enough that a noisy dip of a sample or two does not end a path before its peak, and early
+# enough to skip most of the weakest (slowest) penalties; 0 (stop at any drop) ends paths on such noise.
 _PATH_MARGIN_SE = 0.5
 
 
 def gram64(XT: torch.Tensor, chunk: int = _GRAM_CHUNK) -> torch.Tensor:
     """``X^T X / n`` (float64, on ``XT``'s device) of the (U, n) data ``XT``: float32 products over chunks of
     ``chunk`` samples accumulated in float64, so the rounding error is that of one chunk whatever n is
-    (measured: 1e-8 relative on 2,000,000 samples, where one float32 product of all samples errs by 1e-6).
-    On a CPU numpy turns each ``B @ B.T`` into one syrk (half the flops of torch's gemm). Measured on
-    20,000 x 2,048 (2 cores): 1.2 s, against 1.1 s for one float32 product and 2.2 s for float64 products.
+    (one float32 product of all samples would err in proportion to n). On a CPU numpy turns each
+    ``B @ B.T`` into one syrk (half the flops of torch's gemm), so the chunked float32 products cost about
+    what one float32 product does, and far less than float64 products.
     (The Gram matrix only preconditions the logistic problems; float32 products are ample for that.)"""
     U, n = XT.shape
     if XT.device.type == "cpu":
@@ -161,7 +160,7 @@ def batched_lbfgs(fun, theta: torch.Tensor, *, max_iter: int, tol: float, histor
         q = gi.clone()
         slots = [(ptr - 1 - j) % history for j in range(min(n_pairs, history))]  # newest first
         # The active problems' history gathered once (one copy each of S, Y, rho), not once per pair and loop
-        # (~40 small copies per iteration: 83k -> 28k index calls on the Fashion-MNIST benchmark curve).
+        # (otherwise each iteration would make dozens of small copies, each a fixed per-operation cost).
         Sa, Ya, rhoa = (S, Y, rho) if full else (S[:, idx], Y[:, idx], rho[:, idx])
         coefs = []
         for h in slots:
@@ -322,9 +321,9 @@ class _Objective:
     def logits(self, Wflat, blocks, XT, c0, c1):
         """Logits (q*C, c1-c0) of every problem for samples ``c0:c1``: one product per block of rows."""
         r0, r1, _ = blocks[0]
-        out = Wflat[r0:r1].T @ XT[r0:r1, c0:c1]
+        out = blas.matmul(Wflat[r0:r1].T, XT[r0:r1, c0:c1])
         for r0, r1, a in blocks[1:]:
-            out[a:].addmm_(Wflat[r0:r1, a:].T, XT[r0:r1, c0:c1])
+            blas.addmm_(out[a:], Wflat[r0:r1, a:].T, XT[r0:r1, c0:c1])
         return out
 
     def _chunk(self, q):
@@ -350,7 +349,7 @@ class _Objective:
             gb += Z.sum(2)
             D = Z.view(q * C, nc)
             for r0, r1, a in blocks:
-                gWflat[r0:r1, a:] += self.XT[r0:r1, c0:c1] @ D[a:].T
+                gWflat[r0:r1, a:] += blas.matmul(self.XT[r0:r1, c0:c1], D[a:].T)
         loss /= n
         gb /= n
         alph = self.alphas[torch.from_numpy(idx).to(dev)]

@@ -1,16 +1,15 @@
 """Probe fits in parallel processes on a CPU.
 
 A batched L-BFGS fit on a few thousand rows spends most of its time in small tensor operations (indexing
-the per-problem state, triangular solves, thin products) that a second intra-op thread barely speeds up:
-measured on EfficientNet-Lite0 / Fashion-MNIST features (4,500 x 1,280, 12 fractions x 3 seeds), one
-probe curve took 19.8 s on 1 thread and 18.3 s on 2. Two processes of one thread each, fitting half of the
-problems each, use both cores for all of it. The problems are split into contiguous runs of the planned
-order, so each process receives whole nested chains or a sub-chain of consecutive sizes (a sub-chain is
+the per-problem state, triangular solves, thin products) that a second intra-op thread barely speeds up,
+because each operation is too small to split. Two processes of one thread each, fitting half of the
+problems each, use both cores for all of it (``benchmarks/probes.py --n-jobs 1,auto`` compares them). The
+problems are split into contiguous runs of the planned order, so each process receives whole nested chains or a sub-chain of consecutive sizes (a sub-chain is
 itself nested: it keeps its one factorisation and one data pass per step) and results come back in the
 planned order.
 
 Workers are forked (Linux): they inherit the features without a copy and start in milliseconds, where a
-spawned worker would spend ~3 s importing torch. Each runs one torch thread (a forked child must not start
+spawned worker would first have to import torch again. Each runs one torch thread (a forked child must not start
 an OpenMP team of its parent's size), and the parent waits.
 """
 
@@ -27,8 +26,8 @@ import numpy as np
 from ..exceptions import ConfigError
 
 #: ``n_jobs='auto'`` forks workers only for runs with at least this much data-pass work
-#: (fit rows x sum of subset sizes x classes x penalties): below it (~1 s of fitting) the fit is too short
-#: for a second process to pay. The demo / benchmark Fashion-MNIST curve is ~3e9.
+#: (fit rows x sum of subset sizes x classes x penalties): below it the fit is too short for a second
+#: process to pay for its start and the gathering of results. The demo's Fashion-MNIST curve is ~3e9.
 AUTO_MIN_WORK = 2e8
 
 _JOBS: list = []  # the fits a forked worker reads (inherited at fork, never pickled)

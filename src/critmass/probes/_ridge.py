@@ -15,6 +15,7 @@ import logging
 import numpy as np
 import torch
 
+from .. import _blas as blas
 from ._base import BaseProbe, Chain, ChainFit, Data
 
 __all__ = ["RidgeProbe", "DEFAULT_RIDGE_ALPHAS"]
@@ -116,7 +117,7 @@ class RidgeProbe(BaseProbe):
             G = torch.from_numpy(A @ A.T)
         else:
             G = XT @ XT.T
-        return G / n, XT @ Y / n, Y.mean(0)  # float64 throughout (RidgeProbe._dtype)
+        return G / n, blas.matmul(XT, Y) / n, Y.mean(0)  # float64 throughout (RidgeProbe._dtype)
 
     def _fit_chain(self, ctx, data: Data, chain: Chain, problems) -> ChainFit:
         G, B, ybar = ctx
@@ -159,7 +160,7 @@ class RidgeProbe(BaseProbe):
             for k in sizes:  # one product per size for all its alphas
                 js = [index[(k, a)] for a in alphas if (k, a) in index]
                 Wcat = torch.stack([W[problems[j]] for j in js]).permute(1, 0, 2).reshape(k, -1)
-                Zv = (XvT[:k].T @ Wcat).view(-1, len(js), data.n_classes) + ybar
+                Zv = blas.matmul(XvT[:k].T, Wcat).view(-1, len(js), data.n_classes) + ybar
                 val_acc[js] = (Zv.argmax(2) == data.y_val[:, None]).double().mean(0).cpu().numpy()
 
         def train_accuracy(js):
@@ -171,7 +172,7 @@ class RidgeProbe(BaseProbe):
             for k in np.unique(ks):
                 a = int(np.searchsorted(ks, k))
                 Wb = torch.cat([W[problems[j]][lo:k] for j in js[a:]], dim=1)
-                Z[:, a * C :] += XcT[lo:k].T @ Wb
+                Z[:, a * C :] += blas.matmul(XcT[lo:k].T, Wb)
                 lo = int(k)
             Z = Z.view(-1, len(js), C) + ybar
             return (Z.argmax(2) == data.y[:, None]).double().mean(0).cpu().numpy()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import _blas as blas
 from .._validation import check_positive_int
 from ..exceptions import ConfigError
 from ._base import Chain, ChainFit, Data, ProbabilisticProbe
@@ -135,10 +136,10 @@ class SGDProbe(ProbabilisticProbe):
                 xb = Xc[view[idx], idx] if view is not None else Xc[0, idx]
                 yb = data.y[idx]
                 B = len(idx)
-                prob = torch.softmax((xb @ W + b).view(B, P, C), dim=2)
+                prob = torch.softmax((blas.matmul(xb, W) + b).view(B, P, C), dim=2)
                 prob[torch.arange(B, device=dev)[:, None], prow[None, :], yb[:, None]] -= 1.0
                 D = prob.view(B, P * C) / B
-                gW = (xb.T @ D).mul_(mask).add_(W * wd)
+                gW = blas.matmul(xb.T, D).mul_(mask).add_(W * wd)
                 gb = D.sum(0).add_(b * wd)
                 W.sub_(bufW.mul_(mom).add_(gW), alpha=lr)
                 b.sub_(bufb.mul_(mom).add_(gb), alpha=lr)
@@ -165,6 +166,6 @@ class SGDProbe(ProbabilisticProbe):
     def _accuracy(X, y, W, b, P, C, chunk: int = 4096):
         correct = torch.zeros(P, dtype=torch.float64, device=X.device)
         for a in range(0, X.shape[0], chunk):
-            Z = (X[a : a + chunk] @ W + b).view(-1, P, C)
+            Z = (blas.matmul(X[a : a + chunk], W) + b).view(-1, P, C)
             correct += (Z.argmax(2) == y[a : a + chunk, None]).sum(0)
         return correct / X.shape[0]
