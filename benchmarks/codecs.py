@@ -137,15 +137,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     prov = provenance()
     print(f"CPU: {prov['cpu']} ({prov['cores']} cores); load average at start {os.getloadavg()[0]:.2f}", flush=True)
-    frames = [run_case(name, CASES[name], quick=args.quick) for name in args.cases.split(",")]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for name in args.cases.split(","):
+        frames.append(run_case(name, CASES[name], quick=args.quick))
+        # every finished case is on disk at once: a long run killed midway keeps what it measured
+        write_csv(pd.concat(frames, ignore_index=True), out.with_name(out.stem + ".partial.csv"))
     df = pd.concat(frames, ignore_index=True)
     keep = ["case", "model", "dataset", "solver", "selector", "codec", "n_neurons", "n_features", "fraction", "seed",
             "bytes_per_vector", "test_accuracy", "recall_at_1", "recall_at_10", "map", "overlap_at_10",
             "overlap_at_10_se", "spearman_top100", "spearman_top100_se", "knn_k", "n_train", "n_test", "seconds"]
     table = df[keep].assign(**prov)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(table, out)
+    out.with_name(out.stem + ".partial.csv").unlink(missing_ok=True)
     crit = critical_rows(df)
     crit = crit[["case", "model", "dataset", "solver", "metric", "within", "full_value", "full_bytes",
                  "critical_bytes", "selector", "codec", "n_neurons", "value_at_critical", "saving", "reached"]]
