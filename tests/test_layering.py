@@ -36,11 +36,13 @@ LEVELS = {
     # 6: the depth profile pipeline (extract -> probes -> CKA -> DR); partial inversion (models, data, subsets)
     "profile": 6, "invert": 6,
     # 7: applications of the pipeline, independent of each other
-    "report": 7, "sweep": 7, "export": 7, "train": 7,
-    # 8: the end-to-end demo (runs the pipeline and the report)
-    "_demo": 8,
-    # 9: the command line
-    "cli": 9,
+    "report": 7, "export": 7, "train": 7,
+    # 8: the end-to-end demo (runs the pipeline and the report); sweeps run units of every stage below
+    "_demo": 8, "sweep": 8,
+    # 9: the whole study of one model (plans a sweep, runs it, writes one report)
+    "study": 9,
+    # 10: the command line
+    "cli": 10,
 }
 
 #: Offenders in probes/ and subsets/ that the solver-registry rewrite (issue 24) removes; the assertions

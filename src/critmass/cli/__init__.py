@@ -6,7 +6,7 @@ from ._app import app, main as _main
 
 # Importing a module registers its commands on ``app``.
 from . import _discover, _extract, _probe, _metrics, _cka, _demo, _sweep, _report, _train, _profile, _export, _neurons  # noqa: E402,F401
-from . import _invert  # noqa: E402,F401
+from . import _invert, _study  # noqa: E402,F401
 
 
 def main() -> None:

@@ -4,6 +4,10 @@ Reads ``invert.parquet`` (columns :data:`critmass.invert.COLUMNS`), copies the r
 (``invert_grid*.png``), redraws the rest-of-layer error figure from the table with
 :func:`critmass.invert.plot_rest_error`, and summarises the table per selector x fraction: the partial inversion
 next to the full-layer inversion (the reference) and the noise seed (the floor), measured on the same mask.
+
+A study runs the inversion on a few images of each of its datasets and concatenates the tables: ``invert.parquet``
+then has a ``dataset`` column and the grids are ``invert_grid_<dataset>__<selector>.png``. The table, the notes,
+the settings and the rest-of-layer error figure (one per dataset) are then kept apart by dataset.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ INVERT_REQUIRED = ("model", "layer", "target", "selector", "fraction", "k", "n_n
 _KINDS = ("partial", "full", "noise")
 _KIND_LABELS = {"partial": "partial (subset matched)", "full": "full layer (reference)", "noise": "noise seed (floor)"}
 #: Run settings shown above the table (constant per ``critmass invert`` call).
-_SETTINGS = ("model", "weights", "layer", "pooling", "image_size", "steps", "optimizer", "step_size", "regularised",
-             "fake_relu")
+_SETTINGS = ("model", "weights", "dataset", "layer", "pooling", "image_size", "steps", "optimizer", "step_size",
+             "regularised", "fake_relu")
 #: Name -> (title, navigation label, caption) of the figures this section shows.
 INVERT_FIGURES = {
     "invert_grid": (
@@ -78,11 +82,28 @@ def read_inversion(run_dir) -> pd.DataFrame | None:
 
 
 def _keys(table: pd.DataFrame) -> list[str]:
-    return ["model", "layer", *(["regularised"] if "regularised" in table.columns else [])]
+    return ["model", *(["dataset"] if "dataset" in table.columns else []), "layer",
+            *(["regularised"] if "regularised" in table.columns else [])]
+
+
+def _datasets(table: pd.DataFrame) -> list[str]:
+    """The table's datasets in their order (empty for a single run's table, which has no ``dataset`` column)."""
+    return list(dict.fromkeys(table["dataset"].astype(str))) if "dataset" in table.columns else []
+
+
+def _file_part(name: str) -> str:
+    """A dataset name as a study writes it into a file name: letters, digits, ``-`` and ``.`` kept, every other
+    character (``/``, ``:``, ``_``, ...) as ``-``."""
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in str(name))
+
+
+def _names(datasets) -> dict[str, str]:
+    """File-name part -> dataset name (a grid named with the dataset's own name is matched too)."""
+    return {**{str(d): str(d) for d in datasets}, **{_file_part(d): str(d) for d in datasets}}
 
 
 def invert_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Means over targets and seeds per (model, layer, selector, fraction, inversion): ``tables/invert.csv``.
+    """Means over targets and seeds per (model, [dataset,] layer, selector, fraction, inversion): ``tables/invert.csv``.
 
     Rows in the table's selector order, fractions ascending, then partial, full (the reference) and noise (the
     floor); columns ``k``, ``n_neurons``, ``n_targets``, ``n_seeds`` and the mean of each of
@@ -103,8 +124,10 @@ def _arrow(a, b) -> str:
 
 
 def invert_display(tab: pd.DataFrame) -> pd.DataFrame:
-    """:func:`invert_table` formatted for the page (constant model / layer / regularised columns dropped)."""
-    keep = [k for k in ("model", "layer", "regularised") if k in tab.columns and tab[k].nunique() > 1]
+    """:func:`invert_table` formatted for the page (constant model / layer / regularised columns dropped; the
+    dataset column, when the table has one, kept)."""
+    keep = [k for k in ("model", "dataset", "layer", "regularised")
+            if k in tab.columns and (tab[k].nunique() > 1 or k == "dataset")]
     return pd.DataFrame({
         **{k: tab[k].astype(str) for k in keep},
         "selector": tab["selector"].astype(str),
@@ -121,9 +144,12 @@ def invert_display(tab: pd.DataFrame) -> pd.DataFrame:
 
 
 def invert_notes(tab: pd.DataFrame) -> list[tuple[str, str]]:
-    """One sentence per selector at its smallest fraction below 1: how far the rest of the layer followed."""
+    """One sentence per selector (and dataset, when the table has them) at its smallest fraction below 1: how far
+    the rest of the layer followed. Labelled by the selector, or ``dataset, selector``."""
     notes = []
-    for sel, g in tab.groupby("selector", sort=False):
+    by = ["dataset", "selector"] if "dataset" in tab.columns else "selector"
+    for key, g in tab.groupby(by, sort=False):
+        sel = ", ".join(map(str, key)) if isinstance(by, list) else key
         g = g[g["fraction"] < 1]
         if g.empty:
             continue
@@ -152,41 +178,90 @@ def _settings(table: pd.DataFrame) -> str:
             vals = list(dict.fromkeys(table[c].tolist()))
             settings[c] = vals[0] if len(vals) == 1 else vals
     settings["seeds"] = sorted(map(int, table["seed"].unique()))
-    settings["targets"] = (list(dict.fromkeys(table["target_name"].astype(str))) if "target_name" in table.columns
-                           else sorted(map(int, table["target"].unique())))
+
+    def targets(t):
+        return (list(dict.fromkeys(t["target_name"].astype(str))) if "target_name" in t.columns
+                else sorted(map(int, t["target"].unique())))
+
+    settings["targets"] = ({d: targets(g) for d, g in table.groupby(table["dataset"].astype(str), sort=False)}
+                           if "dataset" in table.columns else targets(table))
     return "\n".join(f"{k}: {json.dumps(v, default=lambda x: x.item() if hasattr(x, 'item') else str(x))}"
                      for k, v in settings.items())
 
 
 def invert_figures(run_dir, table: pd.DataFrame) -> dict[str, tuple[object, float]]:
     """Name -> (figure, display scale): the run's grid PNGs as bytes (150 dpi) and the rest-of-layer error figure
-    redrawn from the table as a matplotlib Figure (rendered by the report at 200 dpi)."""
+    redrawn from the table as a matplotlib Figure (rendered by the report at 200 dpi).
+
+    With a ``dataset`` column the grids come in the table's dataset order, then selector order, and the rest-of-layer
+    error is one figure per dataset, ``invert_rest_error_<dataset>``.
+    """
     figs: dict[str, tuple[object, float]] = {}
-    order = [f"invert_grid_{s}" for s in dict.fromkeys(table["selector"].astype(str))]
+    selectors = list(dict.fromkeys(table["selector"].astype(str)))
+    datasets = [_file_part(d) for d in _datasets(table)]
+    order = [f"invert_grid_{s}" for s in selectors]
+    if datasets:
+        order = [n for d in datasets for n in (*(f"invert_grid_{d}__{s}" for s in selectors), f"invert_grid_{d}")]
     grids = sorted(Path(run_dir).glob("invert_grid*.png"),
                    key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.name))
     for p in grids:  # the selectors' order of the table (invert_grid.png: the run's only selector)
         figs[p.stem] = (p.read_bytes(), 130 / 150)
-    figs["invert_rest_error"] = (plot_rest_error(table), 0.65)
+    if datasets:
+        for d, g in table.groupby(table["dataset"].astype(str), sort=False):
+            fig = plot_rest_error(g)
+            fig.axes[0].set_title(d)
+            figs[f"invert_rest_error_{_file_part(d)}"] = (fig, 0.65)
+    else:
+        figs["invert_rest_error"] = (plot_rest_error(table), 0.65)
     return figs
 
 
-def _grid_title(name: str) -> tuple[str, str]:
+def _grid_title(name: str, datasets=()) -> tuple[str, str]:
+    """Title and navigation label of a grid: ``invert_grid_<selector>`` -> "(selector)",
+    ``invert_grid_<dataset>__<selector>`` -> "(dataset, selector)", ``invert_grid_<dataset>`` -> "(dataset)"."""
     title, nav, _ = INVERT_FIGURES["invert_grid"]
-    sel = name[len("invert_grid_"):] if name.startswith("invert_grid_") else ""
-    return (f"{title} ({sel})", f"{nav}: {sel}") if sel else (title, nav)
+    rest = name[len("invert_grid_"):] if name.startswith("invert_grid_") else ""
+    if not rest:
+        return title, nav
+    names = _names(datasets)
+    if "__" in rest:
+        ds, sel = rest.split("__", 1)
+        rest = f"{names.get(ds, ds)}, {sel}"
+    elif rest in names:
+        rest = names[rest]
+    return f"{title} ({rest})", f"{nav}: {rest}"
+
+
+def _figure_text(name: str, datasets=()) -> tuple[str, str, str]:
+    """(title, navigation label, caption) of one of :func:`invert_figures`' names."""
+    if name.startswith("invert_grid"):
+        return (*_grid_title(name, datasets), INVERT_FIGURES["invert_grid"][2])
+    if name.startswith("invert_rest_error_"):
+        part = name[len("invert_rest_error_"):]
+        ds = _names(datasets).get(part, part)
+        title, nav, caption = INVERT_FIGURES["invert_rest_error"]
+        return f"{title} ({ds})", f"{nav}: {ds}", caption
+    return INVERT_FIGURES[name]
 
 
 def invert_sections(table: pd.DataFrame, tab: pd.DataFrame, pngs: dict[str, tuple[bytes, float]],
                     files: dict[str, list[str]]) -> list[tuple[str, str, str]]:
     """The page's "Partial inversion" sections: (anchor, navigation label, HTML) of the table, then the figures."""
-    n_t, n_s = table["target"].nunique(), table["seed"].nunique()
+    datasets = _datasets(table)
+    n_s = table["seed"].nunique()
+    if datasets:
+        per = table.groupby(table["dataset"].astype(str), sort=False)["target"].nunique()
+        n_t = (f"{per.iloc[0]} target(s) of each of {len(per)} dataset(s)" if per.nunique() == 1 else
+               ", ".join(f"{n} target(s) of {d}" for d, n in per.items()))
+    else:
+        n_t = f"{table['target'].nunique()} target(s)"
     head = ('<section id="sec-invert"><h2>Partial inversion</h2>'
             "<p>Images synthesised so that their representation matches each target's on a subset of the layer's "
-            f"neurons only ({n_t} target(s), {n_s} seed(s)); then: how far the rest of the layer (and the picture) "
+            f"neurons only ({n_t}, {n_s} seed(s)); then: how far the rest of the layer (and the picture) "
             "follows. Relative L2 errors: 0 = matched, about 1 = unrelated.</p>"
             + html_table(invert_display(tab), table_id="invert", caption=(
-                "Per selector and fraction, mean over targets and seeds: the relative L2 error on the selected "
+                ("Per dataset, selector and fraction" if datasets else "Per selector and fraction")
+                + ", mean over targets and seeds: the relative L2 error on the selected "
                 "neurons (subset) and on the others (rest of the layer) from the noise start to the end, and the "
                 "cosine between the whole representations at the end, for the partial inversion, the inversion "
                 "matched on the full layer (reference) and the noise seed it started from (floor), all measured on "
@@ -196,11 +271,7 @@ def invert_sections(table: pd.DataFrame, tab: pd.DataFrame, pngs: dict[str, tupl
             + f"<h3>invert settings</h3><pre>{esc(_settings(table))}</pre></section>")
     sections = [("sec-invert", "Partial inversion", head)]
     for name, (png, scale) in pngs.items():
-        if name.startswith("invert_grid"):
-            title, nav = _grid_title(name)
-            caption = INVERT_FIGURES["invert_grid"][2]
-        else:
-            title, nav, caption = INVERT_FIGURES[name]
+        title, nav, caption = _figure_text(name, datasets)
         sections.append((f"sec-{name}", nav, html_figure(name, png, title=title, caption=caption, notes=[],
                                                          files=files.get(name, []), scale=scale)))
     return sections

@@ -45,6 +45,7 @@ from ._plots import (
 from ._profile import PROFILE_FIGURES, profile_figures, profile_notes
 from ._run import RunData, load_run
 from ._savings import interpret_savings, plot_savings
+from ._study import read_study, study_outputs
 from ._style import render
 from ._tables import table1_caption, table1_text
 
@@ -115,11 +116,13 @@ class Report:
         ``report.html``, self-contained.
     figures : dict of str to list of pathlib.Path
         Figure name (see :data:`FIGURES`; a partial inversion adds ``invert_grid*``, PNG only, and
-        ``invert_rest_error``) -> its files, one per format.
+        ``invert_rest_error``, one ``invert_rest_error_<dataset>`` per dataset when its table has a ``dataset``
+        column) -> its files, one per format.
     tables : dict of str to pathlib.Path
         ``table1.md``, ``table1.tex``, ``table1.csv``, ``critical_mass.csv``, with per-class results
-        ``per_class.csv``, with the gap panel ``gap.csv`` and ``gap_critical_mass.csv``, and with a partial
-        inversion ``invert.csv``, keyed by file name.
+        ``per_class.csv``, with the gap panel ``gap.csv`` and ``gap_critical_mass.csv``, with a partial
+        inversion ``invert.csv``, and with a study's tables ``neurons.csv``, ``neuron_overlap.csv``,
+        ``neuron_stability.csv`` and ``export.csv`` (see :mod:`critmass.report._study`), keyed by file name.
     seconds : float
         Wall time.
     """
@@ -283,7 +286,9 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     ``critmass invert`` (``invert.parquet``), a "Partial inversion" section: its image grids (copied, PNG),
     ``figures/invert_rest_error.<fmt>`` (redrawn from the table) and ``tables/invert.csv`` (mean subset and
     rest-of-layer error, start and end, and cosine per selector x fraction, next to the full-layer reference
-    and the noise floor); and
+    and the noise floor); when it holds a study's tables, a "Which neurons" section (``neurons.parquet``,
+    ``neuron_overlap.parquet``, ``neuron_stability.parquet``: ``tables/neurons.csv``, ``tables/neuron_overlap.csv``,
+    ``tables/neuron_stability.csv``) and a "Spending it" section (``export.parquet``: ``tables/export.csv``); and
     ``report.html`` with the figures embedded as PNG, the tables, a note per panel (where the critical
     mass is, how the selectors compare), the config and the versions. The page loads nothing from the
     network. Every file is written atomically.
@@ -291,9 +296,11 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     Parameters
     ----------
     run_dir : path or RunData
-        A directory holding ``results.parquet`` (``per_class.parquet``, ``cka.parquet`` and ``invert.parquet``
-        optional), or only the output of ``critmass invert`` (``invert.parquet``): then the page has the
-        partial-inversion section alone, and the probe options (``delta``, ``selector``, ...) do not apply.
+        A directory holding ``results.parquet`` (``per_class.parquet``, ``cka.parquet``, ``invert.parquet``,
+        ``profile.parquet`` and a study's ``neurons.parquet``, ``neuron_overlap.parquet``,
+        ``neuron_stability.parquet`` and ``export.parquet`` optional), or only the output of ``critmass invert``
+        (``invert.parquet``): then the page has the partial-inversion section alone, and the probe options
+        (``delta``, ``selector``, ...) do not apply.
     delta : float in (0, 1], default 0.9
         The accuracy share of Table 1, the shaded bands and the heat map.
     out : path, optional
@@ -326,8 +333,8 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     Raises
     ------
     DataError
-        Neither ``results.parquet`` nor ``invert.parquet``, malformed run tables (see :func:`load_run`), no
-        full-layer or subset rows.
+        Neither ``results.parquet`` nor ``invert.parquet``, malformed run tables (see :func:`load_run`; a study
+        table that lacks the columns the report reads), no full-layer or subset rows.
     ConfigError
         Bad ``delta``, ``formats`` or ``n_boot``.
     """
@@ -344,6 +351,7 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
                                 "`critmass probe`, `critmass sweep` or `critmass invert`")
             return _invert_only_report(path, out=out, formats=formats, t0=t0)
     run = _as_run(run_dir)
+    study_tables = read_study(run.path)  # a malformed study table fails before anything is written
     res = run.results
     primary = _primary_selector(res, selector)
     names = _subset_selectors(res, None)
@@ -395,6 +403,9 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     if inv is not None:
         written.update(inv[0])
         tables.update(inv[1])
+    study = study_outputs(study_tables, out)
+    if study is not None:
+        tables.update(study[0])
 
     # Notes per panel, from the same metrics the figures show.
     curve = dr_curve(res, default_deltas(delta), selector=names,
@@ -419,7 +430,7 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
                  written=written, out=out, n_boot=n_boot, interpolate=interpolate, random_state=random_state,
                  pc_table=None if drops is None else pc_table, select_on=select_on,
                  gap_table=None if critical is None else critical_mass_table(critical, diffuse),
-                 invert=None if inv is None else inv[2:])
+                 invert=None if inv is None else inv[2:], study=None if study is None else study[1:])
     atomic_write_bytes(html_path, page.encode("utf-8"))
     return Report(out=out, html=html_path, figures=written, tables=tables, seconds=time.perf_counter() - t0)
 
@@ -462,7 +473,8 @@ def _invert_summary(table: pd.DataFrame) -> list[str]:
     def vals(col):
         return ", ".join(map(str, dict.fromkeys(table[col].tolist())))
 
-    return [f"partial inversion: {vals('model')}, layer {vals('layer')}; selectors {vals('selector')}; fractions "
+    on = f" on {vals('dataset')}" if "dataset" in table.columns else ""
+    return [f"partial inversion: {vals('model')}{on}, layer {vals('layer')}; selectors {vals('selector')}; fractions "
             f"{', '.join(f'{f:g}' for f in sorted(table['fraction'].unique()))}; {table['target'].nunique()} "
             f"target(s) x {table['seed'].nunique()} seed(s)"
             + (f"; {vals('steps')} steps" if "steps" in table.columns else "")]
@@ -507,7 +519,7 @@ def _invert_only_report(path: Path, *, out, formats, t0: float) -> Report:
 
 
 def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written, out, n_boot, interpolate,
-          random_state, pc_table, select_on="test", gap_table=None, invert=None) -> str:
+          random_state, pc_table, select_on="test", gap_table=None, invert=None, study=None) -> str:
     res = run.results
     sections = []
 
@@ -561,6 +573,8 @@ def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written,
 
     if invert is not None:
         sections += invert[0]
+    if study is not None:
+        sections += study[0]
     sections.append(_config_section({**run.versions}, run.config, {
         "delta": delta, "selector": primary, "n_boot": n_boot, "interpolate": interpolate,
         "random_state": random_state, "select_on": select_on}))
@@ -573,6 +587,7 @@ def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written,
                f"selectors: {', '.join(names)}; {res['seed'].nunique()} seed(s); "
                f"{res['fraction'].nunique()} fractions; {len(res)} probes",
                *(_invert_summary(invert[1]) if invert is not None else []),
+               *(study[1] if study is not None else []),
                *(f"note: {m}" for m in missing)]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     footer = _FOOTER

@@ -62,6 +62,20 @@ def _read_optional(path: Path, name: str, required) -> pd.DataFrame | None:
     return check_table(table, required, name=name)
 
 
+def _read_cka(path: Path) -> pd.DataFrame | None:
+    """``cka.parquet`` without the cells of subsets made only of constant neurons (no CKA: NaN, as the sweep's
+    ``on_constant: nan`` records them); the figures and notes average over the cells that have one."""
+    if (path / "cka.parquet").is_file():
+        raw = read_results(path, name="cka.parquet")
+        if "cka" in raw.columns and raw["cka"].isna().any():
+            n = int(raw["cka"].isna().sum())
+            logger.warning("cka.parquet: %d cell(s) have no CKA (their subsets hold only constant neurons); left out "
+                           "of the CKA figure", n)
+            raw = raw[raw["cka"].notna()].reset_index(drop=True)
+            return None if raw.empty else check_table(raw, CKA_REQUIRED, name="cka.parquet")
+    return _read_optional(path, "cka.parquet", CKA_REQUIRED)
+
+
 def _json_values(series: pd.Series) -> list:
     """Distinct JSON documents of a column, parsed (an unparsable one is kept as its text)."""
     out = []
@@ -104,7 +118,7 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
                         "`critmass sweep` (it holds results.parquet)")
     results = check_table(read_results(path), REQUIRED_RESULT_COLUMNS, name="results.parquet")
     per_class = _read_optional(path, "per_class.parquet", REQUIRED_PER_CLASS_COLUMNS)
-    cka = _read_optional(path, "cka.parquet", CKA_REQUIRED)
+    cka = _read_cka(path)
 
     config: dict[str, str] = {}
     for name in CONFIG_FILES:

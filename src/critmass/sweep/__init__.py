@@ -2,6 +2,10 @@
 YAML config, split into keyed units that run locally, on Ray or on Slurm, resume after a kill and
 recompute only what a config change touches.
 
+* Optional sections add unit kinds: ``profile`` (every stage of a model, one extraction pass),
+  ``neurons`` (which neurons a ranking picks, their stability and overlap across datasets), ``inversion``
+  (partial inversion of a few images per dataset) and ``export`` (the critical-mass subset as a slim model,
+  with what it saves); their tables are merged into the run directory (:data:`EXTRA_TABLES`).
 * :func:`load_config` / :class:`SweepConfig`: the validated config (errors name key and line).
 * :func:`plan_sweep` / :class:`Plan`: the units and which of them are done.
 * :func:`run_sweep` / :class:`SweepResult`: run what is not done and merge the shards into
@@ -14,12 +18,32 @@ recompute only what a config change touches.
 from ._config import SweepConfig, load_config
 from ._backends import Executor, list_executors, register_executor
 from ._executors import LocalExecutor, RayExecutor, SlurmExecutor, make_executor  # registers local, ray, slurm
-from ._plan import CkaUnit, ExtractUnit, Plan, ProbeUnit, Unit, plan_sweep
-from ._run import SweepResult, merge_shards, run_sweep
+from ._plan import (
+    KINDS,
+    CkaUnit,
+    ExportUnit,
+    ExtractUnit,
+    InversionUnit,
+    NeuronsUnit,
+    Plan,
+    ProbeUnit,
+    ProfileUnit,
+    Unit,
+    neuron_rankings,
+    plan_sweep,
+)
+from ._run import EXTRA_TABLES, SweepResult, merge_shards, run_sweep
 from ._units import execute_unit
 
 __all__ = [
+    "EXTRA_TABLES",
+    "KINDS",
     "CkaUnit",
+    "ExportUnit",
+    "InversionUnit",
+    "NeuronsUnit",
+    "ProfileUnit",
+    "neuron_rankings",
     "Executor",
     "ExtractUnit",
     "LocalExecutor",

@@ -46,6 +46,10 @@ __all__ = [
     "CkaOptions",
     "DatasetEntry",
     "ExecutorOptions",
+    "ExportOptions",
+    "InversionOptions",
+    "NeuronsOptions",
+    "ProfileOptions",
     "ModelEntry",
     "ProbeOptions",
     "Resources",
@@ -237,6 +241,89 @@ class CkaOptions(_Section):
         return None if v is None else _unique(v, "selector")
 
 
+class ProfileOptions(_Section):
+    """Depth: DR, critical mass and CKA of every stage of each model on each dataset (one unit per model and
+    dataset; the stages are extracted in the same pass as the model's layers)."""
+
+    layers: str | list[str] = Field("stages", description="stages (the model's stages, `critmass layers MODEL "
+                                    "--stages`), all (every block) or a list of layer names.")
+    selectors: list[Selector] = Field(default_factory=lambda: ["random"], min_length=1,
+        description="Selectors probed at every layer (random always).")
+    fractions: list[Fraction] | None = Field(None, description="Fractions per layer (default: the top-level ones).")
+    seeds: list[NonNegativeInt] | None = Field(None, description="Seeds per layer (default: the top-level ones).")
+    solver: Solver = Field("logistic", description="The probe solver of the depth table.")
+    delta: float = Field(0.9, gt=0, le=1, description="Share of the full layer's accuracy for DR.")
+    n_boot: NonNegativeInt = Field(1000, description="Bootstrap resamples of the seeds for the DR CI.")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, v):
+        if v is None:
+            return None
+        try:
+            return parse_seeds(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class NeuronsOptions(_Section):
+    """Which neurons: each neuron ranking's top neurons per dataset, their bootstrap stability and their overlap
+    across the datasets of one model and layer (one unit per model, layer, solver and ranking)."""
+
+    selectors: list[Selector] | None = Field(None, description="Neuron rankings (default: every top-level "
+                                             "selector that ranks neurons: fscore, greedy, probe-weight, ...).")
+    k: list[PositiveInt] = Field(default_factory=lambda: [8, 32], min_length=1,
+        description="Subset sizes of the stability and the overlap; the largest is the top-k listed.")
+    n_boot: NonNegativeInt = Field(20, description="Bootstrap resamples of the fit rows (0: no stability).")
+    random_state: NonNegativeInt = Field(0, description="Seed of the bootstrap.")
+
+
+class InversionOptions(_Section):
+    """Partial inversion of a few images of each dataset (image models; one unit per model and dataset)."""
+
+    layer: str = Field("penultimate", description="Layer to invert.")
+    selectors: list[str] = Field(default_factory=lambda: ["random", "norm-max", "norm-min"], min_length=1,
+        description="Column selectors of the matched neurons.")
+    fractions: list[Fraction] = Field(default_factory=lambda: [0.05, 0.2, 0.5], min_length=1,
+        description="Fractions of the layer matched.")
+    n_images: PositiveInt = Field(3, description="Images per dataset (the first of its test split).")
+    split: Split = Field("test", description="Split the images are taken from.")
+    steps: PositiveInt = Field(200, description="Optimisation steps (the paper: 5000).")
+    optimizer: Literal["normgrad", "sign", "adam"] = Field("normgrad", description="normgrad (the paper's), "
+                                                           "sign or adam.")
+    image_size: PositiveInt | None = Field(None, description="Input size (default: the model's own).")
+    seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0], min_length=1,
+        description="Seeds of the noise images and the random masks.")
+
+    @field_validator("selectors")
+    @classmethod
+    def _selectors(cls, v):
+        from ..invert import check_selector
+
+        try:
+            return [check_selector(s) for s in _unique(v, "selector")]
+        except CritmassError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class ExportOptions(_Section):
+    """Spend it: export the critical-mass subset of each model and dataset and measure what it saves."""
+
+    selector: Selector = Field("random", description="Whose critical mass is exported (a column selector).")
+    solver: Solver | None = Field(None, description="Whose probe (default: the first top-level solver).")
+    delta: float = Field(0.9, gt=0, le=1, description="Share of the full layer's accuracy that sets k*.")
+    prune: bool = Field(True, description="Image models: remove the unselected channels from the backbone "
+                        "(torch-pruning); text models export the reduction and head alone.")
+    n_boot: NonNegativeInt = Field(1000, description="Bootstrap resamples of the accuracy-cost CI.")
+
+
+def _optional_section(v):
+    """``false`` / ``null`` turns a section off; ``true`` or ``{}`` turns it on with its defaults."""
+    if v is False or v is None:
+        return None
+    return {} if v is True else v
+
+
 class Resources(_Section):
     """What one unit asks of a Ray or Slurm worker."""
 
@@ -328,6 +415,15 @@ class SweepConfig(_Section):
     probes: ProbeOptions = Field(default_factory=ProbeOptions, description="Probe options.")
     cka: CkaOptions = Field(default_factory=CkaOptions, description="CKA on/off and options.")
     executor: ExecutorOptions = Field(default_factory=ExecutorOptions, description="Execution backend.")
+    profile: ProfileOptions | None = Field(None, description="Depth profile units (off unless given).")
+    neurons: NeuronsOptions | None = Field(None, description="Which-neurons units (off unless given).")
+    inversion: InversionOptions | None = Field(None, description="Partial-inversion units (off unless given).")
+    export: ExportOptions | None = Field(None, description="Export-the-critical-mass units (off unless given).")
+
+    @field_validator("profile", "neurons", "inversion", "export", mode="before")
+    @classmethod
+    def _sections(cls, v):
+        return _optional_section(v)
 
     @field_validator("device")
     @classmethod
@@ -439,11 +535,57 @@ def _check_semantics(cfg: SweepConfig, lines: dict, filename: str, base: Path, c
         if cfg.cka.enabled and cfg.cka.split not in d.splits:
             fail(("datasets", i, "splits"), f"cka.split is {cfg.cka.split!r} but this dataset extracts {d.splits}; "
                  f"add {cfg.cka.split!r} or change cka.split")
+        if cfg.profile is not None and not {"train", "test"} <= set(d.splits):
+            fail(("datasets", i, "splits"), f"the profile section probes every stage, which needs the train and test "
+                 f"splits; got {d.splits}; add the missing split(s) or drop profile:")
         if isinstance(d.max_samples, dict) and not set(d.max_samples) <= set(d.splits):
             extra = sorted(set(d.max_samples) - set(d.splits))
             fail(("datasets", i, "max_samples"),
                  f"max_samples names split(s) {extra} that are not in splits {d.splits}")
+    _check_sections(cfg, fail)
     return cfg
+
+
+def neuron_rankings(selectors) -> list[str]:
+    """The selectors of a list that rank neurons by the data (what the which-neurons units read)."""
+    from ..subsets import make_selector
+
+    return [s for s in selectors if s not in ("all", "random", "prefix") and not make_selector(s).is_projection]
+
+
+def _check_sections(cfg: SweepConfig, fail) -> None:
+    """The optional sections read the probes' subsets: what they name must be probed."""
+    from ..subsets import make_selector
+
+    for section in ("neurons", "export"):
+        if getattr(cfg, section) is not None and not cfg.solvers:
+            fail((section,), f"{section} reads the probes' subsets, but solvers is empty; add a solver or drop {section}:")
+        if getattr(cfg, section) is not None and not cfg.probes.save_weights:
+            fail(("probes", "save_weights"), f"{section} reads the subsets the probes save; set save_weights: true "
+                 f"or drop {section}:")
+    if cfg.neurons is not None and cfg.solvers:
+        rankings = neuron_rankings(cfg.selectors)
+        if cfg.neurons.selectors is None and not rankings:
+            fail(("neurons",), f"no selector of this sweep ranks neurons ({', '.join(cfg.selectors)}); add one such "
+                 "as fscore, greedy or probe-weight to selectors, or drop neurons:")
+        for j, sel in enumerate(cfg.neurons.selectors or []):
+            if sel not in rankings:
+                why = "is not one of this sweep's selectors" if sel not in cfg.selectors else "ranks no neurons"
+                fail(("neurons", "selectors", j), f"{sel!r} {why}; the neuron rankings probed here: "
+                     f"{', '.join(rankings) or 'none'}")
+    if cfg.export is not None and cfg.solvers:
+        e = cfg.export
+        if e.selector not in cfg.selectors:
+            fail(("export", "selector"), f"{e.selector!r} is not one of this sweep's selectors "
+                 f"({', '.join(cfg.selectors)}); export one of them")
+        if make_selector(e.selector).is_projection:
+            fail(("export", "selector"), f"{e.selector!r} is a projection; export a subset of neurons (random, fscore, ...)")
+        if e.solver is not None and e.solver not in cfg.solvers:
+            fail(("export", "solver"), f"{e.solver!r} is not one of this sweep's solvers ({', '.join(cfg.solvers)})")
+        from ..probes import solver_spec
+
+        if solver_spec(e.solver or cfg.solvers[0]).family == "neighbours":
+            fail(("export", "solver"), "export needs a linear probe head; give a linear solver (logistic, ridge, sgd)")
 
 
 def load_config(source, *, base_dir=None, check_paths: bool = True) -> SweepConfig:

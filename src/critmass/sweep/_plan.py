@@ -25,6 +25,7 @@ only to the units it changes, and a killed sweep resumes with the units that had
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -39,15 +40,21 @@ from .._env import versions
 from ..codecs import DEFAULT_CODEC
 from ..probes import solver_registration, solver_spec
 from ..subsets import make_selector
-from ._config import SweepConfig, load_config
+from ._config import SweepConfig, load_config, neuron_rankings
 
 __all__ = [
     "STATUS_FILE",
+    "KINDS",
     "CkaUnit",
+    "ExportUnit",
     "ExtractUnit",
+    "InversionUnit",
+    "NeuronsUnit",
     "Plan",
+    "ProfileUnit",
     "ProbeUnit",
     "Unit",
+    "neuron_rankings",
     "plan_sweep",
     "read_status",
     "unit_key",
@@ -57,7 +64,11 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 #: Files a finished unit of each kind leaves in its shard (besides the status).
-OUTPUTS = {"extract": (), "probe": ("results.parquet", "per_class.parquet"), "cka": ("cka.parquet",)}
+OUTPUTS = {"extract": (), "probe": ("results.parquet", "per_class.parquet"), "cka": ("cka.parquet",),
+           "profile": ("profile.parquet", "layer_cka.parquet", "results.parquet"), "neurons": ("neurons.parquet",),
+           "inversion": ("invert.parquet",), "export": ("export.parquet",)}
+#: Unit kinds in the order of the plan and of :meth:`Plan.describe`.
+KINDS = ("extract", "probe", "cka", "profile", "neurons", "inversion", "export")
 
 
 def _version() -> str:
@@ -89,6 +100,8 @@ class Unit:
     params: dict = field(default_factory=dict, compare=False)
     #: The feature cache entry directory, filled in by the driver once the extraction is done.
     entry: str | None = field(default=None, compare=False)
+    #: Keys of analysis units whose shards this unit reads (it runs once they are done).
+    after: tuple = ()
 
     def shard_dir(self, run_dir) -> Path:
         """``RUN_DIR/shards/<kind>/<key>``: this unit's own files and nobody else's."""
@@ -108,6 +121,22 @@ class ProbeUnit(Unit):
 
 class CkaUnit(Unit):
     """Marker type of CKA units (``kind == 'cka'``)."""
+
+
+class ProfileUnit(Unit):
+    """Marker type of depth-profile units (``kind == 'profile'``): every stage of a model on one dataset."""
+
+
+class NeuronsUnit(Unit):
+    """Marker type of which-neurons units (``kind == 'neurons'``): a ranking's top neurons, stability, overlap."""
+
+
+class InversionUnit(Unit):
+    """Marker type of partial-inversion units (``kind == 'inversion'``): a few images of one dataset."""
+
+
+class ExportUnit(Unit):
+    """Marker type of export units (``kind == 'export'``): the critical-mass subset as a slim model."""
 
 
 def read_status(unit: Unit, run_dir) -> dict | None:
@@ -183,9 +212,12 @@ class Plan:
              f"{len(cfg.solvers)} solver(s); CKA {'on' if cfg.cka.enabled else 'off'}"),
         ]
         what = {"extract": "extractions", "probe": f"probe units ({cells['probes']} probes)",
-                "cka": f"CKA units ({cells['cka_cells']} CKA cells)"}
-        for kind in ("extract", "probe", "cka"):
+                "cka": f"CKA units ({cells['cka_cells']} CKA cells)", "profile": "depth-profile units",
+                "neurons": "which-neurons units", "inversion": "partial-inversion units", "export": "export units"}
+        for kind in KINDS:
             units = self.of_kind(kind)
+            if not units and kind not in ("extract", "probe", "cka"):
+                continue
             done = sum(self.state[u.key] == "done" for u in units)
             failed = sum(self.state[u.key] == "failed" for u in units)
             extra = f", {failed} failed before" if failed else ""
@@ -229,7 +261,14 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
     extracts: dict[str, Unit] = {}  # cache-entry key -> its one extraction unit
     analysis: list[Unit] = []
     seen: dict[str, tuple] = {}
+    # (model, dataset, layer, solver, selector) -> [(seed, probe unit key)]; the reference unit of each group
+    probe_keys: dict[tuple, list[tuple[int, str]]] = {}
+    reference_keys: dict[tuple, str] = {}
+    entry_keys: dict[tuple, str] = {}  # (model, dataset) -> its extraction unit
+    export_sel = cfg.export.selector if cfg.export is not None else None
     for i, m in enumerate(cfg.models):
+        # The profile's stages are read in the same pass as the model's own layers (one pass per dataset).
+        ext_layers = list(dict.fromkeys([*m.layers, *(_profile_layers(m, cfg) if cfg.profile else [])]))
         for layer in m.layers:
             for j, d in enumerate(cfg.datasets):
                 if not m.runs_on(d.label):  # the model entry names the datasets it runs on
@@ -252,16 +291,18 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                                     "remove one of them")
                 seen[fid] = (i, j)
                 # All layers of a model share one extraction unit (one pass); one layer keeps its old key.
-                multi = len(m.layers) > 1
-                ekey = unit_key("extract", _entry_identity(m, d, list(m.layers) if multi else layer, cfg, libs))
+                multi = len(ext_layers) > 1
+                ekey = unit_key("extract", _entry_identity(m, d, list(ext_layers) if multi else layer, cfg, libs))
+                entry_keys[(m.label, d.label)] = ekey
                 where = f"{m.label} | {d.label} | {layer}"
                 ext = extracts.get(ekey)
                 if ext is None:
-                    ext_layers = ", ".join(m.layers)
+                    layers_txt = ", ".join(m.layers) + (f" + {len(ext_layers) - len(m.layers)} profiled"
+                                                        if len(ext_layers) > len(m.layers) else "")
                     extracts[ekey] = ExtractUnit(
-                        kind="extract", key=ekey, label=f"extract {m.label} | {d.label} | {ext_layers}",
-                        model=m.label, dataset=d.label, layer=ext_layers, params={
-                            "model": m.spec, "dataset": d.spec, **({"layers": list(m.layers)} if multi else
+                        kind="extract", key=ekey, label=f"extract {m.label} | {d.label} | {layers_txt}",
+                        model=m.label, dataset=d.label, layer=layers_txt, params={
+                            "model": m.spec, "dataset": d.spec, **({"layers": list(ext_layers)} if multi else
                                                                   {"layer": layer}), "split": list(d.splits),
                             "cache": str(cfg.cache) if cfg.cache else None,
                             "data_root": str(d.root) if d.root else None, "download": d.download,
@@ -288,13 +329,20 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     for sel in cfg.selectors:
                         fixed = make_selector(sel).deterministic  # fitted once: one unit, first seed
                         for seed_group in ([seeds[:1]] if fixed else [[s] for s in seeds]):
+                            # the export's probe fits the full layer too: its shard is a whole run to export from
+                            full = reference or (sel == export_sel and seed_group[0] == seeds[0])
                             pid = {"extract": fid, "solver": solver, "selector": sel, "seeds": seed_group,
                                    "fractions": fractions, "n_neurons": n_neurons, **probe_opts, **codecs,
-                                   **({} if reference else {"full_layer": False})}
+                                   **({} if full else {"full_layer": False})}
+                            pkey = unit_key("probe", {**pid, "choice_rule": CHOICE_RULE})
+                            group = (m.label, d.label, layer, solver)
+                            if reference:
+                                reference_keys[group] = pkey
+                            probe_keys.setdefault((*group, sel), []).append((seed_group[0], pkey))
                             reference = False
                             seed_txt = "" if fixed else f" seed {seed_group[0]}"
                             analysis.append(ProbeUnit(
-                                kind="probe", key=unit_key("probe", {**pid, "choice_rule": CHOICE_RULE}),
+                                kind="probe", key=pkey,
                                 extract_key=ekey,
                                 label=f"probe {where} | {solver} {sel}{seed_txt}", model=m.label, dataset=d.label,
                                 layer=layer, params={**pid, "device": cfg.probes.device, "splits": list(d.splits),
@@ -309,11 +357,13 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                     analysis.append(CkaUnit(kind="cka", key=unit_key("cka", cid), extract_key=ekey,
                                             label=f"cka {where} | {', '.join(cfg.cka_selectors)}", model=m.label,
                                             dataset=d.label, layer=layer, params=cid))
+    analysis += _later_units(cfg, extracts, entry_keys, probe_keys, reference_keys, libs)
     units: list[Unit] = list(extracts.values())
     units += analysis
 
     state: dict[str, str] = {}
     entries: dict[str, str] = {}
+    units_by_key = {u.key: u for u in units}
     for u in units:
         st = read_status(u, run_dir)
         ok = st is not None and st.get("status") == "ok" and all(
@@ -323,12 +373,130 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
             entries[u.key] = st.get("entry")
     # An extraction whose cache entry was deleted is done only if nothing still needs its features.
     pending_users = {u.extract_key for u in analysis if state[u.key] != "done"}
+    pending_users |= {units_by_key[k].extract_key for u in analysis if state[u.key] != "done" for k in u.after
+                      if k in units_by_key}  # a unit reading a probe's shard refits on its features
     for u in units:
         if u.kind == "extract" and state[u.key] == "done" and u.key in pending_users \
                 and not _entry_complete(entries.get(u.key), u.params["split"]):
             state[u.key] = "todo"
             entries.pop(u.key, None)
     return Plan(config=cfg, run_dir=run_dir, units=units, state=state, entries=entries)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_facts(spec: str, image_size, weights) -> tuple[str, tuple]:
+    """(modality, stage layers) of a model spec, from the model built at random init (no download)."""
+    from ..models import list_stages
+
+    bb = _shape_model(spec, image_size, weights)
+    return str(bb.modality), tuple(list_stages(bb))
+
+
+def _shape_model(spec: str, image_size, weights):
+    """The model at random init (no download); sources that always load their local weights (sbert) with them."""
+    from ..exceptions import WeightsError
+    from ..models import load_model
+
+    kwargs = {"image_size": image_size, "weights": weights}
+    try:
+        return load_model(spec, pretrained=False, **kwargs)
+    except WeightsError:
+        return load_model(spec, **kwargs)
+
+
+def _facts(m):
+    return _model_facts(m.spec, m.image_size, str(m.weights) if m.weights else None)
+
+
+def _profile_layers(m, cfg: SweepConfig) -> list[str]:
+    """The layer names the profile section asks of a model entry (``stages`` resolved on the model)."""
+    layers = cfg.profile.layers
+    if layers == "stages":
+        return list(_facts(m)[1])
+    if isinstance(layers, str):
+        if layers == "all":
+            from ..models import resolve_layers
+
+            return resolve_layers(_shape_model(m.spec, m.image_size, str(m.weights) if m.weights else None), "all")
+        return [x.strip() for x in layers.split(",") if x.strip()]
+    return list(layers)
+
+
+def _modality(m) -> str:
+    source = m.spec.split(":", 1)[0] if ":" in m.spec else None
+    if source in ("timm", "torchvision"):
+        return "image"
+    if source == "sbert":
+        return "text"
+    return _facts(m)[0]
+
+
+def _later_units(cfg: SweepConfig, extracts: dict, entry_keys: dict, probe_keys: dict, reference_keys: dict,
+                 libs: dict) -> list[Unit]:
+    """The depth-profile, which-neurons, partial-inversion and export units of the config's optional sections."""
+    out: list[Unit] = []
+    version = {"libs": libs}
+    pairs = [(m, d) for m in cfg.models for d in cfg.datasets if m.runs_on(d.label)]
+    solver0 = cfg.solvers[0] if cfg.solvers else None
+    if cfg.profile is not None:
+        p = cfg.profile
+        for m, d in pairs:
+            ekey = entry_keys[(m.label, d.label)]
+            ext = extracts[ekey].params
+            layers = _profile_layers(m, cfg)
+            options = {"layers": layers, "selectors": list(p.selectors), "fractions":
+                       sorted({float(f) for f in (p.fractions or cfg.fractions)}), "seeds": list(p.seeds or cfg.seeds),
+                       "solver": p.solver, "delta": p.delta, "n_boot": p.n_boot, "alphas": cfg.probes.alphas,
+                       "val_fraction": cfg.probes.val_fraction, "val_seed": cfg.probes.val_seed}
+            extract_options = {k: v for k, v in ext.items() if k not in ("model", "dataset", "layers", "layer", "split")}
+            key = unit_key("profile", {"entry": _entry_identity(m, d, layers, cfg, libs), "splits": sorted(d.splits),
+                                       **options, "choice_rule": CHOICE_RULE})
+            out.append(ProfileUnit(kind="profile", key=key, label=f"profile {m.label} | {d.label} | {len(layers)} layers",
+                                   extract_key=ekey, model=m.label, dataset=d.label, layer=", ".join(layers),
+                                   params={"model": m.spec, "dataset": d.spec, "split": list(d.splits), **options,
+                                           "device": cfg.probes.device, "extract_options": extract_options}))
+    if cfg.neurons is not None and solver0 is not None:
+        n = cfg.neurons
+        for m in cfg.models:
+            datasets = [d for d in cfg.datasets if m.runs_on(d.label)]
+            for layer in m.layers:
+                for sel in (n.selectors or neuron_rankings(cfg.selectors)):
+                    shards = [(d.label, probe_keys[(m.label, d.label, layer, solver0, sel)][0][1]) for d in datasets]
+                    params = {"selector": sel, "k": sorted(n.k), "n_boot": n.n_boot, "random_state": n.random_state,
+                              "probes": [k for _, k in shards], "datasets": [lab for lab, _ in shards]}
+                    key = unit_key("neurons", {**{k: v for k, v in params.items() if k != "datasets"}, **version})
+                    out.append(NeuronsUnit(kind="neurons", key=key, label=f"neurons {m.label} | {layer} | {sel}",
+                                           model=m.label, dataset=", ".join(lab for lab, _ in shards), layer=layer,
+                                           params=params, after=tuple(k for _, k in shards)))
+    if cfg.inversion is not None:
+        v = cfg.inversion
+        for m, d in pairs:
+            if _modality(m) != "image":  # partial inversion synthesises images; text encoders are left out
+                continue
+            options = v.model_dump(mode="json")
+            params = {"model": m.spec, "weights": str(m.weights) if m.weights else None, "pretrained": m.pretrained,
+                      "pooling": m.pooling, "dataset": d.spec, **options,
+                      "image_size": v.image_size or m.image_size, "device": cfg.device}
+            key = unit_key("inversion", {**{k: val for k, val in params.items() if k != "device"},
+                                         "weights_stamp": _weights_stamp(m.weights), **version})
+            out.append(InversionUnit(kind="inversion", key=key, label=f"inversion {m.label} | {d.label} | {v.layer}",
+                                     model=m.label, dataset=d.label, layer=v.layer, params=params))
+    if cfg.export is not None and solver0 is not None:
+        e = cfg.export
+        solver = e.solver or solver0
+        for m, d in pairs:
+            for layer in m.layers:
+                group = (m.label, d.label, layer, solver)
+                runs = probe_keys[(*group, e.selector)]
+                after = tuple(dict.fromkeys([reference_keys[group], *(k for _, k in runs)]))
+                params = {"selector": e.selector, "solver": solver, "delta": e.delta, "prune": e.prune,
+                          "n_boot": e.n_boot, "probes": list(after), "export_probe": runs[0][1], "seed": runs[0][0],
+                          "weights": str(m.weights) if m.weights else None}
+                key = unit_key("export", {**params, **version})
+                out.append(ExportUnit(kind="export", key=key, label=f"export {m.label} | {d.label} | {layer} | "
+                                      f"{e.selector} k*", model=m.label, dataset=d.label, layer=layer, params=params,
+                                      after=after))
+    return out
 
 
 _LATER_MODEL_OPTIONS = ("max_seq_length", "preprocessing", "max_width", "width_seed")

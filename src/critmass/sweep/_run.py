@@ -67,6 +67,8 @@ class SweepResult:
     failures: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     dry_run: bool = False
+    #: The optional sections' tables written beside them (profile.parquet, neurons.parquet, invert.parquet, ...).
+    tables: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -167,7 +169,7 @@ def _merge(plan: Plan) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
     res, pcs, ckas = [], [], []
     bad: list[Unit] = []
     for u in plan.units:
-        if u.kind == "extract" or plan.state.get(u.key) != "done":
+        if u.kind not in ("probe", "cka") or plan.state.get(u.key) != "done":
             continue
         shard = u.shard_dir(run_dir)
         rel = shard.relative_to(run_dir).as_posix()
@@ -211,6 +213,85 @@ def _merge(plan: Plan) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
     else:
         cka = pd.DataFrame(columns=[*CKA_COLUMNS, "unit"])
     return (results, per_class, cka), bad
+
+
+#: Run-directory tables of the optional unit kinds: file -> (unit kind, shard file, key columns to de-duplicate on).
+EXTRA_TABLES = {
+    "profile.parquet": ("profile", "profile.parquet", ["model", "dataset", "layer", "solver"]),
+    "layer_cka.parquet": ("profile", "layer_cka.parquet", ["model", "dataset", "layer_a", "layer_b"]),
+    "profile_results.parquet": ("profile", "results.parquet", None),
+    "neurons.parquet": ("neurons", "neurons.parquet", None),
+    "neuron_stability.parquet": ("neurons", "neuron_stability.parquet", None),
+    "neuron_overlap.parquet": ("neurons", "neuron_overlap.parquet", None),
+    "invert.parquet": ("inversion", "invert.parquet", None),
+    "export.parquet": ("export", "export.parquet", None),
+}
+
+
+def _merge_extras(plan: Plan) -> tuple[dict[str, pd.DataFrame], list[Unit]]:
+    """The optional kinds' tables (:data:`EXTRA_TABLES`) from the finished units' shards, with the config's model
+    and dataset names; the units whose shards cannot be read (now ``todo``)."""
+    run_dir = plan.run_dir
+    parts: dict[str, list[pd.DataFrame]] = {}
+    bad: list[Unit] = []
+    for u in plan.units:
+        if u.kind not in {k for k, _, _ in EXTRA_TABLES.values()} or plan.state.get(u.key) != "done":
+            continue
+        shard = u.shard_dir(run_dir)
+        try:
+            read = {name: pd.read_parquet(shard / fname) for name, (kind, fname, _) in EXTRA_TABLES.items()
+                    if kind == u.kind and (shard / fname).is_file()}
+        except Exception as exc:  # noqa: BLE001 - any unreadable shard runs again
+            _unreadable(plan, u, exc)
+            bad.append(u)
+            continue
+        for name, df in read.items():
+            if u.kind == "profile":  # the profile names its model and dataset by spec; the sweep's names win
+                df = df.assign(model=u.model, dataset=u.dataset)
+            parts.setdefault(name, []).append(df.assign(unit=u.key))
+    tables = {}
+    for name, dfs in parts.items():
+        df = pd.concat(dfs, ignore_index=True)
+        keys = EXTRA_TABLES[name][2]
+        tables[name] = df.drop_duplicates(keys) if keys else df
+    return tables, bad
+
+
+def _write_extras(plan: Plan, tables: dict[str, pd.DataFrame]) -> None:
+    """Write the optional tables and copy the inversion grids as ``invert_grid_<dataset>__<selector>.png``."""
+    import shutil
+
+    run_dir = plan.run_dir
+    for name in EXTRA_TABLES:
+        path = run_dir / name
+        if name in tables:
+            _write_parquet(path, tables[name])
+        else:
+            path.unlink(missing_ok=True)  # a section dropped from the config leaves no stale table
+    for old in run_dir.glob("invert_grid_*__*.png"):
+        old.unlink(missing_ok=True)
+    for u in plan.of_kind("inversion"):
+        if plan.state.get(u.key) != "done":
+            continue
+        for grid in sorted(u.shard_dir(run_dir).glob("invert_grid*.png")):
+            sel = grid.stem[len("invert_grid_"):] if grid.stem.startswith("invert_grid_") else \
+                u.params["selectors"][0]
+            with atomic_path(run_dir / f"invert_grid_{_safe(u.dataset)}__{sel}.png", suffix=".png") as tmp:
+                shutil.copyfile(grid, tmp)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in str(name))
+
+
+def _seconds_by_kind(plan: Plan, statuses: dict[str, dict]) -> dict[str, float]:
+    """Worker seconds of the units run now, summed per kind (what each stage of the run cost)."""
+    out: dict[str, float] = {}
+    for u in plan.units:
+        secs = statuses.get(u.key, {}).get("seconds")
+        if isinstance(secs, (int, float)):
+            out[u.kind] = round(out.get(u.kind, 0.0) + float(secs), 3)
+    return out
 
 
 def _apply_overrides(cfg: SweepConfig, executor, workers, address) -> SweepConfig:
@@ -299,6 +380,8 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
         backend = make_executor(executor, cfg.executor, workers=workers, address=address)
         ran, statuses = _execute(plan, backend, cfg.device, say)
         (results, per_class, cka), bad = _merge(plan)
+        extras, bad_extra = _merge_extras(plan)
+        bad += bad_extra
         for _ in range(_MERGE_RETRIES):
             if not bad:
                 break
@@ -307,6 +390,8 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
             ran += [k for k in more_ran if k not in ran]
             statuses.update(more_statuses)
             (results, per_class, cka), bad = _merge(plan)
+            extras, bad_extra = _merge_extras(plan)
+            bad += bad_extra
         for u in bad:  # unreadable again right after a re-run: a failure, never a silent gap
             statuses[u.key] = failed_status(u, "its shard cannot be read after it was run again")
             plan.state[u.key] = "failed"
@@ -314,6 +399,7 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
         pause_point("merge", run_dir)  # tests kill the driver here: one table new, the others old
         _write_parquet(run_dir / "per_class.parquet", per_class)
         _write_parquet(run_dir / "cka.parquet", cka)
+        _write_extras(plan, extras)
         failures = [{"label": u.label, "key": u.key, "kind": u.kind, "error": statuses[u.key].get("error"),
                      "log": str(u.log_file(run_dir))}
                     for u in plan.units if plan.state[u.key] != "done" and u.key in statuses]
@@ -326,38 +412,55 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
             "name": cfg.name, "run_dir": str(run_dir), "executor": backend.describe(), "units": len(plan.units),
             "ran": len(ran), "skipped": len(done_before), "failed": len(failures), "seconds": round(seconds, 3),
             **plan.count_cells(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "unit_seconds_by_kind": _seconds_by_kind(plan, statuses),
         })
         result = SweepResult(run_dir=run_dir, plan=plan, results=results, per_class=per_class, cka=cka, ran=ran,
-                             skipped=done_before, failures=failures, seconds=seconds)
+                             skipped=done_before, failures=failures, seconds=seconds, tables=extras)
         say(result.summary())
     return result
 
 
+def _needs(u: Unit) -> list[str]:
+    """Keys of the units ``u`` waits for: its extraction and the analysis units whose shards it reads."""
+    return [*([u.extract_key] if u.extract_key else []), *u.after]
+
+
 def _execute(plan: Plan, backend: Executor, device: str, say, units: list[Unit] | None = None
              ) -> tuple[list[str], dict[str, dict]]:
-    """Submit extractions and every analysis unit whose features are ready; release the rest as
-    their extraction finishes. ``units``: these (default: every unit not done). Returns the keys run and
-    the status of every unit attempted."""
+    """Submit every unit whose inputs are done (extractions first); release the rest as what they wait for
+    finishes. ``units``: these (default: every unit not done). Returns the keys run and the status of every
+    unit attempted."""
     run_dir = plan.run_dir
+    by_key = {u.key: u for u in plan.units}
     todo = plan.todo if units is None else list(units)
-    if units is not None:  # an analysis unit whose features are gone needs its extraction again
-        need = {u.extract_key for u in todo if u.kind != "extract" and plan.state.get(u.extract_key) != "done"}
-        todo = [u for u in plan.units if u.key in need and u not in todo] + todo
-    waiting: dict[str, list[Unit]] = {}
-    first: list[Unit] = []
-    for u in todo:
-        if u.kind == "extract":
-            first.append(u)
-        elif plan.state[u.extract_key] == "done":
-            first.append(replace(u, entry=plan.entries.get(u.extract_key)))
-        else:
-            waiting.setdefault(u.extract_key, []).append(u)
+    if units is not None:  # a unit whose inputs are gone needs them run again (transitively)
+        chosen = {u.key for u in todo}
+        stack = list(todo)
+        while stack:
+            for k in _needs(stack.pop()):
+                if k not in chosen and plan.state.get(k) != "done" and k in by_key:
+                    chosen.add(k)
+                    stack.append(by_key[k])
+        todo = [u for u in plan.units if u.key in chosen]
+    todo_keys = {u.key for u in todo}
+
+    def ready(u: Unit) -> bool:
+        return all(plan.state.get(k) == "done" for k in _needs(u))
+
+    def with_entry(u: Unit) -> Unit:
+        return replace(u, entry=plan.entries.get(u.extract_key)) if u.extract_key else u
+
+    waiting = [u for u in todo if u.kind != "extract" and not ready(u)]
+    first = [u if u.kind == "extract" else with_entry(u) for u in todo if u.kind == "extract" or ready(u)]
+    for u in waiting:  # a unit waiting for one that will not run this time cannot run either
+        missing = [k for k in _needs(u) if plan.state.get(k) != "done" and k not in todo_keys]
+        if missing:
+            log.debug("%s waits for units outside this run: %s", u.label, missing)
     ran: list[str] = []
     statuses: dict[str, dict] = {}
     total = len(todo)
     if not total:
         return ran, statuses
-    by_key = {u.key: u for u in plan.units}
     backend.start(run_dir, device=device)
     say(f"running {total} unit(s) on {backend.describe()}")
     progress = _Progress(total)
@@ -371,21 +474,29 @@ def _execute(plan: Plan, backend: Executor, device: str, say, units: list[Unit] 
                 ok = st.get("status") == "ok"
                 plan.state[unit.key] = "done" if ok else "failed"
                 _echo_unit(say, progress, unit, st)
-                if unit.kind != "extract":
-                    pause_point(unit.kind, run_dir)  # tests kill the driver here: other units still running
-                    continue
-                deps = waiting.pop(unit.key, [])
-                if ok:
+                if unit.kind == "extract" and ok:
                     plan.entries[unit.key] = st["entry"]
-                    backend.submit([replace(d, entry=st["entry"]) for d in deps])
-                    continue
-                for d in deps:  # no features: these cannot run; record why, the sweep goes on
-                    dst = failed_status(d, f"not run: its extraction failed ({unit.label}: {st.get('error')})")
-                    atomic_write_json(d.shard_dir(run_dir) / STATUS_FILE, dst)
-                    ran.append(d.key)
-                    statuses[d.key] = dst
-                    plan.state[d.key] = "failed"
-                    _echo_unit(say, progress, d, dst)
+                elif unit.kind != "extract":
+                    pause_point(unit.kind, run_dir)  # tests kill the driver here: other units still running
+                # What waited for this unit: run what is now ready; record why the rest cannot run.
+                blocked = [unit] if not ok else []
+                while blocked:
+                    b = blocked.pop()
+                    for d in [w for w in waiting if b.key in _needs(w)]:
+                        waiting.remove(d)
+                        what = "its extraction" if b.kind == "extract" else "a unit it reads"
+                        dst = failed_status(d, f"not run: {what} failed ({b.label}: {statuses[b.key].get('error')})")
+                        atomic_write_json(d.shard_dir(run_dir) / STATUS_FILE, dst)
+                        ran.append(d.key)
+                        statuses[d.key] = dst
+                        plan.state[d.key] = "failed"
+                        _echo_unit(say, progress, d, dst)
+                        blocked.append(d)
+                now = [w for w in waiting if ready(w)]
+                if now:
+                    for w in now:
+                        waiting.remove(w)
+                    backend.submit([with_entry(w) for w in now])
     return ran, statuses
 
 

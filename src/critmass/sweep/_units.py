@@ -280,7 +280,168 @@ def _run_cka(unit: Unit, shard: Path) -> dict:
     return {"rows": len(df)}
 
 
-_RUNNERS = {"extract": _run_extract, "probe": _run_probe, "cka": _run_cka}
+def _run_dir_of(shard: Path) -> Path:
+    return shard.parents[2]  # RUN_DIR/shards/<kind>/<key>
+
+
+def _probe_shard(run_dir: Path, key: str) -> Path:
+    return run_dir / "shards" / "probe" / key
+
+
+def _write_table(df, path: Path) -> None:
+    with atomic_path(path, suffix=".parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def _run_profile(unit: Unit, shard: Path) -> dict:
+    from ..profile import profile
+
+    p = unit.params
+    ext = dict(p["extract_options"])
+    ext.setdefault("max_width", None)  # as the sweep's one-pass extraction: the same cache entries
+    prof = profile(p["model"], p["dataset"], out=shard, layers=p["layers"], fractions=p["fractions"], seeds=p["seeds"],
+                   solver=p["solver"], delta=p["delta"], n_boot=p["n_boot"], alphas=p["alphas"],
+                   probe_val_fraction=p["val_fraction"], val_seed=p["val_seed"], probe_device=p["device"],
+                   split=p["split"], selectors=p["selectors"], progress=False, **ext)
+    return {"layers": len(prof.profile), "seconds_by_stage": prof.seconds}
+
+
+def _run_neurons(unit: Unit, shard: Path) -> dict:
+    import pandas as pd
+
+    from ..metrics import neuron_overlap, neuron_stability, top_neurons
+
+    p = unit.params
+    run_dir = _run_dir_of(shard)
+    shards = [_probe_shard(run_dir, k) for k in p["probes"]]
+    labels = dict(zip(map(str, shards), p["datasets"]))
+    k = max(p["k"])
+    tops, stab = [], []
+    for sh in shards:
+        t = top_neurons(sh, p["selector"], min(k, _largest_k(sh, p["selector"])))
+        tops.append(t.assign(dataset=labels[str(sh)]))
+        if p["n_boot"]:
+            st = neuron_stability(sh, p["selector"], p["k"], n_boot=p["n_boot"], random_state=p["random_state"])
+            stab.append(st.assign(dataset=labels[str(sh)]))
+    top = pd.concat(tops, ignore_index=True).assign(model=unit.model, layer=unit.layer)
+    _write_table(top.drop(columns=["run"], errors="ignore"), shard / "neurons.parquet")
+    if stab:
+        _write_table(pd.concat(stab, ignore_index=True).drop(columns=["run"], errors="ignore").assign(
+            model=unit.model, layer=unit.layer), shard / "neuron_stability.parquet")
+    if len(shards) > 1:
+        ov = neuron_overlap(shards, p["selector"], p["k"])
+        # the runs' dataset specs -> the sweep's names
+        spec_to_label = dict(_dataset_specs(shards, p["datasets"]))
+        for col in ("dataset_a", "dataset_b"):
+            if col in ov.columns:
+                ov[col] = [spec_to_label.get(str(v), v) for v in ov[col]]
+        _write_table(ov.drop(columns=["run_a", "run_b"], errors="ignore").assign(model=unit.model, layer=unit.layer),
+                     shard / "neuron_overlap.parquet")
+    return {"rows": len(top)}
+
+
+def _largest_k(shard: Path, selector: str) -> int:
+    import pandas as pd
+
+    r = pd.read_parquet(shard / "results.parquet", columns=["selector", "n_neurons"])
+    return int(r.loc[r["selector"] == selector, "n_neurons"].max())
+
+
+def _dataset_specs(shards, labels):
+    import pandas as pd
+
+    out = []
+    for sh, lab in zip(shards, labels):
+        r = pd.read_parquet(sh / "results.parquet", columns=["dataset"])
+        out.append((str(r["dataset"].iloc[0]), lab))
+    return out
+
+
+def _run_inversion(unit: Unit, shard: Path) -> dict:
+    from ..invert import invert, load_images, write_inversion
+    from ..models import load_model
+
+    p = unit.params
+    backbone = load_model(p["model"], pretrained=p["pretrained"], weights=p["weights"], image_size=p["image_size"])
+    if backbone.modality != "image":
+        raise CritmassError(f"partial inversion needs an image model; {p['model']} reads {backbone.modality}; "
+                            "drop inversion: for it")
+    backbone.check_layer(p["layer"])
+    samples, names = load_images(p["dataset"], index=list(range(p["n_images"])), split=p["split"])
+    names = [f"{unit.dataset}[{i}]" for i in range(len(samples))] if not names else names
+    result = invert(backbone, samples, layer=p["layer"], pooling=p["pooling"], selectors=p["selectors"],
+                    fractions=p["fractions"], seeds=p["seeds"], steps=p["steps"], optimizer=p["optimizer"],
+                    device=p["device"], names=names, progress=False)
+    result.table.insert(1, "dataset", unit.dataset)
+    write_inversion(result, shard)
+    return {"rows": len(result.table)}
+
+
+def _run_export(unit: Unit, shard: Path) -> dict:
+    import pandas as pd
+
+    from ..export import export_run
+    from ..metrics import dr
+
+    p = unit.params
+    run_dir = _run_dir_of(shard)
+    results = pd.concat([pd.read_parquet(_probe_shard(run_dir, k) / "results.parquet") for k in p["probes"]],
+                        ignore_index=True)
+    results = results[results["solver"] == p["solver"]]
+    full = results[results["selector"] == "all"].drop_duplicates(["seed"])
+    results = pd.concat([full, results[results["selector"] != "all"]], ignore_index=True)
+    d = dr(results, p["delta"], selector=p["selector"], n_boot=0).iloc[0]
+    k, n = int(d["critical_n_neurons"]), int(d["n_features"])
+    sub = results[(results["selector"] == p["selector"]) & (results["n_neurons"] == k)]
+    row = {"model": unit.model, "dataset": unit.dataset, "layer": unit.layer, "solver": p["solver"],
+           "selector": p["selector"], "delta": p["delta"], "k": k, "n_features": n, "seed": int(p["seed"]),
+           "reached": bool(d["reached"]), "full_test_accuracy": float(d["full_accuracy"])}
+    if sub.empty:  # k* is the whole layer and the grid has no fraction 1: nothing smaller to export
+        row.update(kind="not-reached", fraction=float("nan"))
+        _write_table(pd.DataFrame([row]), shard / "export.parquet")
+        return {"rows": 1}
+    fraction = float(sub["fraction"].iloc[0])
+    from ..models import load_model
+
+    spec = str(results["model"].iloc[0])
+    image = load_model(spec, pretrained=False).modality == "image" if unit.layer == "penultimate" else False
+    prune = bool(p["prune"] and image)
+    res = export_run(_probe_shard(run_dir, p["export_probe"]), selector=p["selector"], fraction=fraction,
+                     seed=int(p["seed"]), out=shard / "model", head_only=not image, prune=prune, weights=p["weights"],
+                     onnx=False, torchscript=False, n_boot=p["n_boot"])
+    s = res.savings
+    acc = s["accuracy"]
+    ci = acc.get("cost_ci") or {}
+    bb = s.get("backbone") or {}
+    lat = bb.get("latency") or {}
+    nan = float("nan")
+
+    def num(v):
+        return nan if v is None else float(v)
+
+    row.update(kind=res.config["kind"], fraction=fraction, bytes_full=s["storage"]["bytes_per_vector"]["full"],
+               bytes_reduced=s["storage"]["bytes_per_vector"]["reduced"],
+               head_params_full=s["head"]["params"]["full"], head_params_reduced=s["head"]["params"]["reduced"],
+               params_full=num(bb.get("params", {}).get("full")), params_exported=num(bb.get("params", {}).get("exported")),
+               flops_full=num(bb.get("flops", {}).get("full")), flops_exported=num(bb.get("flops", {}).get("exported")),
+               subset_test_accuracy=num(acc.get("subset_test_accuracy")), accuracy_cost=num(acc.get("cost")),
+               accuracy_cost_low=num(ci.get("low")), accuracy_cost_high=num(ci.get("high")),
+               latency_full_ms=num(_ms(lat, "full")), latency_exported_ms=num(_ms(lat, "exported")),
+               export_dir=str((shard / "model").relative_to(run_dir)))
+    row["full_test_accuracy"] = num(acc.get("full_test_accuracy"))
+    _write_table(pd.DataFrame([row]), shard / "export.parquet")
+    return {"rows": 1, "k": k, "fraction": fraction}
+
+
+def _ms(latency: dict, which: str):
+    v = latency.get(which)
+    if isinstance(v, dict):
+        v = v.get("median_ms", v.get("ms"))
+    return v
+
+
+_RUNNERS = {"extract": _run_extract, "probe": _run_probe, "cka": _run_cka, "profile": _run_profile,
+            "neurons": _run_neurons, "inversion": _run_inversion, "export": _run_export}
 
 
 def execute_unit(unit: Unit, run_dir, threads: int | None = None) -> dict:
@@ -310,7 +471,7 @@ def execute_unit(unit: Unit, run_dir, threads: int | None = None) -> dict:
     with _unit_log(unit.log_file(run_dir)):
         log.info("start %s (%s)", unit.label, unit.key)
         try:
-            if unit.kind != "extract" and not unit.entry:
+            if unit.extract_key and not unit.entry:
                 raise CritmassError(f"{unit.label}: no features (extraction {unit.extract_key} did not finish)")
             info = _RUNNERS[unit.kind](unit, shard)
         except KeyboardInterrupt:
