@@ -20,7 +20,8 @@ from critmass.report._profile import profile_figures, profile_notes
 from test_report import MODELS, make_run
 from test_report_invert import make_inversion
 
-STUDY_FILES = ("neurons.parquet", "neuron_overlap.parquet", "neuron_stability.parquet", "export.parquet")
+STUDY_FILES = ("neurons.parquet", "neuron_overlap.parquet", "neuron_stability.parquet", "export.parquet",
+               "study_table.parquet")
 MODEL, D = "timm:resnet18", MODELS["timm:resnet18"]
 DATASETS = ("cifar10", "flowers")
 K_TOP = 32
@@ -97,6 +98,24 @@ def make_export() -> pd.DataFrame:
     ])
 
 
+def make_study_table() -> pd.DataFrame:
+    """What `critmass study` writes as study_table.parquet (critmass.study.study_table plus its delta): cifar10 with
+    every selector, flowers without PCA and with a diffuseness the grid only bounds from below."""
+    nan = np.nan
+    return pd.DataFrame([
+        {"model": MODEL, "dataset": "cifar10", "layer": "penultimate", "n_features": D, "full_accuracy": 0.912,
+         "dr_random": 1 - 64 / D, "dr_random_low": 0.86, "dr_random_high": 0.89, "k_random": 64.0,
+         "dr_pca": 1 - 8 / D, "dr_pca_low": 0.98, "dr_pca_high": 0.99, "k_pca": 8.0, "best_selector": "fscore",
+         "dr_best": 1 - 16 / D, "dr_best_low": 0.96, "dr_best_high": 0.97, "k_best": 16.0, "diffuseness": 4.0,
+         "diffuseness_bound": "", "delta": 0.95},
+        {"model": MODEL, "dataset": "flowers", "layer": "penultimate", "n_features": D, "full_accuracy": 0.801,
+         "dr_random": 0.75, "dr_random_low": nan, "dr_random_high": nan, "k_random": 128.0, "dr_pca": nan,
+         "dr_pca_low": nan, "dr_pca_high": nan, "k_pca": nan, "best_selector": "greedy", "dr_best": 1 - 5 / D,
+         "dr_best_low": nan, "dr_best_high": nan, "k_best": 5.0, "diffuseness": 25.6, "diffuseness_bound": "lower",
+         "delta": 0.95},
+    ])
+
+
 # ----------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -110,12 +129,13 @@ def base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def study(base, tmp_path_factory):
-    """The same run with the four study tables beside results.parquet, and its report."""
+    """The same run with the five study tables beside results.parquet, and its report."""
     path = tmp_path_factory.mktemp("study") / "run"
     shutil.copytree(base[0], path, ignore=shutil.ignore_patterns("report"))
     neurons = make_neurons()
     tabs = {"neurons.parquet": neurons, "neuron_overlap.parquet": make_overlap(neurons),
-            "neuron_stability.parquet": make_stability(), "export.parquet": make_export()}
+            "neuron_stability.parquet": make_stability(), "export.parquet": make_export(),
+            "study_table.parquet": make_study_table()}
     for name, df in tabs.items():
         df.to_parquet(path / name, index=False)
     return path, tabs, build_report(path, formats="png", n_boot=0)
@@ -217,17 +237,70 @@ def test_export_section_has_a_row_and_a_sentence_per_export(study):
     assert "exported critical-mass subsets: 3 (pruned, head-only, not-reached)" in page
 
 
+# ----------------------------------------------------------------------------------------- the study's Table 1
+def test_study_table_is_the_first_section_with_the_input_numbers(study):
+    _, tabs, rep = study
+    page = rep.html.read_text()
+    sec = _section(page, "study-table")
+    assert "<h2>The study: Table 1</h2>" in sec and '<a href="#study-table">Study table</a>' in page
+    assert page.index("</header>") < page.index('<section id="study-table">') < page.index('id="sec-table1"')
+    assert page.index('<a href="#study-table">') < page.index('<a href="#sec-table1">')  # first in the navigation
+    table = re.search(r'<table class="cm-table" id="study">(.*?)</table>', sec, re.DOTALL).group(1)
+    heads = re.findall(r'<th scope="col">([^<]*)</th>', table)
+    assert heads == ["dataset", "neurons", "full accuracy", "DR(0.95) random [95% CI]", "k* random",
+                     "DR(0.95) PCA [95% CI]", "k* PCA", "best ranking", "DR(0.95) best [95% CI]", "k* best",
+                     "diffuseness"]  # the table's delta, not the report's; model and layer do not vary
+    src = tabs["study_table.parquet"]
+    c, f = src.iloc[0], src.iloc[1]
+    assert (f"<tr><td>cifar10</td><td>{D}</td><td>0.912</td><td>{c['dr_random']:.2f} [0.86, 0.89]</td><td>64</td>"
+            f"<td>{c['dr_pca']:.2f} [0.98, 0.99]</td><td>8</td><td>fscore</td><td>{c['dr_best']:.2f} [0.96, 0.97]"
+            "</td><td>16</td><td>4.00</td></tr>") in table
+    assert (f"<tr><td>flowers</td><td>{D}</td><td>0.801</td><td>0.75</td><td>128</td><td>–</td><td>–</td>"
+            f"<td>greedy</td><td>{f['dr_best']:.2f}</td><td>5</td><td>25.60 (lower bound)</td></tr>") in table
+    assert (f"<b>cifar10</b>: random neurons reach 95% of the full layer&#x27;s accuracy (0.912) with k* = 64 of {D} "
+            f"(DR {c['dr_random']:.2f} [0.86, 0.89]); the best ranking, fscore, needs 16 (diffuseness 4.0).") in sec
+    assert (f"<b>flowers</b>: random neurons reach 95% of the full layer&#x27;s accuracy (0.801) with k* = 128 of "
+            f"{D} (DR 0.75); the best ranking, greedy, needs 5 (diffuseness 25.6, a lower bound).") in sec
+
+
+def test_study_table_csv_is_the_input_and_the_required_columns_are_the_studys(study):
+    from critmass.report._study import STUDY_TABLE_REQUIRED, interpret_study_table, study_table_display
+    from critmass.study import STUDY_COLUMNS
+
+    assert STUDY_TABLE_REQUIRED == STUDY_COLUMNS  # the report may not import the study: the two must agree
+    _, tabs, rep = study
+    src = tabs["study_table.parquet"]
+    csv = pd.read_csv(rep.tables["study_table.csv"], keep_default_na=False, na_values=[""])
+    assert rep.tables["study_table.csv"] == rep.out / "tables" / "study_table.csv"
+    assert list(csv.columns) == list(src.columns) and len(csv) == len(src)
+    for col in src.columns:
+        if pd.api.types.is_numeric_dtype(src[col]):
+            np.testing.assert_allclose(csv[col].to_numpy(float), src[col].to_numpy(float), rtol=1e-12, err_msg=col)
+        else:
+            assert list(csv[col].astype(object).where(csv[col].notna(), "").astype(str)) == list(src[col]), col
+    # Without a delta column: DR(0.9); no supervised ranking: said so; varying layers become a column.
+    bare = src.drop(columns="delta").assign(best_selector=[None, "fscore"], layer=["penultimate", "layer3"])
+    bare.loc[0, ["dr_best", "k_best", "diffuseness"]] = np.nan
+    disp = study_table_display(bare)
+    assert list(disp.columns[:2]) == ["dataset", "layer"] and "DR(0.9) random [95% CI]" in disp.columns
+    assert list(disp["best ranking"]) == ["–", "fscore"] and disp["diffuseness"].iloc[0] == "–"
+    notes = interpret_study_table(bare)
+    assert notes[0][0] == "cifar10 | penultimate"
+    assert notes[0][1].startswith("random neurons reach 90% of the full layer's accuracy (0.912)")
+    assert notes[0][1].endswith("; no supervised ranking was run.")
+
+
 # ------------------------------------------------------------------------------------------------ absence
 def test_without_study_tables_the_report_is_unchanged(base, study):
     (bpath, brep), (spath, _, srep) = base, study
-    assert not set(brep.tables) & {"neurons.csv", "neuron_overlap.csv", "neuron_stability.csv", "export.csv"}
-    assert set(srep.tables) - set(brep.tables) == {"neurons.csv", "neuron_overlap.csv", "neuron_stability.csv",
-                                                     "export.csv"}
+    added = {"neurons.csv", "neuron_overlap.csv", "neuron_stability.csv", "export.csv", "study_table.csv"}
+    assert not set(brep.tables) & added
+    assert set(srep.tables) - set(brep.tables) == added
     assert brep.figures.keys() == srep.figures.keys()
     before = _normalise(brep.html.read_text(), bpath)
-    assert 'id="sec-neurons"' not in before and 'id="sec-export"' not in before
+    assert 'id="sec-neurons"' not in before and 'id="sec-export"' not in before and 'id="study-table"' not in before
     after = _normalise(srep.html.read_text(), spath)
-    for anchor in ("sec-neurons", "sec-export"):  # take the study's sections, links and summary lines out
+    for anchor in ("sec-neurons", "sec-export", "study-table"):  # take the study's sections, links and summaries out
         after = re.sub(rf'\n<section id="{anchor}">.*?</section>(?=\n)', "", after, flags=re.DOTALL)
         after = re.sub(rf'<a href="#{anchor}">[^<]*</a>', "", after)
     after = re.sub(r"<li>(top neurons|exported critical-mass subsets): [^<]*</li>", "", after)
@@ -250,6 +323,13 @@ def test_bad_study_tables_are_one_line_errors(base, tmp_path):
     (path / "export.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="cannot read .*export.parquet as Parquet"):
         build_report(path, formats="png", n_boot=0)
+    (path / "export.parquet").unlink()
+    make_study_table().drop(columns=["k_best", "diffuseness"]).to_parquet(path / "study_table.parquet")
+    with pytest.raises(DataError, match=r"study_table.parquet lacks column\(s\) k_best, diffuseness; pass the output "
+                                        r"of critmass.study.study_table") as e:
+        build_report(path, formats="png", n_boot=0)
+    assert "\n" not in str(e.value) and "critmass study" in str(e.value)
+    assert not (path / "report").exists()
 
 
 # -------------------------------------------------------------------------------------- inversion per dataset

@@ -223,6 +223,15 @@ def test_budget_cuts_in_order_and_says_what_it_cut(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot fit --budget 1s .*raise --budget to at least"):
         fit_budget(cfg, 1, price=price)
 
+    # Steps only lower settings: a quick study (already below most steps) is never made bigger.
+    quick = study_config("efficientnet-lite0", "fashion-mnist,digits", out=tmp_path, quick=True,
+                         max_samples={"train": 50000, "test": 1000})
+    small, cut, secs = fit_budget(quick, 0.5 * price(quick), price=price)
+    assert secs < price(quick)
+    assert small["inversion"]["steps"] <= quick["inversion"]["steps"] and small["seeds"] <= quick["seeds"]
+    assert len(small["fractions"]) <= len(quick["fractions"])
+    assert all(d["max_samples"]["test"] <= 1000 for d in small["datasets"])  # a smaller cap is never raised
+
 
 def test_dry_run_prints_units_and_an_estimate_and_writes_only_the_config(tmp_path):
     lines = []

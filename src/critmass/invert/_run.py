@@ -50,10 +50,12 @@ class Inversion:
     noise: dict = field(default_factory=dict)
 
 
-def load_images(images, *, index=None, split: str = "train") -> tuple[list, list[str]]:
+def load_images(images, *, index=None, split: str = "train", root=None, download: bool = False
+                ) -> tuple[list, list[str]]:
     """Raw PIL images and their names from an image file, a directory of images, or a critmass dataset spec.
 
-    ``index`` picks samples (default: all files of a path; the first 4 samples of a dataset).
+    ``index`` picks samples (default: all files of a path; the first 4 samples of a dataset); ``root`` and
+    ``download`` are the dataset's (``torchvision:`` specs read their files from ``root``).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -83,7 +85,7 @@ def load_images(images, *, index=None, split: str = "train") -> tuple[list, list
         return out, [p.name for p in files]
     from ..data import load_dataset
 
-    ds = load_dataset(spec, split)
+    ds = load_dataset(spec, split, root=root, download=download)
     if ds.modality != "image":
         raise DataError(f"dataset {spec!r} holds {ds.modality}, not images; pass an image dataset or files")
     index = list(range(min(4, len(ds)))) if index is None else [_check_index(i, len(ds), spec) for i in index]

@@ -122,7 +122,8 @@ class Report:
         ``table1.md``, ``table1.tex``, ``table1.csv``, ``critical_mass.csv``, with per-class results
         ``per_class.csv``, with the gap panel ``gap.csv`` and ``gap_critical_mass.csv``, with a partial
         inversion ``invert.csv``, and with a study's tables ``neurons.csv``, ``neuron_overlap.csv``,
-        ``neuron_stability.csv`` and ``export.csv`` (see :mod:`critmass.report._study`), keyed by file name.
+        ``neuron_stability.csv``, ``export.csv`` and ``study_table.csv`` (see :mod:`critmass.report._study`),
+        keyed by file name.
     seconds : float
         Wall time.
     """
@@ -288,7 +289,9 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     rest-of-layer error, start and end, and cosine per selector x fraction, next to the full-layer reference
     and the noise floor); when it holds a study's tables, a "Which neurons" section (``neurons.parquet``,
     ``neuron_overlap.parquet``, ``neuron_stability.parquet``: ``tables/neurons.csv``, ``tables/neuron_overlap.csv``,
-    ``tables/neuron_stability.csv``) and a "Spending it" section (``export.parquet``: ``tables/export.csv``); and
+    ``tables/neuron_stability.csv``), a "Spending it" section (``export.parquet``: ``tables/export.csv``) and, first
+    on the page, "The study: Table 1" (``study_table.parquet``, written by ``critmass study``:
+    ``tables/study_table.csv``); and
     ``report.html`` with the figures embedded as PNG, the tables, a note per panel (where the critical
     mass is, how the selectors compare), the config and the versions. The page loads nothing from the
     network. Every file is written atomically.
@@ -298,9 +301,9 @@ def build_report(run_dir: RunData | str | os.PathLike, *, delta: float = 0.9, ou
     run_dir : path or RunData
         A directory holding ``results.parquet`` (``per_class.parquet``, ``cka.parquet``, ``invert.parquet``,
         ``profile.parquet`` and a study's ``neurons.parquet``, ``neuron_overlap.parquet``,
-        ``neuron_stability.parquet`` and ``export.parquet`` optional), or only the output of ``critmass invert``
-        (``invert.parquet``): then the page has the partial-inversion section alone, and the probe options
-        (``delta``, ``selector``, ...) do not apply.
+        ``neuron_stability.parquet``, ``export.parquet`` and ``study_table.parquet`` optional), or only the output
+        of ``critmass invert`` (``invert.parquet``): then the page has the partial-inversion section alone, and the
+        probe options (``delta``, ``selector``, ...) do not apply.
     delta : float in (0, 1], default 0.9
         The accuracy share of Table 1, the shaded bands and the heat map.
     out : path, optional
@@ -521,7 +524,7 @@ def _invert_only_report(path: Path, *, out, formats, t0: float) -> Report:
 def _page(run: RunData, *, delta, primary, names, dr_long, pngs, notes, written, out, n_boot, interpolate,
           random_state, pc_table, select_on="test", gap_table=None, invert=None, study=None) -> str:
     res = run.results
-    sections = []
+    sections = list(study[2]) if study is not None else []  # the study's Table 1 opens the page
 
     spread = "ci" if n_boot else "std"
     t1 = dr_table(res, delta, selector=primary, interpolate=interpolate, spread=spread,

@@ -10,7 +10,11 @@ there (and skips, leaving the page as it was, when they are not):
   section and ``tables/neurons.csv``, ``tables/neuron_overlap.csv``, ``tables/neuron_stability.csv``;
 * ``export.parquet``: one row per (model, dataset, layer, solver) exported at its critical mass (bytes per stored
   vector, backbone and head parameters, FLOPs, accuracy cost with its paired bootstrap CI): the "Spending it"
-  section and ``tables/export.csv``.
+  section and ``tables/export.csv``;
+* ``study_table.parquet``: the study's Table 1 (:func:`critmass.study.study_table`, with the report's ``delta``
+  as a column), one row per (model, dataset, layer): DR with its CI and k* for random neurons, PCA and the best
+  supervised ranking, and the diffuseness. The page's first section, "The study: Table 1", and
+  ``tables/study_table.csv``.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ __all__ = ["NEURONS_FILE", "OVERLAP_FILE", "STABILITY_FILE", "EXPORT_FILE", "NEU
            "STABILITY_REQUIRED", "EXPORT_REQUIRED", "EXPORT_OPTIONAL", "EXPORT_KINDS", "TOP_SHOWN",
            "read_study_table", "neuron_top_table", "neuron_overlap_display", "neuron_stability_display",
            "interpret_neurons", "interpret_overlap", "interpret_stability", "export_table", "export_display",
-           "interpret_export", "read_study", "study_outputs"]
+           "interpret_export", "STUDY_TABLE_FILE", "STUDY_TABLE_REQUIRED", "study_table_display",
+           "interpret_study_table", "read_study", "study_outputs"]
 
 NEURONS_FILE = "neurons.parquet"
 OVERLAP_FILE = "neuron_overlap.parquet"
 STABILITY_FILE = "neuron_stability.parquet"
 EXPORT_FILE = "export.parquet"
+STUDY_TABLE_FILE = "study_table.parquet"
 
 #: Columns the report reads from each table (``score``, ``n_features``, ``weights`` and ``pooling`` of the
 #: neuron tables are shown when present; the overlap's ``selector`` too).
@@ -47,6 +53,13 @@ EXPORT_OPTIONAL = ("fraction", "seed", "delta", "bytes_full", "bytes_reduced", "
                    "flops_full", "flops_exported", "head_params_full", "head_params_reduced", "full_test_accuracy",
                    "subset_test_accuracy", "accuracy_cost", "accuracy_cost_low", "accuracy_cost_high",
                    "latency_full_ms", "latency_exported_ms")
+#: Columns of ``study_table.parquet``: ``critmass.study.STUDY_COLUMNS``, spelled out here because the report sits
+#: below the study in the package's layering (tests/test_layering.py); ``delta`` is read when present.
+STUDY_TABLE_REQUIRED = ("model", "dataset", "layer", "n_features", "full_accuracy", "dr_random", "dr_random_low",
+                        "dr_random_high", "k_random", "dr_pca", "dr_pca_low", "dr_pca_high", "k_pca", "best_selector",
+                        "dr_best", "dr_best_low", "dr_best_high", "k_best", "diffuseness", "diffuseness_bound")
+#: The δ of a study table without a ``delta`` column (``critmass study``'s default).
+STUDY_DEFAULT_DELTA = 0.9
 #: ``kind`` of an export (``critmass export``'s config), or ``not-reached`` when there was nothing to export.
 EXPORT_KINDS = ("pruned", "full", "head-only", "not-reached")
 #: Neurons listed per feature set on the page (``tables/neurons.csv`` has them all).
@@ -57,6 +70,7 @@ _WHAT = {
     OVERLAP_FILE: "the concatenated outputs of critmass.metrics.neuron_overlap",
     STABILITY_FILE: "the concatenated outputs of critmass.metrics.neuron_stability",
     EXPORT_FILE: "one row per exported (model, dataset, layer, solver)",
+    STUDY_TABLE_FILE: "the output of critmass.study.study_table, one row per (model, dataset, layer)",
 }
 _FIX = "run `critmass study` again into that directory, or delete the file"
 
@@ -399,10 +413,104 @@ def _read_export(run_dir) -> pd.DataFrame | None:
     return t
 
 
+# ------------------------------------------------------------------------------------------ the study's Table 1
+def _study_keys(t: pd.DataFrame) -> list[str]:
+    """dataset, with model and layer in front / behind where they vary."""
+    return [*_varying(t, ("model",)), "dataset", *_varying(t, ("layer",))]
+
+
+def _study_delta(t: pd.DataFrame) -> pd.Series:
+    """Each row's δ: its ``delta`` where the table has one, else :data:`STUDY_DEFAULT_DELTA`."""
+    d = _col(t, "delta").astype(float)
+    return d.fillna(STUDY_DEFAULT_DELTA)
+
+
+def _bound(b) -> str:
+    """``diffuseness_bound`` ('' / None / 'lower' / 'upper') as a suffix: ``" (lower bound)"``."""
+    if b is None or (not isinstance(b, str) and pd.isna(b)) or not str(b).strip():
+        return ""
+    return f" ({str(b).strip()} bound)"
+
+
+def _k(x) -> str:
+    return "–" if x is None or pd.isna(x) else str(int(x))
+
+
+def _dr_ci(v, lo, hi) -> str:
+    return "–" if v is None or pd.isna(v) else f"{v:.2f}{_ci(lo, hi)}"
+
+
+def study_table_display(t: pd.DataFrame) -> pd.DataFrame:
+    """``study_table.parquet`` formatted for the page: one row per dataset (and model / layer where they vary):
+    width, full accuracy, DR(δ) [95% CI] and k* for random neurons, PCA and the best supervised ranking, and the
+    diffuseness ("–" where a selector is absent)."""
+    deltas = _study_delta(t)
+    one = deltas.nunique() == 1
+    dr_name = f"DR({deltas.iloc[0]:g})" if one else "DR(δ)"
+    out = {k: t[k].astype(str) for k in _study_keys(t)}
+    if not one:
+        out["δ"] = deltas.map(lambda v: f"{v:g}")
+    out["neurons"] = t["n_features"].map(_k)
+    out["full accuracy"] = t["full_accuracy"].map(_num)
+    for tag, name in (("random", "random"), ("pca", "PCA")):
+        out[f"{dr_name} {name} [95% CI]"] = [_dr_ci(*v) for v in zip(t[f"dr_{tag}"], t[f"dr_{tag}_low"],
+                                                                       t[f"dr_{tag}_high"])]
+        out[f"k* {name}"] = t[f"k_{tag}"].map(_k)
+    out["best ranking"] = [str(s) if isinstance(s, str) and s else "–" for s in t["best_selector"]]
+    out[f"{dr_name} best [95% CI]"] = [_dr_ci(*v) for v in zip(t["dr_best"], t["dr_best_low"], t["dr_best_high"])]
+    out["k* best"] = t["k_best"].map(_k)
+    out["diffuseness"] = ["–" if pd.isna(d) else f"{d:.2f}{_bound(b)}"
+                          for d, b in zip(t["diffuseness"], t["diffuseness_bound"])]
+    return pd.DataFrame(out)
+
+
+def interpret_study_table(t: pd.DataFrame) -> list[tuple[str, str]]:
+    """One sentence per row of ``study_table.parquet``: how many random neurons reach δ × full (k*, DR with its CI)
+    and how many the best supervised ranking needs (with the diffuseness)."""
+    keys = _study_keys(t)
+    out = []
+    for (_, r), delta in zip(t.iterrows(), _study_delta(t)):
+        target = f"{100 * delta:g}% of the full layer's accuracy ({_num(r['full_accuracy'])})"
+        n = _k(r["n_features"])
+        if pd.isna(r["k_random"]):
+            text = f"random neurons were not probed (the full layer's accuracy is {_num(r['full_accuracy'])})"
+        elif not pd.isna(r["n_features"]) and r["k_random"] >= r["n_features"]:
+            text = f"random neurons need the whole layer (k* = {n} of {n}) to reach {target}"
+        else:
+            text = (f"random neurons reach {target} with k* = {_k(r['k_random'])} of {n} "
+                    f"(DR {_dr_ci(r['dr_random'], r['dr_random_low'], r['dr_random_high'])})")
+        best = r["best_selector"]
+        if not (isinstance(best, str) and best):
+            text += "; no supervised ranking was run"
+        else:
+            text += f"; the best ranking, {best}, needs {_k(r['k_best'])}"
+            if not pd.isna(r["diffuseness"]):
+                b = _bound(r["diffuseness_bound"])[2:-1]  # 'lower bound'
+                art = "an" if b[:1] in ("a", "e", "i", "o", "u") else "a"
+                text += f" (diffuseness {r['diffuseness']:.1f}" + (f", {art} {b}" if b else "") + ")"
+        out.append((_title(tuple(r[k] for k in keys)), text + "."))
+    return out
+
+
+def _study_table_section(t: pd.DataFrame) -> tuple[str, str, str]:
+    keys = _study_keys(t)
+    per = keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + f" and {keys[-1]}"
+    body = ('<section id="study-table"><h2>The study: Table 1</h2>'
+            + html_table(study_table_display(t), table_id="study", caption=(
+                f"Per {per}: the width of the layer (neurons), the full layer's test accuracy, and for random "
+                "neurons, PCA components and the best supervised ranking (the one with the smallest k*) the "
+                "critical mass k* (smallest tested subset whose mean accuracy reaches δ × full) and DR(δ) = 1 − "
+                "k* / width with its 95% bootstrap CI over seeds; diffuseness = k*(random) / k*(best ranking): 1 = "
+                "no neuron is special, a lower or upper bound where the tested sizes only bound it. –: not in this "
+                "run. Also as tables/study_table.csv."))
+            + _notes_html(interpret_study_table(t)) + "</section>")
+    return "study-table", "Study table", body
+
+
 # ---------------------------------------------------------------------------------------------------- entry
 def read_study(run_dir) -> dict[str, pd.DataFrame | None] | None:
-    """The study tables of a run directory, checked (``neurons``, ``overlap``, ``stability``, ``export``: each
-    None when absent or empty); None when it holds none of them.
+    """The study tables of a run directory, checked (``neurons``, ``overlap``, ``stability``, ``export``,
+    ``table`` (``study_table.parquet``): each None when absent or empty); None when it holds none of them.
 
     Raises
     ------
@@ -412,21 +520,29 @@ def read_study(run_dir) -> dict[str, pd.DataFrame | None] | None:
     tabs = {"neurons": read_study_table(run_dir, NEURONS_FILE, NEURONS_REQUIRED),
             "overlap": read_study_table(run_dir, OVERLAP_FILE, OVERLAP_REQUIRED),
             "stability": read_study_table(run_dir, STABILITY_FILE, STABILITY_REQUIRED),
-            "export": _read_export(run_dir)}
+            "export": _read_export(run_dir),
+            "table": read_study_table(run_dir, STUDY_TABLE_FILE, STUDY_TABLE_REQUIRED)}
     return None if all(t is None for t in tabs.values()) else tabs
 
 
+_Section = tuple[str, str, str]
+
+
 def study_outputs(study: dict[str, pd.DataFrame | None] | None, out
-                  ) -> tuple[dict[str, Path], list[tuple[str, str, str]], list[str]] | None:
+                  ) -> tuple[dict[str, Path], list[_Section], list[str], list[_Section]] | None:
     """Write the study tables of :func:`read_study` under ``out/tables`` and build their page sections.
 
-    Returns (tables written by file name, page sections, summary lines); None for ``study`` None.
+    Returns (tables written by file name, page sections, summary lines, lead sections: the ones that open the
+    page, right after its summary: the study's Table 1); None for ``study`` None.
     """
     if study is None:
         return None
     neurons, overlap, stability, export = (study[k] for k in ("neurons", "overlap", "stability", "export"))
     texts: dict[str, pd.DataFrame] = {}
-    sections, summary = [], []
+    sections, summary, lead = [], [], []
+    if study.get("table") is not None:
+        texts["study_table.csv"] = study["table"]
+        lead.append(_study_table_section(study["table"]))
     if neurons is not None or overlap is not None or stability is not None:
         sections.append(_neurons_section(neurons, overlap, stability))
         if neurons is not None:
@@ -449,4 +565,4 @@ def study_outputs(study: dict[str, pd.DataFrame | None] | None, out
         target = Path(out) / "tables" / fname
         atomic_write_bytes(target, df.to_csv(index=False).encode("utf-8"))
         tables[fname] = target
-    return tables, sections, summary
+    return tables, sections, summary, lead

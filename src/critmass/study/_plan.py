@@ -222,10 +222,22 @@ def _fmt(seconds: float) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _calibrate(model: str, dataset: str, root, image_size, batch_size: int) -> dict:
-    """The rates the estimate scales, measured here: seconds per sample of one forward batch of the model's
-    extraction path on the study's first dataset (after a warm-up), of one logistic probe fit per
-    (sample x neuron x class), and of one inversion step (forward + backward) per image."""
+def _calibrate(model: str, dataset: str, root, image_size, batch_size: int, threads: int) -> dict:
+    """The rates the estimate scales, measured here with the torch threads a sweep worker gets: seconds per
+    sample of one forward batch of the model's extraction path on the study's first dataset (after a warm-up),
+    of one logistic probe fit per (sample x neuron x class), and of one inversion step (forward + backward)
+    per image."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        return _measure(model, dataset, root, image_size, batch_size)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _measure(model: str, dataset: str, root, image_size, batch_size: int) -> dict:
     import numpy as np
     import torch
 
@@ -272,9 +284,9 @@ def _calibrate(model: str, dataset: str, root, image_size, batch_size: int) -> d
     return out
 
 
-def estimate(plan, *, workers: int | None = None, calibration: dict | None = None) -> Estimate:
-    """Worker seconds per unit kind of the plan's units that are not done, from :func:`_calibrate`'s rates and each
-    unit's size (images, neurons, classes, subsets, steps). Rough by design: it prices the plan before it runs and
+def estimate(plan, *, workers: int | None = None, calibration: dict | None = None, todo_only: bool = True) -> Estimate:
+    """Worker seconds per unit kind of the plan's units that are not done (``todo_only=False``: all of them), from
+    :func:`_calibrate`'s rates and each unit's size (images, neurons, classes, subsets, steps). Rough by design: it prices the plan before it runs and
     lets ``--budget`` compare settings; the run's ``summary.json`` has the measured seconds per kind."""
     import os
 
@@ -283,20 +295,21 @@ def estimate(plan, *, workers: int | None = None, calibration: dict | None = Non
     workers = workers or cfg.executor.workers or os.cpu_count() or 1
     d0 = cfg.datasets[0]
     cal = calibration or _calibrate(m.spec, d0.spec, str(d0.root) if d0.root else None, m.image_size,
-                                    m.batch_size or cfg.batch_size)
+                                    m.batch_size or cfg.batch_size, max(1, (os.cpu_count() or 1) // int(workers)))
     sizes = {d.label: _dataset_size(d) for d in cfg.datasets}
     width = cal.get("width", 1024)
     seconds: dict[str, float] = {}
     units: dict[str, int] = {}
     n_sizes = len(cfg.fractions) + len(cfg.n_neurons or [])
     mean_frac = sum(cfg.fractions) / max(1, len(cfg.fractions))
-    for u in plan.todo:
+    for u in (plan.todo if todo_only else plan.units):
         n_train, n_test, n_classes = sizes.get(u.dataset.split(", ")[0], (1000, 500, 10))
         if u.kind == "extract":
             secs = (n_train + n_test) * cal["extract_s_per_sample"] * (1.15 if "layers" in u.params else 1.0)
         elif u.kind == "probe":
+            full = n_train * width * n_classes * cal["probe_s_per_cell"] if u.params.get("full_layer", True) else 0
             secs = n_sizes * len(u.params["seeds"]) * n_train * (mean_frac * width + 16) * n_classes \
-                * cal["probe_s_per_cell"] + n_train * width * n_classes * cal["probe_s_per_cell"]
+                * cal["probe_s_per_cell"] + full
         elif u.kind == "cka":
             secs = 1e-9 * n_train * width * width + 0.01 * n_sizes * len(cfg.seeds) * len(u.params["selectors"])
         elif u.kind == "profile":
@@ -341,43 +354,86 @@ def _dataset_size(d) -> tuple[int, int, int]:
     return n["train"], n["test"], classes
 
 
-#: How ``--budget`` scales a study down, in order: each step is applied while the estimate is over budget.
+#: How ``--budget`` scales a study down, in order: each step is applied while the estimate is over budget. Steps
+#: only ever lower a setting (a value already below the step's is kept).
 BUDGET_STEPS = (
-    ("inversion steps 200 -> 50", lambda c: _set(c, ("inversion", "steps"), 50)),
-    ("seeds 5 -> 3", lambda c: _set(c, ("seeds",), 3)),
-    ("depth-profile seeds -> 2 and 6 fractions", lambda c: (_set(c, ("profile", "seeds"), 2),
-                                                            _set(c, ("profile", "fractions"),
-                                                                 [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]))),
-    ("fractions 15 -> 9", lambda c: _set(c, ("fractions",), [0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 1.0])),
+    ("inversion steps -> 50", lambda c: _lower(c, ("inversion", "steps"), 50)),
+    ("seeds -> 3", lambda c: _lower_seeds(c, ("seeds",), 3)),
+    ("depth-profile seeds -> 2 and 6 fractions", lambda c: (_lower_seeds(c, ("profile", "seeds"), 2, c.get("seeds")),
+                                                            _fewer(c, ("profile", "fractions"),
+                                                                   [0.01, 0.05, 0.1, 0.2, 0.5, 1.0],
+                                                                   c.get("fractions")))),
+    ("fractions -> 9", lambda c: _fewer(c, ("fractions",), [0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 1.0])),
     ("training samples -> at most 20,000 per dataset", lambda c: _cap(c, 20000, 5000)),
-    ("inversion images 3 -> 2, steps -> 25", lambda c: (_set(c, ("inversion", "n_images"), 2),
-                                                         _set(c, ("inversion", "steps"), 25))),
-    ("seeds -> 2", lambda c: _set(c, ("seeds",), 2)),
+    ("inversion images -> 2, steps -> 25", lambda c: (_lower(c, ("inversion", "n_images"), 2),
+                                                      _lower(c, ("inversion", "steps"), 25))),
+    ("seeds -> 2", lambda c: _lower_seeds(c, ("seeds",), 2)),
     ("training samples -> at most 10,000 per dataset", lambda c: _cap(c, 10000, 2500)),
-    ("neuron stability resamples 20 -> 5", lambda c: _set(c, ("neurons", "n_boot"), 5)),
+    ("neuron stability resamples -> 5", lambda c: _lower(c, ("neurons", "n_boot"), 5)),
     ("training samples -> at most 4,000 per dataset", lambda c: _cap(c, 4000, 1000)),
 )
 
 
-def _set(cfg: dict, path: tuple, value) -> bool:
+def _node(cfg: dict, path: tuple):
     node = cfg
     for key in path[:-1]:
-        if key not in node:
-            return False
+        if not isinstance(node.get(key), dict):
+            return None
         node = node[key]
-    if node.get(path[-1]) == value:
+    return node
+
+
+def _lower(cfg: dict, path: tuple, value, default=None) -> bool:
+    """Set ``path`` to ``value`` when that lowers it; False when the section is absent or already as low."""
+    node = _node(cfg, path)
+    if node is None:
+        return False
+    current = node.get(path[-1], default)
+    if current is not None and current <= value:
         return False
     node[path[-1]] = value
     return True
 
 
+def _seed_count(v) -> int | None:
+    return None if v is None else (len(v) if isinstance(v, (list, tuple)) else int(v))
+
+
+def _lower_seeds(cfg: dict, path: tuple, count: int, default=None) -> bool:
+    """Fewer seeds (a count or a list: its first ``count``), never more."""
+    node = _node(cfg, path)
+    if node is None:
+        return False
+    current = node.get(path[-1], default)
+    n = _seed_count(current)
+    if n is not None and n <= count:
+        return False
+    node[path[-1]] = list(current)[:count] if isinstance(current, (list, tuple)) else count
+    return True
+
+
+def _fewer(cfg: dict, path: tuple, grid: list[float], default=None) -> bool:
+    """A shorter fraction grid: ``grid`` when it has fewer fractions than the current one."""
+    node = _node(cfg, path)
+    if node is None:
+        return False
+    current = node.get(path[-1], default)
+    if current is not None and len(current) <= len(grid):
+        return False
+    node[path[-1]] = list(grid)
+    return True
+
+
 def _cap(cfg: dict, train: int, test: int) -> bool:
+    """At most ``train`` / ``test`` samples per dataset (per split, never raising a smaller cap)."""
     changed = False
     for d in cfg["datasets"]:
         cur = d.get("max_samples")
-        cur_train = cur.get("train", math.inf) if isinstance(cur, dict) else (cur or math.inf)
-        if cur_train > train:
-            d["max_samples"] = {"train": train, "test": test}
+        cur = cur if isinstance(cur, dict) else ({"train": cur, "test": cur} if cur else {})
+        new = {split: min(cap, cur.get(split) or cap) for split, cap in (("train", train), ("test", test))}
+        new.update({k: v for k, v in cur.items() if k not in new})
+        if new != cur:
+            d["max_samples"] = new
             changed = True
     return changed
 
@@ -398,8 +454,10 @@ def fit_budget(config: dict, budget_s: float, *, price) -> tuple[dict, list[str]
         changed = step(trial)
         if not (any(changed) if isinstance(changed, tuple) else changed):
             continue
-        cfg, secs = trial, price(trial)
-        cut.append(what)
+        new = price(trial)
+        if new < secs:  # a step that saves nothing is not a cut
+            cfg, secs = trial, new
+            cut.append(what)
     if secs > budget_s:
         raise ConfigError(f"the study cannot fit --budget {_fmt(budget_s)} on this machine: at its smallest settings "
                           f"it is estimated at {_fmt(secs)}; raise --budget to at least {_fmt(secs * 1.1)}, pass fewer "

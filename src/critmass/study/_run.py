@@ -4,6 +4,7 @@ full-layer accuracy)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .._io import atomic_write_bytes, atomic_write_json
+from .._io import atomic_path, atomic_write_bytes, atomic_write_json
 from ._plan import SUPERVISED, Estimate, estimate, fit_budget, parse_budget, study_config
 
 __all__ = ["StudyResult", "run_study", "study_table"]
@@ -77,6 +78,13 @@ def study_table(results: pd.DataFrame, *, delta: float = 0.9, n_boot: int = 1000
                                     and dd["bound"].iloc[0] is not None else "")
         rows.append(row)
     return pd.DataFrame(rows, columns=list(STUDY_COLUMNS))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _f(row, col):
@@ -145,12 +153,22 @@ def run_study(model: str, datasets, *, out, quick: bool = False, budget=None, pa
     plan = plan_sweep(load_config(cfg), out=out)
     cut: list[str] = []
 
-    def price(c: dict) -> float:
-        return estimate(plan_sweep(load_config(c), out=out), workers=workers).total
+    def price(c: dict) -> float:  # the whole study, done or not: a resumed study fits the budget the same way
+        return estimate(plan_sweep(load_config(c), out=out), workers=workers, todo_only=False).total
 
+    request = json.loads(json.dumps({"model": model, "datasets": datasets, "quick": quick, "parts": parts,
+                                     "budget_s": budget_s, "options": options}, default=str))
+    fitted = out / "study.plan.json"  # the settings a --budget chose, kept so a re-run resumes the same study
     if budget_s is not None:
-        cfg, cut, _ = fit_budget(cfg, budget_s, price=price)
+        saved = _read_json(fitted)
+        if saved and saved.get("request") == request:
+            cfg, cut = saved["config"], saved["cut"]
+        else:
+            cfg, cut, _ = fit_budget(cfg, budget_s, price=price)
         plan = plan_sweep(load_config(cfg), out=out)
+        if not dry_run:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(fitted, {"request": request, "config": cfg, "cut": cut})
     est = estimate(plan, workers=workers)
     if config_out is not None:
         path = Path(config_out)
@@ -172,8 +190,11 @@ def run_study(model: str, datasets, *, out, quick: bool = False, budget=None, pa
     if len(sweep.results):
         from ..report import build_report
 
-        rep = build_report(out, delta=delta, n_boot=n_boot)
         table = study_table(sweep.results, delta=delta, n_boot=n_boot)
+        # The report renders it (its first section) from the run directory, like the sweep's other tables.
+        with atomic_path(out / "study_table.parquet", suffix=".parquet") as tmp:
+            table.assign(delta=delta).to_parquet(tmp, index=False)
+        rep = build_report(out, delta=delta, n_boot=n_boot)
         atomic_write_bytes(rep.out / "tables" / "study.csv", table.to_csv(index=False).encode())
         atomic_write_bytes(rep.out / "tables" / "study.md", _markdown(table, delta).encode())
         say(f"\nStudy table (DR({delta:g}) with 95% CI over seeds, k* in neurons):\n{_markdown(table, delta)}")

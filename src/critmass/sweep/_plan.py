@@ -266,6 +266,7 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
     reference_keys: dict[tuple, str] = {}
     entry_keys: dict[tuple, str] = {}  # (model, dataset) -> its extraction unit
     export_sel = cfg.export.selector if cfg.export is not None else None
+    export_solver = (cfg.export.solver or cfg.solvers[0]) if cfg.export is not None and cfg.solvers else None
     for i, m in enumerate(cfg.models):
         # The profile's stages are read in the same pass as the model's own layers (one pass per dataset).
         ext_layers = list(dict.fromkeys([*m.layers, *(_profile_layers(m, cfg) if cfg.profile else [])]))
@@ -330,7 +331,8 @@ def plan_sweep(config, *, out=None, check_layers: bool = False) -> Plan:
                         fixed = make_selector(sel).deterministic  # fitted once: one unit, first seed
                         for seed_group in ([seeds[:1]] if fixed else [[s] for s in seeds]):
                             # the export's probe fits the full layer too: its shard is a whole run to export from
-                            full = reference or (sel == export_sel and seed_group[0] == seeds[0])
+                            full = reference or (sel == export_sel and solver == export_solver
+                                                 and seed_group[0] == seeds[0])
                             pid = {"extract": fid, "solver": solver, "selector": sel, "seeds": seed_group,
                                    "fractions": fractions, "n_neurons": n_neurons, **probe_opts, **codecs,
                                    **({} if full else {"full_layer": False})}
@@ -470,15 +472,22 @@ def _later_units(cfg: SweepConfig, extracts: dict, entry_keys: dict, probe_keys:
                                            params=params, after=tuple(k for _, k in shards)))
     if cfg.inversion is not None:
         v = cfg.inversion
+        images = [m for m in cfg.models if _modality(m) == "image"]
+        if not images:
+            raise cfg.error(("inversion",), "partial inversion synthesises images, and no model of this sweep is an "
+                            "image model; drop inversion:")
         for m, d in pairs:
-            if _modality(m) != "image":  # partial inversion synthesises images; text encoders are left out
+            if m not in images:  # text encoders are left out (logged: the plan shows the units there are)
+                log.info("inversion: %s is not an image model; left out", m.label)
                 continue
             options = v.model_dump(mode="json")
             params = {"model": m.spec, "weights": str(m.weights) if m.weights else None, "pretrained": m.pretrained,
                       "pooling": m.pooling, "dataset": d.spec, **options,
                       "image_size": v.image_size or m.image_size, "device": cfg.device}
-            key = unit_key("inversion", {**{k: val for k, val in params.items() if k != "device"},
+            where = {"root": str(d.root)} if d.root else {}  # counted only when set: keys without one stay
+            key = unit_key("inversion", {**{k: val for k, val in params.items() if k != "device"}, **where,
                                          "weights_stamp": _weights_stamp(m.weights), **version})
+            params.update(where, download=d.download)
             out.append(InversionUnit(kind="inversion", key=key, label=f"inversion {m.label} | {d.label} | {v.layer}",
                                      model=m.label, dataset=d.label, layer=v.layer, params=params))
     if cfg.export is not None and solver0 is not None:
@@ -491,7 +500,7 @@ def _later_units(cfg: SweepConfig, extracts: dict, entry_keys: dict, probe_keys:
                 after = tuple(dict.fromkeys([reference_keys[group], *(k for _, k in runs)]))
                 params = {"selector": e.selector, "solver": solver, "delta": e.delta, "prune": e.prune,
                           "n_boot": e.n_boot, "probes": list(after), "export_probe": runs[0][1], "seed": runs[0][0],
-                          "weights": str(m.weights) if m.weights else None}
+                          "weights": str(m.weights) if m.weights else None, "image": _modality(m) == "image"}
                 key = unit_key("export", {**params, **version})
                 out.append(ExportUnit(kind="export", key=key, label=f"export {m.label} | {d.label} | {layer} | "
                                       f"{e.selector} k*", model=m.label, dataset=d.label, layer=layer, params=params,
@@ -538,7 +547,9 @@ def _check_layers(cfg: SweepConfig) -> None:
     from ..models import list_layers
 
     for i, m in enumerate(cfg.models):
-        if all(layer == "penultimate" for layer in m.layers) and m.spec.count(":") == 0:
+        extra = (list(cfg.profile.layers) if cfg.profile is not None and isinstance(cfg.profile.layers, list) else []) \
+            + ([cfg.inversion.layer] if cfg.inversion is not None else [])
+        if all(layer == "penultimate" for layer in [*m.layers, *extra]) and m.spec.count(":") == 0:
             continue  # offline aliases: nothing to check without loading weights
         try:
             valid = set(list_layers(m.spec, pretrained=False, image_size=m.image_size))
@@ -547,10 +558,15 @@ def _check_layers(cfg: SweepConfig) -> None:
         except Exception as exc:  # noqa: BLE001 - weights / hub trouble: the extraction unit reports it
             log.info("layer names of %s not checked (%s: %s)", m.spec, type(exc).__name__, exc)
             continue
-        for j, layer in enumerate(m.layers):
+        asked = [(("models", i, "layers", j), layer) for j, layer in enumerate(m.layers)]
+        if cfg.profile is not None and isinstance(cfg.profile.layers, list):
+            asked += [(("profile", "layers", j), layer) for j, layer in enumerate(cfg.profile.layers)]
+        if cfg.inversion is not None and _modality(m) == "image":
+            asked.append((("inversion", "layer"), cfg.inversion.layer))
+        for path, layer in asked:
             if layer not in valid:
                 from .._validation import closest
 
-                err = cfg.error(("models", i, "layers", j), f"layer {layer!r} not in {m.spec}"
+                err = cfg.error(path, f"layer {layer!r} not in {m.spec}"
                                 f"{closest(layer, sorted(valid))}; run `critmass layers {m.spec}`")
                 raise LayerNotFoundError(str(err))

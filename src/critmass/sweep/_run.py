@@ -232,6 +232,7 @@ def _merge_extras(plan: Plan) -> tuple[dict[str, pd.DataFrame], list[Unit]]:
     """The optional kinds' tables (:data:`EXTRA_TABLES`) from the finished units' shards, with the config's model
     and dataset names; the units whose shards cannot be read (now ``todo``)."""
     run_dir = plan.run_dir
+    by_key = {u.key: u for u in plan.units}
     parts: dict[str, list[pd.DataFrame]] = {}
     bad: list[Unit] = []
     for u in plan.units:
@@ -246,8 +247,11 @@ def _merge_extras(plan: Plan) -> tuple[dict[str, pd.DataFrame], list[Unit]]:
             bad.append(u)
             continue
         for name, df in read.items():
-            if u.kind == "profile":  # the profile names its model and dataset by spec; the sweep's names win
+            # Names are not part of unit keys: the config's current names win over those in the shard.
+            if u.kind in ("profile", "inversion", "export"):
                 df = df.assign(model=u.model, dataset=u.dataset)
+            elif u.kind == "neurons":
+                df = _current_dataset_names(df, by_key).assign(model=u.model)
             parts.setdefault(name, []).append(df.assign(unit=u.key))
     tables = {}
     for name, dfs in parts.items():
@@ -255,6 +259,17 @@ def _merge_extras(plan: Plan) -> tuple[dict[str, pd.DataFrame], list[Unit]]:
         keys = EXTRA_TABLES[name][2]
         tables[name] = df.drop_duplicates(keys) if keys else df
     return tables, bad
+
+
+def _current_dataset_names(df: pd.DataFrame, by_key: dict[str, Unit]) -> pd.DataFrame:
+    """A which-neurons table with the dataset names of the probe units its rows came from (``probe`` keys)."""
+    df = df.copy()
+    for side in ("", "_a", "_b"):
+        col = f"probe{side}"
+        if col in df.columns:
+            df[f"dataset{side}"] = [by_key[k].dataset if k in by_key else d
+                                    for k, d in zip(df[col], df[f"dataset{side}"])]
+    return df
 
 
 def _write_extras(plan: Plan, tables: dict[str, pd.DataFrame]) -> None:
@@ -420,9 +435,11 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
     return result
 
 
-def _needs(u: Unit) -> list[str]:
-    """Keys of the units ``u`` waits for: its extraction and the analysis units whose shards it reads."""
-    return [*([u.extract_key] if u.extract_key else []), *u.after]
+def _needs(u: Unit, by_key: dict[str, Unit]) -> list[str]:
+    """Keys of the units ``u`` waits for: its extraction, the analysis units whose shards it reads and their
+    extractions (their refits and checks read the cached features)."""
+    upstream = [by_key[k].extract_key for k in u.after if k in by_key and by_key[k].extract_key]
+    return list(dict.fromkeys([*([u.extract_key] if u.extract_key else []), *upstream, *u.after]))
 
 
 def _execute(plan: Plan, backend: Executor, device: str, say, units: list[Unit] | None = None
@@ -437,25 +454,20 @@ def _execute(plan: Plan, backend: Executor, device: str, say, units: list[Unit] 
         chosen = {u.key for u in todo}
         stack = list(todo)
         while stack:
-            for k in _needs(stack.pop()):
+            for k in _needs(stack.pop(), by_key):
                 if k not in chosen and plan.state.get(k) != "done" and k in by_key:
                     chosen.add(k)
                     stack.append(by_key[k])
         todo = [u for u in plan.units if u.key in chosen]
-    todo_keys = {u.key for u in todo}
 
     def ready(u: Unit) -> bool:
-        return all(plan.state.get(k) == "done" for k in _needs(u))
+        return all(plan.state.get(k) == "done" for k in _needs(u, by_key))
 
     def with_entry(u: Unit) -> Unit:
         return replace(u, entry=plan.entries.get(u.extract_key)) if u.extract_key else u
 
     waiting = [u for u in todo if u.kind != "extract" and not ready(u)]
     first = [u if u.kind == "extract" else with_entry(u) for u in todo if u.kind == "extract" or ready(u)]
-    for u in waiting:  # a unit waiting for one that will not run this time cannot run either
-        missing = [k for k in _needs(u) if plan.state.get(k) != "done" and k not in todo_keys]
-        if missing:
-            log.debug("%s waits for units outside this run: %s", u.label, missing)
     ran: list[str] = []
     statuses: dict[str, dict] = {}
     total = len(todo)
@@ -482,7 +494,7 @@ def _execute(plan: Plan, backend: Executor, device: str, say, units: list[Unit] 
                 blocked = [unit] if not ok else []
                 while blocked:
                     b = blocked.pop()
-                    for d in [w for w in waiting if b.key in _needs(w)]:
+                    for d in [w for w in waiting if b.key in _needs(w, by_key)]:
                         waiting.remove(d)
                         what = "its extraction" if b.kind == "extract" else "a unit it reads"
                         dst = failed_status(d, f"not run: {what} failed ({b.label}: {statuses[b.key].get('error')})")
@@ -497,6 +509,15 @@ def _execute(plan: Plan, backend: Executor, device: str, say, units: list[Unit] 
                     for w in now:
                         waiting.remove(w)
                     backend.submit([with_entry(w) for w in now])
+        for d in waiting:  # what it waits for did not run (not in this run's units): recorded, never silent
+            missing = [by_key[k].label for k in _needs(d, by_key) if plan.state.get(k) != "done" and k in by_key]
+            dst = failed_status(d, f"not run: waits for {', '.join(missing) or 'units'} that did not run; run the "
+                                   "sweep again")
+            atomic_write_json(d.shard_dir(run_dir) / STATUS_FILE, dst)
+            ran.append(d.key)
+            statuses[d.key] = dst
+            plan.state[d.key] = "failed"
+            _echo_unit(say, progress, d, dst)
     return ran, statuses
 
 

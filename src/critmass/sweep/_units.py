@@ -315,27 +315,30 @@ def _run_neurons(unit: Unit, shard: Path) -> dict:
     run_dir = _run_dir_of(shard)
     shards = [_probe_shard(run_dir, k) for k in p["probes"]]
     labels = dict(zip(map(str, shards), p["datasets"]))
-    k = max(p["k"])
+    # Sizes above the largest probed subset cannot be judged: capped there (subsets are nested).
+    cap = min(_largest_k(sh, p["selector"]) for sh in shards)
+    ks = sorted({min(int(k), cap) for k in p["k"]})
     tops, stab = [], []
     for sh in shards:
-        t = top_neurons(sh, p["selector"], min(k, _largest_k(sh, p["selector"])))
-        tops.append(t.assign(dataset=labels[str(sh)]))
+        # probe: the probe unit's key, by which the merge names the dataset (labels are not part of keys)
+        t = top_neurons(sh, p["selector"], max(ks))
+        tops.append(t.assign(dataset=labels[str(sh)], probe=sh.name))
         if p["n_boot"]:
-            st = neuron_stability(sh, p["selector"], p["k"], n_boot=p["n_boot"], random_state=p["random_state"])
-            stab.append(st.assign(dataset=labels[str(sh)]))
+            st = neuron_stability(sh, p["selector"], ks, n_boot=p["n_boot"], random_state=p["random_state"])
+            stab.append(st.assign(dataset=labels[str(sh)], probe=sh.name))
     top = pd.concat(tops, ignore_index=True).assign(model=unit.model, layer=unit.layer)
     _write_table(top.drop(columns=["run"], errors="ignore"), shard / "neurons.parquet")
     if stab:
         _write_table(pd.concat(stab, ignore_index=True).drop(columns=["run"], errors="ignore").assign(
             model=unit.model, layer=unit.layer), shard / "neuron_stability.parquet")
     if len(shards) > 1:
-        ov = neuron_overlap(shards, p["selector"], p["k"])
-        # the runs' dataset specs -> the sweep's names
-        spec_to_label = dict(_dataset_specs(shards, p["datasets"]))
-        for col in ("dataset_a", "dataset_b"):
-            if col in ov.columns:
-                ov[col] = [spec_to_label.get(str(v), v) for v in ov[col]]
-        _write_table(ov.drop(columns=["run_a", "run_b"], errors="ignore").assign(model=unit.model, layer=unit.layer),
+        ov = neuron_overlap(shards, p["selector"], ks)
+        by_run = {str(sh): (labels[str(sh)], sh.name) for sh in shards}
+        for side in ("a", "b"):  # the runs -> the sweep's dataset names and the probe keys
+            runs = [str(v) for v in ov[f"run_{side}"]]
+            ov[f"dataset_{side}"] = [by_run[r][0] for r in runs]
+            ov[f"probe_{side}"] = [by_run[r][1] for r in runs]
+        _write_table(ov.drop(columns=["run_a", "run_b"]).assign(model=unit.model, layer=unit.layer),
                      shard / "neuron_overlap.parquet")
     return {"rows": len(top)}
 
@@ -345,16 +348,6 @@ def _largest_k(shard: Path, selector: str) -> int:
 
     r = pd.read_parquet(shard / "results.parquet", columns=["selector", "n_neurons"])
     return int(r.loc[r["selector"] == selector, "n_neurons"].max())
-
-
-def _dataset_specs(shards, labels):
-    import pandas as pd
-
-    out = []
-    for sh, lab in zip(shards, labels):
-        r = pd.read_parquet(sh / "results.parquet", columns=["dataset"])
-        out.append((str(r["dataset"].iloc[0]), lab))
-    return out
 
 
 def _run_inversion(unit: Unit, shard: Path) -> dict:
@@ -367,7 +360,8 @@ def _run_inversion(unit: Unit, shard: Path) -> dict:
         raise CritmassError(f"partial inversion needs an image model; {p['model']} reads {backbone.modality}; "
                             "drop inversion: for it")
     backbone.check_layer(p["layer"])
-    samples, names = load_images(p["dataset"], index=list(range(p["n_images"])), split=p["split"])
+    samples, names = load_images(p["dataset"], index=list(range(p["n_images"])), split=p["split"],
+                                 root=p.get("root"), download=bool(p.get("download")))
     names = [f"{unit.dataset}[{i}]" for i in range(len(samples))] if not names else names
     result = invert(backbone, samples, layer=p["layer"], pooling=p["pooling"], selectors=p["selectors"],
                     fractions=p["fractions"], seeds=p["seeds"], steps=p["steps"], optimizer=p["optimizer"],
@@ -401,10 +395,8 @@ def _run_export(unit: Unit, shard: Path) -> dict:
         _write_table(pd.DataFrame([row]), shard / "export.parquet")
         return {"rows": 1}
     fraction = float(sub["fraction"].iloc[0])
-    from ..models import load_model
-
-    spec = str(results["model"].iloc[0])
-    image = load_model(spec, pretrained=False).modality == "image" if unit.layer == "penultimate" else False
+    # A whole model (pruned where asked) for an image model's penultimate layer; the reduction and head otherwise.
+    image = bool(p["image"]) and unit.layer == "penultimate"
     prune = bool(p["prune"] and image)
     res = export_run(_probe_shard(run_dir, p["export_probe"]), selector=p["selector"], fraction=fraction,
                      seed=int(p["seed"]), out=shard / "model", head_only=not image, prune=prune, weights=p["weights"],
