@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,13 +39,9 @@ DATASETS = ("synthetic", "fashion-mnist")
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from critmass._blas import cpu_model as _cpu_model  # the one reading of /proc/cpuinfo
+
+    return _cpu_model()
 
 
 def write_features(name: str, args, path: Path) -> None:

@@ -47,15 +47,9 @@ FRACTIONS = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+    from critmass._blas import cpu_model as _cpu_model  # the one reading of /proc/cpuinfo
 
-    return platform.processor() or platform.machine()
+    return _cpu_model()
 
 
 def provenance() -> dict:

@@ -23,7 +23,6 @@ import argparse
 import csv
 import datetime
 import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -143,13 +142,9 @@ def _commit() -> str:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from critmass._blas import cpu_model  # the one reading of /proc/cpuinfo
+
+    return cpu_model()
 
 
 def _timed(fn) -> float:

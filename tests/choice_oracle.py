@@ -100,3 +100,16 @@ class TableProbe(BaseProbe):
         return ChainFit(W=[np.zeros((k, C)) for k, _ in problems], b=np.zeros((len(problems), C)),
                         train_accuracy=np.zeros(len(problems)), val_accuracy=acc,
                         n_iter=np.zeros(len(problems), dtype=np.int64))
+
+
+def assert_fits_choose_alike(one, two, X_test, *, agree: float = 0.97) -> None:
+    """Two fits of one probe over the same subsets (two float paths: threads, BLAS backends): each subset's
+    penalty is the same wherever its margin exceeds the numeric noise (:func:`assert_same_choice`), and then
+    the two predict the same test labels for at least ``agree`` of the samples."""
+    n_val = one.n_val_
+    same = one.predict_subsets(X_test) == two.predict_subsets(X_test)
+    for i in range(len(one.regs_)):
+        shift = count_shift(one.val_scores_[i], two.val_scores_[i], n_val)
+        if assert_same_choice(one.regs_[i], two.regs_[i], one.choice_margins_[i], two.choice_margins_[i],
+                              shift=shift, val_a=one.scores_[i], val_b=two.scores_[i], n_val=n_val):
+            assert same[i].mean() >= agree

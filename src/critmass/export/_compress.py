@@ -315,6 +315,15 @@ def _save_reducer(red: Reducer, out: Path) -> dict:
     return files
 
 
+def _read_npz(path: Path, writer: str) -> dict:
+    """Every array of an .npz a reducer wrote; a one-line error naming the command to re-run."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {n: z[n] for n in z.files}
+    except Exception as exc:  # noqa: BLE001 - missing, truncated, not an npz: any of them means re-run it
+        raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); re-run {writer}") from None
+
+
 def load_reducer(path) -> Reducer:
     """A reducer written by :func:`compress`: its directory, or its ``reducer.json`` / ``.npz`` /
     ``.safetensors`` (the JSON beside it is read too)."""
@@ -335,23 +344,13 @@ def load_reducer(path) -> Reducer:
             raise DataError(f"cannot read {str(base / 'reducer.safetensors')!r} ({type(exc).__name__}); re-run "
                             "`critmass compress`") from None
     else:
-        try:
-            with np.load(base / "reducer.npz", allow_pickle=False) as z:
-                arrays = {n: z[n] for n in z.files}
-        except Exception as exc:
-            raise DataError(f"cannot read {str(base / 'reducer.npz')!r} ({type(exc).__name__}); re-run "
-                            "`critmass compress`") from None
+        arrays = _read_npz(base / "reducer.npz", "`critmass compress`")
     d, k = int(meta["n_features"]), int(meta["k"])
     red = _reducer_from(meta, arrays, base, d, k)
     if meta.get("codec"):
         from ..codecs import make_codec
 
-        try:
-            with np.load(base / "codebook.npz", allow_pickle=False) as z:
-                book = {n: z[n] for n in z.files}
-        except Exception as exc:
-            raise DataError(f"cannot read {str(base / 'codebook.npz')!r} ({type(exc).__name__}); re-run "
-                            "`critmass compress --codec`") from None
+        book = _read_npz(base / "codebook.npz", "`critmass compress --codec`")
         red.codec = make_codec(meta["codec"]["spec"]).restore(book, k)
     return red
 

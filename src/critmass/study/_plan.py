@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 import re
 import time
 from dataclasses import dataclass, field
