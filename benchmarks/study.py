@@ -1,8 +1,9 @@
 """Benchmark: what `critmass study` costs, stage by stage, from an empty feature cache.
 
 Runs ``critmass study MODEL --datasets ... --out RUN`` with a fresh cache directory (so extraction is timed),
-then writes one row per unit kind to ``benchmarks/results/study.csv``: how many units ran, the worker
-seconds they took (``RUN/summary.json``), the estimate the study printed before it ran (``RUN/study.json``),
+then writes one row per unit kind to ``benchmarks/results/study.csv``: how many units it has and how many
+finished, the worker seconds they took (their shards' status files), the study's estimate of all its units
+(``RUN/study.json``),
 and the run's wall-clock time, with the settings, what ``--budget`` cut, the CPU, the core count, the load
 average at start and end, the date, the commit and the versions. ``--from-run RUN --wall S`` collects the rows
 of a study that was run by hand (its wall time given in seconds).
@@ -45,45 +46,68 @@ def _commit() -> str:
 
 
 def rows_of(run: Path, *, wall: float, label: str, load: tuple[float, float] | None) -> list[dict]:
-    """One row per unit kind of a finished study run directory, plus the report and the whole run."""
-    from critmass._blas import cpu_model
-    from critmass._env import versions
+    """One row per unit kind of a study run directory (finished or stopped), plus the report and the whole run.
 
-    summary = json.loads((run / "summary.json").read_text())
-    study = json.loads((run / "study.json").read_text())
-    plan = json.loads((run / "plan.json").read_text())
-    cfg = (run / "config.resolved.yaml").read_text()
+    Worker seconds are summed over the units whose shards say ``ok`` (every run into the directory counts, so a
+    resumed study is measured whole); the estimate is the study's of all its units (``study.json``) or, for a run
+    stopped before it wrote one, :func:`critmass.study.estimate` of its plan now.
+    """
     import yaml
 
-    config = yaml.safe_load(cfg)
-    measured = summary.get("unit_seconds_by_kind", {})
-    estimate = study.get("estimate", {}).get("seconds", {})
-    units = pd.Series([u["kind"] for u in plan]).value_counts().to_dict()
-    report_s = max(0.0, float(study.get("seconds", 0)) - float(summary.get("seconds", 0)))
+    from critmass._blas import cpu_model
+    from critmass._env import versions
+    from critmass.study import estimate
+    from critmass.sweep import load_config, plan_sweep
+
+    plan = plan_sweep(load_config(run / "config.resolved.yaml"), out=run)
+    config = yaml.safe_load((run / "config.resolved.yaml").read_text())
+    study_file = run / "study.json"
+    study = json.loads(study_file.read_text()) if study_file.is_file() else None
+    workers = config["executor"].get("workers") or os.cpu_count()
+    if study is not None and study.get("estimate_whole"):
+        est, est_total = study["estimate_whole"]["seconds"], study["estimate_whole"].get("total")
+    else:
+        e = estimate(plan, workers=workers, todo_only=False)
+        est, est_total = e.seconds, round(e.total, 1)
+    done: dict[str, int] = {}
+    secs: dict[str, float] = {}
+    for u in plan.units:
+        try:
+            st = json.loads((u.shard_dir(run) / "status.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if st.get("status") == "ok" and isinstance(st.get("seconds"), (int, float)):
+            done[u.kind] = done.get(u.kind, 0) + 1
+            secs[u.kind] = secs.get(u.kind, 0.0) + float(st["seconds"])
+    model = config["models"][0]
     base = {
-        "label": label, "model": study["model"], "datasets": ",".join(study["datasets"]), "quick": study["quick"],
-        "budget_s": study.get("budget_s"), "cut": "; ".join(study.get("cut", [])),
+        "label": label, "model": model["spec"], "datasets": ",".join(d["spec"] for d in config["datasets"]),
+        "quick": None if study is None else study.get("quick"),
+        "budget_s": None if study is None else study.get("budget_s"),
+        "cut": "" if study is None else "; ".join(study.get("cut", [])),
         "fractions": len(config["fractions"]), "seeds": len(config["seeds"]),
         "max_samples": json.dumps({d["name"]: d.get("max_samples") for d in config["datasets"]}),
-        "image_size": config["models"][0].get("image_size"),
-        "inversion_steps": (config.get("inversion") or {}).get("steps"),
-        "workers": config["executor"].get("workers") or os.cpu_count(),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "load_start": None if load is None else load[0],
-        "load_end": None if load is None else load[1], "date": date.today().isoformat(), "commit": _commit(),
+        "image_size": model.get("image_size"), "inversion_steps": (config.get("inversion") or {}).get("steps"),
+        "workers": workers, "cpu": cpu_model(), "cores": os.cpu_count(),
+        "load_start": None if load is None else load[0], "load_end": None if load is None else load[1],
+        "date": date.today().isoformat(), "commit": _commit(),
         "versions": json.dumps(versions(("critmass", "torch", "timm", "numpy", "scikit-learn"))),
     }
-    first = {"label": label, "model": study["model"]}  # stage columns next, for reading the CSV
-    base = {**first, **base}
-    rows = [{**base, "stage": kind, "units": units.get(kind, 0), "worker_seconds": measured.get(kind),
-             "estimated_seconds": estimate.get(kind)} for kind in KINDS[:-1] if units.get(kind)]
-    rows.append({**base, "stage": "report", "units": 1, "worker_seconds": round(report_s, 1),
-                 "estimated_seconds": None})
-    rows.append({**base, "stage": "total (wall clock)", "units": len(plan), "worker_seconds": round(wall, 1),
-                 "estimated_seconds": study.get("estimate", {}).get("total")})
+    kinds = [k for k in KINDS[:-1] if plan.of_kind(k)]
+    rows = [{**base, "stage": kind, "units": len(plan.of_kind(kind)), "units_done": done.get(kind, 0),
+             "worker_seconds": round(secs[kind], 1) if kind in secs else None,
+             "estimated_seconds": est.get(kind)} for kind in kinds]
+    if study is not None:
+        summary = json.loads((run / "summary.json").read_text())
+        report_s = max(0.0, float(study.get("seconds", 0)) - float(summary.get("seconds", 0)))
+        rows.append({**base, "stage": "report", "units": 1, "units_done": 1, "worker_seconds": round(report_s, 1),
+                     "estimated_seconds": None})
+    rows.append({**base, "stage": "total (wall clock)", "units": len(plan.units), "units_done": sum(done.values()),
+                 "worker_seconds": round(wall, 1) if wall == wall else None, "estimated_seconds": est_total})
     return rows
 
 
-COLUMNS = ["label", "model", "stage", "units", "worker_seconds", "estimated_seconds"]
+COLUMNS = ["label", "model", "stage", "units", "units_done", "worker_seconds", "estimated_seconds"]
 
 
 def append(rows: list[dict]) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ MODEL = "timm:test_resnet"
 DATASETS = "textures,digits"
 # Small and fast: 32 px random-init ResNet, two fractions, two seeds, three inversion steps.
 OPTIONS = dict(quick=True, image_size=32, fractions=[0.25, 1.0], seeds=2, inversion_steps=3, pretrained=False,
-               max_samples={"train": 300, "test": 100}, device="cpu")
+               max_samples={"train": 300, "test": 100}, device="cpu", selectors=["pca", "fscore"])
 
 
 def _config(tmp, out):
@@ -99,7 +100,7 @@ def test_study_numbers_equal_the_individual_commands(study):
     row = res.table.set_index("dataset").loc["textures"]
     assert row["dr_random"] == pytest.approx(float(d.loc[d["dataset"] == "textures", "dr"].iloc[0]))
     assert row["k_random"] == float(d.loc[d["dataset"] == "textures", "critical_n_neurons"].iloc[0])
-    assert row["best_selector"] in ("fscore", "greedy", "attribution")
+    assert row["best_selector"] == "fscore"
 
     # Depth: `critmass profile` with the same settings, from the same cache.
     unit = next(u for u in res.sweep.plan.of_kind("profile") if u.dataset == "textures")
@@ -172,6 +173,16 @@ def test_quick_and_default_settings_are_stated(tmp_path):
     assert quick["seeds"] == 2 and len(quick["fractions"]) == 5 and quick["datasets"][0]["max_samples"]
     load_config(quick)  # both validate as sweep configs
     load_config(cfg)
+
+
+def test_example_study_configs_are_the_studys_plans():
+    root = Path(__file__).resolve().parents[1] / "examples"
+    for name, model, datasets in (("study-lite0", "efficientnet-lite0", "fashion-mnist,digits,textures"),
+                                  ("study-minilm", "all-minilm-l6-v2", "bbc-news,spam-assassin")):
+        plan = plan_sweep(root / f"{name}.yaml", check_layers=True)
+        expect = plan_sweep(study_config(model, datasets, out=plan.run_dir, name=name))
+        assert [u.key for u in plan.units] == [u.key for u in expect.units], name  # written by --config-out
+        assert {u.kind for u in plan.units} >= {"profile", "neurons", "export"}
 
 
 def test_text_models_leave_inversion_out_and_refuse_it_forced(tmp_path):
@@ -278,7 +289,8 @@ def test_killed_study_resumes_to_the_same_tables(study, tmp_path):
     # One dataset (its units and keys are the reference's for that dataset): the reference's rows of it.
     args = [sys.executable, str(script), "study", MODEL, "--datasets", "textures", "--out", str(run), "--cache",
             str(tmp / "cache"), "--quick", "--image-size", "32", "--fractions", "0.25,1.0", "--seeds", "2",
-            "--inversion-steps", "3", "--no-pretrained", "--max-samples", "train=300,test=100", "--device", "cpu",
+            "--inversion-steps", "3", "--selectors", "pca,fscore", "--no-pretrained", "--max-samples",
+            "train=300,test=100", "--device", "cpu",
             "--workers", "1", "--n-boot", "50", "-q"]
     import torch
 

@@ -34,6 +34,8 @@ def study_cmd(
                                                                           "train=4000,test=1000) [default: all]."),
     fractions: Optional[str] = typer.Option(None, "--fractions", help="Comma-separated fractions in (0, 1] "
                                                                       "[default: the paper's 15]."),
+    selectors: Optional[str] = typer.Option(None, "--selectors", help="Comma-separated selectors compared "
+                                                                      "[default: random,pca,fscore,greedy,attribution]."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per subset size [default: the paper's 5]."),
     inversion_steps: Optional[int] = typer.Option(None, "--inversion-steps",
                                                   help="Inversion steps [default 200; the paper: 5000]."),
@@ -61,7 +63,7 @@ def study_cmd(
                     config_out=config_out, executor=executor, workers=workers, address=address, delta=delta,
                     n_boot=n_boot, echo=echo if dry_run else quiet_echo, data_root=data_root, cache=cache,
                     image_size=image_size, max_samples=parse_max_samples(max_samples), seeds=seeds,
-                    fractions=parse_list(fractions, float) or None,
+                    fractions=parse_list(fractions, float) or None, selectors=parse_list(selectors) or None,
                     inversion_steps=inversion_steps, weights=weights, pretrained=pretrained, device=device)
     if quiet and not dry_run and res.sweep is not None:
         echo(res.sweep.summary())

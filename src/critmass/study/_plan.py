@@ -116,7 +116,7 @@ def _parts(model: str, parts) -> list[str]:
 
 
 def study_config(model: str, datasets, *, out, quick: bool = False, parts=None, data_root=None, cache=None,
-                 image_size: int | None = None, max_samples=None, seeds=None, fractions=None,
+                 image_size: int | None = None, max_samples=None, seeds=None, fractions=None, selectors=None,
                  inversion_steps: int | None = None, weights=None, pretrained: bool = True, device: str = "auto",
                  batch_size: int | None = None, workers: int | None = None, name: str | None = None) -> dict:
     """The study of ``model`` on ``datasets`` as a sweep config (plain data, every setting stated).
@@ -133,8 +133,9 @@ def study_config(model: str, datasets, *, out, quick: bool = False, parts=None, 
         The smoke settings of :data:`QUICK` instead of the paper's.
     parts : list of str, optional
         Which of :data:`PARTS` to run (default: all that apply; inversion is left out for text models).
-    image_size, max_samples, seeds, fractions, inversion_steps
-        Override the defaults (``max_samples``: an int or ``{split: n}``).
+    image_size, max_samples, seeds, fractions, selectors, inversion_steps
+        Override the defaults (``max_samples``: an int or ``{split: n}``; ``selectors``: the subsets compared,
+        default random, pca and the supervised rankings fscore, greedy, attribution; ``random`` is always kept).
 
     Returns
     -------
@@ -152,6 +153,9 @@ def study_config(model: str, datasets, *, out, quick: bool = False, parts=None, 
                 base[key].update(val)
             else:
                 base[key] = val
+    if selectors is not None:
+        chosen_sel = [x.strip() for x in (selectors.split(",") if isinstance(selectors, str) else selectors) if x]
+        base["selectors"] = list(dict.fromkeys(["random", *chosen_sel]))  # random: DR, export and diffuseness
     text = model_modality(model) == "text"
     size = image_size if image_size is not None else (None if text else base["image_size"])
     samples = max_samples if max_samples is not None else base["max_samples"]
@@ -173,6 +177,10 @@ def study_config(model: str, datasets, *, out, quick: bool = False, parts=None, 
         "cka": {"enabled": True, "selectors": list(base["selectors"])},
         "executor": {"kind": "local", **({"workers": workers} if workers else {})},
     }
+    from ..sweep import neuron_rankings
+
+    if parts is None and not neuron_rankings(cfg["selectors"]):  # which neurons reads the rankings' subsets: none compared, none asked
+        chosen = [p for p in chosen if p != "neurons"]
     for part in chosen:
         section = dict(base[part])
         if part == "inversion" and inversion_steps is not None:
@@ -306,29 +314,38 @@ def estimate(plan, *, workers: int | None = None, calibration: dict | None = Non
         if u.kind == "extract":
             secs = (n_train + n_test) * cal["extract_s_per_sample"] * (1.15 if "layers" in u.params else 1.0)
         elif u.kind == "probe":
-            full = n_train * width * n_classes * cal["probe_s_per_cell"] if u.params.get("full_layer", True) else 0
-            secs = n_sizes * len(u.params["seeds"]) * n_train * (mean_frac * width + 16) * n_classes \
-                * cal["probe_s_per_cell"] + full
+            # per fit: the data passes (samples x neurons x classes, at least 4: a binary task costs about as much)
+            # and a fixed cost (the penalty search's set-up and bookkeeping, the measured studies' rate)
+            fits = n_sizes * len(u.params["seeds"])
+            full = n_train * width * max(n_classes, 4) * cal["probe_s_per_cell"] if u.params.get("full_layer", True) \
+                else 0
+            secs = fits * (n_train * (mean_frac * width + 16) * max(n_classes, 4) * cal["probe_s_per_cell"]
+                           + PROBE_FIXED_S) + full
         elif u.kind == "cka":
             secs = 1e-9 * n_train * width * width + 0.01 * n_sizes * len(cfg.seeds) * len(u.params["selectors"])
         elif u.kind == "profile":
             p = u.params
-            secs = len(p["layers"]) * len(p["fractions"]) * len(p["seeds"]) * n_train * (0.3 * width * mean_frac + 16) \
-                * n_classes * cal["probe_s_per_cell"]
-        elif u.kind == "neurons":
-            secs = 5.0 + 2.0 * u.params["n_boot"] * len(u.params["probes"])
+            fits = len(p["layers"]) * len(p["fractions"]) * len(p["seeds"])
+            secs = fits * (n_train * (0.3 * width * mean_frac + 16) * max(n_classes, 4) * cal["probe_s_per_cell"]
+                           + PROBE_FIXED_S)
+        elif u.kind == "neurons":  # one ranking refit per resample and dataset (the measured studies' rate)
+            secs = 5.0 + 0.7 * u.params["n_boot"] * len(u.params["probes"])
         elif u.kind == "inversion":
             p = u.params
             runs = len(p["selectors"]) * len(p["fractions"]) * len(p["seeds"]) + len(p["seeds"])
             secs = runs * p["n_images"] * p["steps"] * cal.get("invert_s_per_step_image", 0.0)
-        elif u.kind == "export":
-            secs = 20.0
+        elif u.kind == "export":  # a pruned copy of the backbone and its checks (the measured studies' rate)
+            secs = 6.0
         else:
             secs = 0.0
         seconds[u.kind] = seconds.get(u.kind, 0.0) + secs
         units[u.kind] = units.get(u.kind, 0) + 1
     return Estimate(seconds={k: round(v, 1) for k, v in seconds.items()}, units=units, workers=int(workers),
                     calibration=dict(cal))
+
+
+#: Seconds of one probe fit beyond its data passes (measured: 0.15-0.3 s per fit in the studies on 2 cores).
+PROBE_FIXED_S = 0.15
 
 
 def _dataset_size(d) -> tuple[int, int, int]:

@@ -182,9 +182,11 @@ def run_study(model: str, datasets, *, out, quick: bool = False, budget=None, pa
         return StudyResult(run_dir=out, config=cfg, estimate=est, cut=cut, dry_run=True,
                            seconds=time.perf_counter() - t0)
     sweep = run_sweep(cfg, out=out, executor=executor, workers=workers, address=address, echo=echo)
+    whole = estimate(plan, workers=workers, todo_only=False)  # the same calibration: the whole study's units
     study_info = {"model": model, "datasets": [d["spec"] for d in cfg["datasets"]], "quick": quick,
                   "budget_s": budget_s, "cut": cut, "estimate": {"seconds": est.seconds, "total": round(est.total, 1),
                                                                   "calibration": est.calibration},
+                  "estimate_whole": {"seconds": whole.seconds, "total": round(whole.total, 1)},
                   "parts": [p for p in ("profile", "neurons", "inversion", "export") if p in cfg]}
     rep = table = None
     if len(sweep.results):
