@@ -34,7 +34,7 @@ from ._config import SweepConfig, load_config
 from ._backends import check_executor
 from ._executors import Executor, make_executor
 from ._plan import STATUS_FILE, Plan, Unit, plan_sweep
-from ._units import _fmt_eta, failed_status, log_to_file, pause_point
+from ._units import _fmt_eta, failed_status, log_to_file, pause_point, write_table
 
 __all__ = ["CKA_KEYS", "RESULT_KEYS", "SweepResult", "merge_shards", "run_sweep"]
 
@@ -108,11 +108,6 @@ def _run_lock(run_dir: Path):
 
 def _driver_log(path: Path):
     return log_to_file(path)
-
-
-def _write_parquet(path: Path, df: pd.DataFrame) -> None:
-    with atomic_path(path, suffix=".parquet") as tmp:
-        df.to_parquet(tmp, index=False)
 
 
 def _order(values: list[str]) -> dict[str, int]:
@@ -280,7 +275,7 @@ def _write_extras(plan: Plan, tables: dict[str, pd.DataFrame]) -> None:
     for name in EXTRA_TABLES:
         path = run_dir / name
         if name in tables:
-            _write_parquet(path, tables[name])
+            write_table(tables[name], path)
         else:
             path.unlink(missing_ok=True)  # a section dropped from the config leaves no stale table
     for old in run_dir.glob("invert_grid_*__*.png"):
@@ -410,10 +405,10 @@ def run_sweep(config, *, out=None, executor: str | Executor | None = None, worke
         for u in bad:  # unreadable again right after a re-run: a failure, never a silent gap
             statuses[u.key] = failed_status(u, "its shard cannot be read after it was run again")
             plan.state[u.key] = "failed"
-        _write_parquet(run_dir / "results.parquet", results)
+        write_table(results, run_dir / "results.parquet")
         pause_point("merge", run_dir)  # tests kill the driver here: one table new, the others old
-        _write_parquet(run_dir / "per_class.parquet", per_class)
-        _write_parquet(run_dir / "cka.parquet", cka)
+        write_table(per_class, run_dir / "per_class.parquet")
+        write_table(cka, run_dir / "cka.parquet")
         _write_extras(plan, extras)
         failures = [{"label": u.label, "key": u.key, "kind": u.kind, "error": statuses[u.key].get("error"),
                      "log": str(u.log_file(run_dir))}

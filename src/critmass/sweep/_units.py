@@ -22,7 +22,7 @@ from .._testhooks import pause_here
 from ..exceptions import CritmassError
 from ._plan import STATUS_FILE, Unit
 
-__all__ = ["execute_unit", "failed_status", "init_local_worker", "pause_point", "set_threads"]
+__all__ = ["execute_unit", "failed_status", "init_local_worker", "pause_point", "set_threads", "write_table"]
 
 log = logging.getLogger("critmass.sweep")
 
@@ -275,8 +275,7 @@ def _run_cka(unit: Unit, shard: Path) -> dict:
     df = cka_curve(_entry_of(unit), selectors=p["selectors"], fractions=sizes, seeds=p["seeds"], debiased=p["debiased"],
                    split=p["split"], on_constant=p["on_constant"], val_fraction=p["val_fraction"],
                    val_seed=p["val_seed"])
-    with atomic_path(shard / "cka.parquet", suffix=".parquet") as tmp:
-        df.to_parquet(tmp, index=False)
+    write_table(df, shard / "cka.parquet")
     return {"rows": len(df)}
 
 
@@ -288,7 +287,8 @@ def _probe_shard(run_dir: Path, key: str) -> Path:
     return run_dir / "shards" / "probe" / key
 
 
-def _write_table(df, path: Path) -> None:
+def write_table(df, path: Path) -> None:
+    """Write a table as Parquet, atomically (a killed unit leaves no half-written table)."""
     with atomic_path(path, suffix=".parquet") as tmp:
         df.to_parquet(tmp, index=False)
 
@@ -327,9 +327,9 @@ def _run_neurons(unit: Unit, shard: Path) -> dict:
             st = neuron_stability(sh, p["selector"], ks, n_boot=p["n_boot"], random_state=p["random_state"])
             stab.append(st.assign(dataset=labels[str(sh)], probe=sh.name))
     top = pd.concat(tops, ignore_index=True).assign(model=unit.model, layer=unit.layer)
-    _write_table(top.drop(columns=["run"], errors="ignore"), shard / "neurons.parquet")
+    write_table(top.drop(columns=["run"], errors="ignore"), shard / "neurons.parquet")
     if stab:
-        _write_table(pd.concat(stab, ignore_index=True).drop(columns=["run"], errors="ignore").assign(
+        write_table(pd.concat(stab, ignore_index=True).drop(columns=["run"], errors="ignore").assign(
             model=unit.model, layer=unit.layer), shard / "neuron_stability.parquet")
     if len(shards) > 1:
         ov = neuron_overlap(shards, p["selector"], ks)
@@ -338,7 +338,7 @@ def _run_neurons(unit: Unit, shard: Path) -> dict:
             runs = [str(v) for v in ov[f"run_{side}"]]
             ov[f"dataset_{side}"] = [by_run[r][0] for r in runs]
             ov[f"probe_{side}"] = [by_run[r][1] for r in runs]
-        _write_table(ov.drop(columns=["run_a", "run_b"]).assign(model=unit.model, layer=unit.layer),
+        write_table(ov.drop(columns=["run_a", "run_b"]).assign(model=unit.model, layer=unit.layer),
                      shard / "neuron_overlap.parquet")
     return {"rows": len(top)}
 
@@ -362,7 +362,6 @@ def _run_inversion(unit: Unit, shard: Path) -> dict:
     backbone.check_layer(p["layer"])
     samples, names = load_images(p["dataset"], index=list(range(p["n_images"])), split=p["split"],
                                  root=p.get("root"), download=bool(p.get("download")))
-    names = [f"{unit.dataset}[{i}]" for i in range(len(samples))] if not names else names
     result = invert(backbone, samples, layer=p["layer"], pooling=p["pooling"], selectors=p["selectors"],
                     fractions=p["fractions"], seeds=p["seeds"], steps=p["steps"], optimizer=p["optimizer"],
                     device=p["device"], names=names, progress=False)
@@ -392,7 +391,7 @@ def _run_export(unit: Unit, shard: Path) -> dict:
            "reached": bool(d["reached"]), "full_test_accuracy": float(d["full_accuracy"])}
     if sub.empty:  # k* is the whole layer and the grid has no fraction 1: nothing smaller to export
         row.update(kind="not-reached", fraction=float("nan"))
-        _write_table(pd.DataFrame([row]), shard / "export.parquet")
+        write_table(pd.DataFrame([row]), shard / "export.parquet")
         return {"rows": 1}
     fraction = float(sub["fraction"].iloc[0])
     # A whole model (pruned where asked) for an image model's penultimate layer; the reduction and head otherwise.
@@ -421,15 +420,12 @@ def _run_export(unit: Unit, shard: Path) -> dict:
                latency_full_ms=num(_ms(lat, "full")), latency_exported_ms=num(_ms(lat, "exported")),
                export_dir=str((shard / "model").relative_to(run_dir)))
     row["full_test_accuracy"] = num(acc.get("full_test_accuracy"))
-    _write_table(pd.DataFrame([row]), shard / "export.parquet")
+    write_table(pd.DataFrame([row]), shard / "export.parquet")
     return {"rows": 1, "k": k, "fraction": fraction}
 
 
 def _ms(latency: dict, which: str):
-    v = latency.get(which)
-    if isinstance(v, dict):
-        v = v.get("median_ms", v.get("ms"))
-    return v
+    return (latency.get(which) or {}).get("median_ms")  # critmass.export's cpu_latency
 
 
 _RUNNERS = {"extract": _run_extract, "probe": _run_probe, "cka": _run_cka, "profile": _run_profile,
