@@ -72,29 +72,11 @@ def parse_budget(text) -> float | None:
     return seconds
 
 
-def _load_shape_only(model: str, **kwargs):
-    """The model at random init where its source allows (no download); sources that always load their weights
-    (sentence-transformers) from their local files."""
-    from ..exceptions import WeightsError
-    from ..models import load_model
-
-    try:
-        return load_model(model, pretrained=False, **kwargs)
-    except WeightsError:
-        return load_model(model, **kwargs)
-
-
-@functools.lru_cache(maxsize=16)
 def model_modality(model: str) -> str:
-    """``'image'`` or ``'text'`` of a model spec (built at random init where possible; no download)."""
-    from ..models import ALIASES
+    """``'image'`` or ``'text'`` of a model spec (:func:`critmass.sweep.model_modality`; no download)."""
+    from ..sweep import model_modality as modality
 
-    source = model.split(":", 1)[0] if ":" in model else (ALIASES[model][1] if model in ALIASES else None)
-    if source in ("timm", "torchvision"):
-        return "image"
-    if source == "sbert":
-        return "text"
-    return str(_load_shape_only(model).modality)
+    return modality(model)
 
 
 def _parts(model: str, parts) -> list[str]:
@@ -251,8 +233,9 @@ def _measure(model: str, dataset: str, root, image_size, batch_size: int) -> dic
     from ..data import load_dataset
 
     out: dict = {}
-    kwargs = {"image_size": image_size} if image_size else {}
-    bb = _load_shape_only(model, **kwargs)
+    from ..sweep import shape_model
+
+    bb = shape_model(model, image_size)
     out["modality"] = str(bb.modality)
     ds = load_dataset(dataset, split="test", root=root)
     n = min(int(batch_size), 32, len(ds))

@@ -29,8 +29,10 @@ from ._plan import (
     ProbeUnit,
     ProfileUnit,
     Unit,
+    model_modality,
     neuron_rankings,
     plan_sweep,
+    shape_model,
 )
 from ._run import EXTRA_TABLES, SweepResult, merge_shards, run_sweep
 from ._units import execute_unit
@@ -43,7 +45,9 @@ __all__ = [
     "InversionUnit",
     "NeuronsUnit",
     "ProfileUnit",
+    "model_modality",
     "neuron_rankings",
+    "shape_model",
     "Executor",
     "ExtractUnit",
     "LocalExecutor",

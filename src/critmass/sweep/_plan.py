@@ -54,9 +54,11 @@ __all__ = [
     "ProfileUnit",
     "ProbeUnit",
     "Unit",
+    "model_modality",
     "neuron_rankings",
     "plan_sweep",
     "read_status",
+    "shape_model",
     "unit_key",
 ]
 
@@ -390,12 +392,13 @@ def _model_facts(spec: str, image_size, weights) -> tuple[str, tuple]:
     """(modality, stage layers) of a model spec, from the model built at random init (no download)."""
     from ..models import list_stages
 
-    bb = _shape_model(spec, image_size, weights)
+    bb = shape_model(spec, image_size, weights)
     return str(bb.modality), tuple(list_stages(bb))
 
 
-def _shape_model(spec: str, image_size, weights):
-    """The model at random init (no download); sources that always load their local weights (sbert) with them."""
+def shape_model(spec: str, image_size=None, weights=None):
+    """The model at random init, for its shape and module names (no download); sources that always load their
+    local weights (sentence-transformers) load them."""
     from ..exceptions import WeightsError
     from ..models import load_model
 
@@ -404,6 +407,19 @@ def _shape_model(spec: str, image_size, weights):
         return load_model(spec, pretrained=False, **kwargs)
     except WeightsError:
         return load_model(spec, **kwargs)
+
+
+def model_modality(spec: str, image_size=None, weights=None) -> str:
+    """``'image'`` or ``'text'`` of a model spec: from its source where that says (timm, torchvision, sbert and
+    the offline aliases of those), else from the model built by :func:`shape_model` (cached)."""
+    from ..models import ALIASES
+
+    source = spec.split(":", 1)[0] if ":" in spec else (ALIASES[spec][1] if spec in ALIASES else None)
+    if source in ("timm", "torchvision"):
+        return "image"
+    if source == "sbert":
+        return "text"
+    return _model_facts(spec, image_size, weights)[0]
 
 
 def _facts(m):
@@ -419,18 +435,13 @@ def _profile_layers(m, cfg: SweepConfig) -> list[str]:
         if layers == "all":
             from ..models import resolve_layers
 
-            return resolve_layers(_shape_model(m.spec, m.image_size, str(m.weights) if m.weights else None), "all")
+            return resolve_layers(shape_model(m.spec, m.image_size, str(m.weights) if m.weights else None), "all")
         return [x.strip() for x in layers.split(",") if x.strip()]
     return list(layers)
 
 
 def _modality(m) -> str:
-    source = m.spec.split(":", 1)[0] if ":" in m.spec else None
-    if source in ("timm", "torchvision"):
-        return "image"
-    if source == "sbert":
-        return "text"
-    return _facts(m)[0]
+    return model_modality(m.spec, m.image_size, str(m.weights) if m.weights else None)
 
 
 def _later_units(cfg: SweepConfig, extracts: dict, entry_keys: dict, probe_keys: dict, reference_keys: dict,
