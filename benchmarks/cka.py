@@ -8,6 +8,12 @@ which is what calling a per-pair CKA function 80 times costs. The time the naive
 full-layer term is printed too, so the ratio against a naive loop that caches ``||X^T X||_F`` can be
 read off.
 
+Printed first and last, as in ``benchmarks/probes.py``: the CPU, the BLAS each side used (critmass's Gram builds
+run on the Gram backend of ``critmass._blas``, the naive loop on numpy's), the load average at the start and end;
+a busy machine is flagged and its ratio labelled. Each run appends a row to ``benchmarks/results/cka.csv``.
+
+Target (issue 30): >= 100x on a quiet 2-core machine, AMD EPYC or Intel; |critmass - naive| <= 1e-8.
+
     python benchmarks/cka.py                 # N=20,000 x D=2,048 (a few minutes on 2 cores)
     python benchmarks/cka.py --n 5000 --d 512
 """
@@ -15,17 +21,24 @@ read off.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import torch
+from _machine import Machine, commit, machine_line, sklearn_blas, write_rows
 
 from critmass import _blas
+from critmass._env import versions
 from critmass.similarity import DEFAULT_FRACTIONS, cka_curve, gram_stats
 from critmass.subsets import make_selector
 
 FRACTIONS = tuple(sorted({*DEFAULT_FRACTIONS, 0.7}))  # the paper's 15 + 0.7 = 16
+RESULTS = Path(__file__).resolve().parent / "results" / "cka.csv"
+CSV_COLUMNS = ("date", "commit", "n", "d", "subsets", "cpu", "cores", "torch_threads", "versions", "blas",
+               "naive_blas", "naive_s", "critmass_s", "ratio", "ratio_cached_full", "gram_s", "max_abs_diff",
+               "busy", "load_start", "load_end", "other_cpu_share", "args")
 
 
 def make_features(n: int, d: int, *, rank: int = 64, seed: int = 0) -> np.ndarray:
@@ -62,16 +75,13 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=5, help="seeds (default 5)")
     args = p.parse_args(argv)
 
+    machine = Machine()
+    print(machine_line())
+    print("\n".join(machine.start_lines(baseline="naive loop (numpy)")))
     x = make_features(args.n, args.d)
     seeds = list(range(args.seeds))
     print(f"features: {args.n} x {args.d} float32; {len(FRACTIONS)} fractions x {len(seeds)} seeds "
           f"= {len(FRACTIONS) * len(seeds)} subset-vs-full CKA values (random selector)")
-    print(f"machine: {_blas.cpu_model() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
-          f"load average {os.getloadavg()[0]:.2f}")
-    # The Gram / covariance products here run in numpy (its OpenBLAS) on every CPU, as does the naive loop;
-    # critmass's GEMM choice for torch products (the probe path) is printed for the record.
-    print(f"BLAS: Gram builds numpy ({_blas.describe('numpy').split('(', 1)[1].rstrip(')')}); critmass probe-path "
-          f"GEMM {_blas.describe()}")
 
     t0 = time.perf_counter()
     gram_stats(x)
@@ -96,9 +106,23 @@ def main(argv=None) -> None:
           f"(Gram statistics alone: {t_gram:.2f} s)")
     print(f"naive per-pair feature-space CKA:                        {t_naive:8.2f} s "
           f"(of which full-layer ||X^T X||: {timings['full']:.2f} s)")
-    print(f"speed-up: {t_naive / t_fast:.1f}x  (vs a naive loop that caches ||X^T X||: {cached / t_fast:.1f}x)")
+    end = machine.finish(baseline="the naive loop's threaded BLAS")
+    print(f"speed-up: {t_naive / t_fast:.1f}x{machine.label()}  (vs a naive loop that caches ||X^T X||: "
+          f"{cached / t_fast:.1f}x)")
     print(f"max |critmass - naive| = {diff:.3e}  (target <= 1e-8: {'ok' if diff <= 1e-8 else 'FAIL'})")
     print(f"CKA range over subsets: {df['cka'].min():.6f} .. {df['cka'].max():.6f}")
+    print("\n".join(machine.start_lines(baseline="naive loop (numpy)")[1:] + end))
+    v = versions(("torch", "numpy", "scipy"), python=False)
+    write_rows([{"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(), "n": args.n, "d": args.d,
+                 "subsets": len(df), "cpu": _blas.cpu_model(), "cores": machine.cores,
+                 "torch_threads": torch.get_num_threads(), "versions": ";".join(f"{k}={x}" for k, x in v.items()),
+                 "blas": _blas.summary(), "naive_blas": sklearn_blas(), "naive_s": f"{t_naive:.3f}",
+                 "critmass_s": f"{t_fast:.3f}", "ratio": f"{t_naive / t_fast:.2f}",
+                 "ratio_cached_full": f"{cached / t_fast:.2f}", "gram_s": f"{t_gram:.3f}", "max_abs_diff": f"{diff:.3e}",
+                 "busy": int(machine.busy), "load_start": f"{machine.load_start[0]:.2f}",
+                 "load_end": f"{machine.load_end[0]:.2f}",
+                 "other_cpu_share": "" if machine.other is None else f"{machine.other:.3f}",
+                 "args": " ".join(sys.argv[1:])}], RESULTS, CSV_COLUMNS)
 
 
 if __name__ == "__main__":

@@ -59,10 +59,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -73,11 +69,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import Machine, commit, machine_line, sklearn_blas, write_rows
 
 from critmass import _blas
 from critmass._demo import DEMO_FRACTIONS
 from critmass._env import versions
-from critmass._io import atomic_write_bytes
 from critmass.data._splits import train_val_indices
 from critmass.features import FeatureSet, FeatureSplit
 from critmass.probes import alpha_from_C, run_probes
@@ -92,8 +88,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "probes.csv"
 CSV_COLUMNS = ("date", "commit", "mode", "dataset", "cpu", "cores", "device", "torch_threads", "versions", "blas",
                "sklearn_blas", "sklearn_s", "critmass_s", "ratio", "busy", "load_start", "load_end",
                "other_cpu_share", "args")
-BUSY_LOAD = 0.5  # x cores: the 1-minute load average at the start above this is a busy machine
-BUSY_OTHER = 0.25  # share of the machine's CPU time other processes used during the run
 
 
 def make_features(n: int, d: int, n_classes: int = 10, *, seed: int = 0, rank: int = 24, nuisance: int = 64):
@@ -119,113 +113,12 @@ def synthetic_set(n: int, d: int, n_classes: int) -> FeatureSet:
                       {"model": "synthetic", "dataset": "synthetic", "layer": "penultimate"})
 
 
-def machine_line() -> str:
-    return (f"machine: {_blas.cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs, load average "
-            f"{os.getloadavg()[0]:.1f} (other jobs slow both sides), torch threads {torch.get_num_threads()}, "
-            f"torch {torch.__version__}")
-
-
-def sklearn_blas() -> str:
-    """The BLAS libraries numpy / scipy (so scikit-learn) have loaded, with their thread counts."""
-    from threadpoolctl import threadpool_info
-
-    libs = [f"{i.get('internal_api')} {i.get('version') or '?'} ({Path(i.get('filepath', '')).parent.name}, "
-            f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
-    return "; ".join(libs) or "unknown"
-
-
-def _cpu_jiffies() -> float | None:
-    """Busy CPU seconds of the whole machine since boot (``/proc/stat``), None where unavailable."""
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            f = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(f[:8]) - f[3] - (f[4] if len(f) > 4 else 0)  # all but idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu() -> float:
-    import resource
-
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime  # forked workers once joined
-
-
-class Machine:
-    """The machine's state at the start of a run; :meth:`finish` says whether it was busy."""
-
-    def __init__(self):
-        self.cores = os.cpu_count() or 1
-        self.load_start = os.getloadavg()
-        self.t0, self.busy0, self.own0 = time.perf_counter(), _cpu_jiffies(), _own_cpu()
-        self.load_end, self.other, self.busy, self.why = self.load_start, None, False, []
-
-    def start_lines(self) -> list[str]:
-        load = " / ".join(f"{v:.2f}" for v in self.load_start)
-        blas = (f"BLAS: critmass {_blas.describe()} [{_blas.resolution().get('source')}]; "
-                f"scikit-learn (numpy / scipy) {sklearn_blas()}")
-        return [f"CPU: {_blas.cpu_model()}, {self.cores} cores; load average at start {load} (1 / 5 / 15 min)", blas]
-
-    def finish(self) -> list[str]:
-        self.load_end = os.getloadavg()
-        wall, busy1 = time.perf_counter() - self.t0, _cpu_jiffies()
-        if busy1 is not None and self.busy0 is not None and wall > 0:
-            self.other = max(0.0, (busy1 - self.busy0) - (_own_cpu() - self.own0)) / (wall * self.cores)
-        self.why = []
-        if self.load_start[0] > BUSY_LOAD * self.cores:
-            self.why.append(f"1-minute load average {self.load_start[0]:.2f} at the start > {BUSY_LOAD} x "
-                            f"{self.cores} cores")
-        if self.other is not None and self.other > BUSY_OTHER:
-            self.why.append(f"other processes used {100 * self.other:.0f}% of the CPU time during the run")
-        elif self.other is None and self.load_end[0] > self.load_start[0] + BUSY_LOAD * self.cores:
-            self.why.append(f"the 1-minute load average rose from {self.load_start[0]:.2f} to {self.load_end[0]:.2f}")
-        self.busy = bool(self.why)
-        lines = ["load average at end " + " / ".join(f"{v:.2f}" for v in self.load_end)
-                 + ("" if self.other is None else f"; other processes' share of the CPU during the run "
-                    f"{100 * self.other:.0f}%")]
-        if self.busy:
-            lines.append("WARNING: busy machine (" + "; ".join(self.why) + "): the ratios are labelled "
-                         "'(busy machine)'; contention slows scikit-learn's threaded BLAS more than critmass, so "
-                         "they flatter critmass. Rerun on a quiet machine.")
-        return lines
-
-    def label(self) -> str:
-        return " (busy machine)" if self.busy else ""
-
-    def early_label(self) -> str:
-        """The label before the run ends: from the load at the start only."""
-        return " (busy machine)" if self.busy or self.load_start[0] > BUSY_LOAD * self.cores else ""
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10, check=False)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_rows(rows: list[dict], path: Path = RESULTS) -> None:
-    """Append ``rows`` to the results CSV (the whole file rewritten atomically)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    if not old:
-        w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
-    atomic_write_bytes(path, (old + buf.getvalue()).encode("utf-8"))
-    print(f"rows appended to {path}")
-
-
 def result_row(machine: Machine, args, *, mode: str, dataset: str, device: str, t_sk: float, t_cm: float) -> dict:
     v = versions(("torch", "numpy", "scipy", "scikit-learn"), python=False)
-    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _commit(), "mode": mode, "dataset": dataset,
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(), "mode": mode, "dataset": dataset,
             "cpu": _blas.cpu_model(), "cores": machine.cores, "device": device,
             "torch_threads": torch.get_num_threads(), "versions": ";".join(f"{k}={x}" for k, x in v.items()),
-            "blas": _blas.describe(), "sklearn_blas": sklearn_blas(), "sklearn_s": f"{t_sk:.3f}",
+            "blas": _blas.summary(), "sklearn_blas": sklearn_blas(), "sklearn_s": f"{t_sk:.3f}",
             "critmass_s": f"{t_cm:.3f}", "ratio": f"{t_sk / t_cm:.2f}", "busy": int(machine.busy),
             "load_start": f"{machine.load_start[0]:.2f}", "load_end": f"{machine.load_end[0]:.2f}",
             "other_cpu_share": "" if machine.other is None else f"{machine.other:.3f}",
@@ -510,7 +403,7 @@ def protocol_main(args) -> None:
               f"worst fraction {worst:+.2f} pt")
     print("\n".join(machine.start_lines()[1:] + end))
     write_rows([result_row(machine, args, mode="protocol", dataset=name, device=dev, t_sk=t_sk, t_cm=t_cm)
-                for name, t_sk, t_cm, _cli, _md, _w, _note, dev in summary])
+                for name, t_sk, t_cm, _cli, _md, _w, _note, dev in summary], RESULTS, CSV_COLUMNS)
 
 
 def resolve(fractions, d):
@@ -593,7 +486,7 @@ def fixed_c_main(args) -> None:
     print(f"critmass logistic L-BFGS iterations per probe: mean {it.mean():.1f}, max {it.max()}")
     print("\n".join(machine.start_lines()[1:] + end))
     write_rows([result_row(machine, args, mode="fixed-c", dataset=f"synthetic {name}", device=args.device,
-                           t_sk=t_sk_total, t_cm=tt) for name, _res, tt in timed])
+                           t_sk=t_sk_total, t_cm=tt) for name, _res, tt in timed], RESULTS, CSV_COLUMNS)
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -49,7 +49,9 @@ def test_env_forces_the_backend_without_measuring(monkeypatch, value, expected):
     monkeypatch.setenv("CRITMASS_BLAS", value)
     assert _blas.backend() == expected and _blas.resolution()["source"] == "env"
     assert not _blas.cache_path().exists()
-    assert versions()["blas"] == _blas.describe() and versions()["blas"].startswith(f"{expected} (")
+    assert _blas.backend("gram") == expected
+    assert versions()["blas"] == _blas.summary() == f"{_blas.describe()}; gram {_blas.describe(op='gram')}"
+    assert versions()["blas"].startswith(f"{expected} (") and f"; gram {expected} (" in versions()["blas"]
 
 
 @pytest.mark.parametrize("value", ["mkl", "openblas", "1"])
@@ -61,21 +63,29 @@ def test_env_bad_value_is_a_one_line_config_error(monkeypatch, value):
     assert "\n" not in msg and value in msg and "torch" in msg and "numpy" in msg
 
 
+def _measured(ratio, gram_ratio=2.0, calls=None):
+    def fake(*a, **k):
+        if calls is not None:
+            calls.append(1)
+        return {"threads": 1, "ratio": ratio, "shapes": [], "gram_ratio": gram_ratio, "gram_shapes": []}
+    return fake
+
+
 @pytest.mark.parametrize("ratio, expected", [(1.5, "numpy"), (1.1, "torch"), (0.5, "torch")])
 def test_measured_choice_needs_the_margin_and_is_cached(monkeypatch, ratio, expected):
     monkeypatch.delenv("CRITMASS_BLAS", raising=False)
     calls = []
-    monkeypatch.setattr(_blas, "measure", lambda *a, **k: calls.append(1) or {"threads": 1, "ratio": ratio,
-                                                                             "shapes": []})
+    monkeypatch.setattr(_blas, "measure", _measured(ratio, calls=calls))
     assert _blas.backend() == expected and len(calls) == 1
     assert _blas.resolution()["source"] == "measured"
     entries = json.loads(_blas.cache_path().read_text())["entries"]
     key = _blas.resolution()["key"]
-    assert set(entries) == {key} and entries[key]["backend"] == expected
+    assert set(entries) == {key} and entries[key]["backend"] == expected and entries[key]["gram_backend"] == "numpy"
     assert _blas.cpu_model() in key and torch.__version__ in key and np.__version__ in key
     assert f"threads {torch.get_num_threads()}" in key
     _blas.reset()  # a new process on the same machine: read from the cache, not measured again
     assert _blas.backend() == expected and len(calls) == 1 and _blas.resolution()["source"] == "cache"
+    assert _blas.backend("gram") == "numpy"
     _blas.reset()  # another thread count is another entry
     previous = torch.get_num_threads()
     try:
@@ -90,9 +100,30 @@ def test_a_corrupt_cache_is_measured_again(monkeypatch):
     monkeypatch.delenv("CRITMASS_BLAS", raising=False)
     _blas.cache_path().parent.mkdir(parents=True, exist_ok=True)
     _blas.cache_path().write_text("{not json")
-    monkeypatch.setattr(_blas, "measure", lambda *a, **k: {"threads": 1, "ratio": 2.0, "shapes": []})
+    monkeypatch.setattr(_blas, "measure", _measured(2.0))
     assert _blas.backend() == "numpy"
-    assert json.loads(_blas.cache_path().read_text())["version"] == 1
+    assert json.loads(_blas.cache_path().read_text())["version"] == 2
+
+
+@pytest.mark.parametrize("gram_ratio, expected", [(2.0, "numpy"), (1.0, "numpy"), (0.9, "numpy"), (0.8, "torch")])
+def test_the_gram_builds_keep_numpys_syrk_unless_torch_is_the_margin_faster(monkeypatch, gram_ratio, expected):
+    monkeypatch.delenv("CRITMASS_BLAS", raising=False)
+    monkeypatch.setattr(_blas, "measure", _measured(1.0, gram_ratio))
+    assert _blas.backend() == "torch" and _blas.backend("gram") == expected
+    _blas.reset()
+    assert _blas.backend("gram") == expected and _blas.resolution()["source"] == "cache"
+    with pytest.raises(ValueError, match="op must be one of"):
+        _blas.backend("syrk")
+
+
+def test_a_cache_from_before_the_gram_choice_is_measured_again(monkeypatch):
+    monkeypatch.delenv("CRITMASS_BLAS", raising=False)
+    key = _blas._key(torch.get_num_threads())
+    _blas.cache_path().parent.mkdir(parents=True, exist_ok=True)
+    _blas.cache_path().write_text(json.dumps({"version": 1, "entries": {key: {"backend": "numpy"}}}))
+    calls = []
+    monkeypatch.setattr(_blas, "measure", _measured(1.0, calls=calls))
+    assert _blas.backend() == "torch" and calls == [1] and _blas.resolution()["source"] == "measured"
 
 
 def test_the_measurement_is_short_and_covers_the_shapes():
@@ -101,6 +132,8 @@ def test_the_measurement_is_short_and_covers_the_shapes():
     assert [r["shape"] for r in m["shapes"]] == [list(s) for s in shapes]
     assert m["ratio"] > 0 and all(r["torch_s"] > 0 and r["numpy_s"] > 0 for r in m["shapes"])
     assert m["threads"] == torch.get_num_threads()
+    assert [r["shape"] for r in m["gram_shapes"]] == [list(s) for s in _blas.GRAM_SHAPES]
+    assert m["gram_ratio"] > 0 and all(r["torch_s"] > 0 and r["numpy_s"] > 0 for r in m["gram_shapes"])
 
 
 # ------------------------------------------------------------------------------------------ products
@@ -200,6 +233,82 @@ def test_the_torch_backend_leaves_openblas_threads_alone(monkeypatch):
     finally:
         torch.set_num_threads(previous)
     assert _openblas_threads() == before
+
+
+# ------------------------------------------------------------------------------------ Gram builds
+def _gram_operands(dtype):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((50, 12)).astype(dtype) + 3.0
+    b = rng.standard_normal((50, 7)).astype(dtype)
+    return [
+        (a, b),  # C order
+        (np.asfortranarray(a), b[::-1]),  # F order; a reversed (negative-stride) view
+        (a[5:40, 2:9], b[5:40]),  # slices
+        (a.T.copy().T, b),  # a transposed buffer
+    ]
+
+
+@pytest.mark.parametrize("name", _blas.BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_and_cross_match_the_naive_products_on_both_backends(monkeypatch, name, dtype):
+    _use(monkeypatch, name)
+    assert _blas.backend("gram") == name
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, b in _gram_operands(dtype):
+        ref_g = a.astype(np.float64).T @ a.astype(np.float64)
+        ref_c = a.astype(np.float64).T @ b.astype(np.float64)
+        g, c = _blas.gram(a), _blas.cross(a, b)
+        assert g.dtype == dtype and c.dtype == dtype
+        np.testing.assert_allclose(g, ref_g, rtol=tol, atol=tol * np.abs(ref_g).max())
+        np.testing.assert_allclose(g, g.T, rtol=0, atol=tol * np.abs(ref_g).max())
+        np.testing.assert_allclose(c, ref_c, rtol=tol, atol=tol * np.abs(ref_c).max())
+        out_c = np.ones_like(ref_c, dtype=dtype)
+        assert _blas.cross(a, b, out=out_c) is out_c
+        np.testing.assert_allclose(out_c, ref_c + 1, rtol=tol, atol=tol * np.abs(ref_c).max())
+        # A running sum over uneven chunks (float64 whatever the chunks' dtype), plus a rank-one term.
+        acc = _blas.GramSum(a.shape[1])
+        for lo, hi in ((0, 1), (1, 20), (20, a.shape[0])):
+            assert acc.add(a[lo:hi]) is acc
+        v = np.arange(a.shape[1], dtype=np.float64)
+        got = acc.add_outer(v, 0.5).value()
+        want = ref_g + 0.5 * np.outer(v, v)
+        assert got.dtype == np.float64 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, got.T)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+        np.testing.assert_allclose(acc.value(), got, rtol=0, atol=0)  # value() leaves the sum as it was
+    with pytest.raises(TypeError, match="2-D float32 or float64"):
+        _blas.gram(np.ones((3, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="chunk has 3 columns; this sum has 4"):
+        _blas.GramSum(4).add(np.ones((2, 3)))
+
+
+def test_gram_builds_run_openblas_at_torchs_thread_count_and_restore_it(monkeypatch):
+    """A sweep unit or forked worker told to use one torch thread built its float64 Gram matrices (CKA, PCA,
+    the selectors, ridge) on one OpenBLAS thread per core in every process: two such processes on two
+    cores ran 1.45x slower than at one thread each. Each build now runs at torch's count, restored after."""
+    from critmass.similarity import gram_stats
+    from critmass.subsets import covariance
+
+    monkeypatch.delenv("CRITMASS_BLAS", raising=False)
+    monkeypatch.setattr(_blas, "measure", _measured(1.0, 2.0))  # Intel's choice: MKL products, OpenBLAS syrk
+    assert (_blas.backend(), _blas.backend("gram")) == ("torch", "numpy")
+    seen = []
+    syrk = _blas._syrk_into
+    monkeypatch.setattr(_blas, "_syrk_into", lambda c, y: seen.append(_openblas_threads()) or syrk(c, y))
+    controller = ThreadpoolController().select(internal_api="openblas")
+    before_torch, before_blas = torch.get_num_threads(), _openblas_threads()
+    x = np.random.default_rng(0).standard_normal((300, 20))
+    try:
+        controller.limit(limits=2)
+        torch.set_num_threads(1)
+        gram_stats(x, chunk_size=100)
+        covariance(x, chunk=100)
+        assert len(seen) == 6 and all(s == {1} for s in seen)
+        assert _openblas_threads() == {2}  # the user's setting is back
+    finally:
+        torch.set_num_threads(before_torch)
+        for n in before_blas:
+            controller.limit(limits=n)
 
 
 # ------------------------------------------------------------------------- probes on both backends

@@ -240,6 +240,36 @@ def test_one_pass_accumulator_corrects_its_provisional_shift_exactly():
                                [naive_cka_debiased(x[:, s], x) for s in subsets], rtol=0, atol=TOL)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_pass_biased_statistics_merge_unlike_chunks_exactly(dtype):
+    """gram_stats without fourth moments reads the rows once: each chunk centred at its own mean, the chunks
+    merged with Chan et al.'s update. Rows sorted into groups whose means are 10^4 standard deviations apart
+    (features cached class by class) and chunks of uneven size must give the two-pass float64 answer."""
+    rng = np.random.default_rng(21)
+    groups = [rng.normal(size=(n, 6)) + 1e4 * rng.normal(size=6) for n in (37, 50, 13)]
+    x = np.concatenate(groups).astype(dtype)
+    xf = x.astype(np.float64)
+    z = xf - xf.mean(0)
+    for chunk in (None, 11, 50, 7):
+        stats = gram_stats(x, chunk_size=chunk)
+        assert stats.fourth is None and stats.n_samples == 100
+        np.testing.assert_allclose(stats.mean, xf.mean(0), rtol=1e-14, atol=1e-11)
+        np.testing.assert_allclose(stats.gram, z.T @ z, rtol=1e-11, atol=1e-11 * np.abs(z.T @ z).max())
+    acc = GramAccumulator()
+    for a, b in ((0, 3), (3, 4), (4, 60), (60, 100)):  # 3 rows, then 1, then the rest
+        acc.partial_fit(x[a:b])
+    np.testing.assert_allclose(acc.stats().gram, z.T @ z, rtol=1e-11, atol=1e-11 * np.abs(z.T @ z).max())
+    subsets = [np.array([0]), np.array([1, 4]), np.arange(6)]
+    np.testing.assert_allclose(subset_cka(acc.stats(), subsets), [naive_cka(xf[:, s], xf) for s in subsets],
+                               rtol=0, atol=TOL)
+
+
+def test_values_too_large_for_float64_sums_say_so():
+    x = np.full((4, 2), 1e308)
+    with pytest.raises(FeatureError, match="too large to sum in float64 .*rescale"):
+        gram_stats(x)
+
+
 def test_accumulator_refuses_a_wrong_mean_and_empty_input():
     x = features(n=40, d=5, seed=20)
     acc = GramAccumulator(debiased=True, mean=x.mean(0) + 1.0)

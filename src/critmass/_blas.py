@@ -15,6 +15,15 @@ other dtype, tensors needing gradients) they are exactly ``a @ b`` / ``c.addmm_(
 numerically. With ``numpy`` the CPU float32 / float64 products run in ``np.matmul`` on views of the same memory,
 with OpenBLAS's threads kept equal to torch's (``threadpoolctl``) so forked workers that run one torch thread
 also run one OpenBLAS thread.
+
+The float64 Gram / covariance builds of CKA, PCA, ridge and the selectors (``Z^T Z`` summed over row chunks)
+are a second operation, ``"gram"``, with its own choice from the same measurement. The OpenBLAS side is BLAS
+``syrk`` accumulating in place (SciPy's ``dsyrk`` with ``beta=1``: half the flops of a general product, and no
+temporary to add), which torch has no call for; it is kept unless torch's in-place general product
+(``addmm_``) is :data:`MARGIN` times faster on :data:`GRAM_SHAPES`. :class:`GramSum` (a running sum),
+:func:`gram` and :func:`cross` are those builds; on OpenBLAS they run limited to torch's thread count for the
+call (and restored after), so a sweep unit or forked worker told to use one thread builds its Gram matrix on
+one thread instead of one per core in every process.
 """
 
 from __future__ import annotations
@@ -33,8 +42,8 @@ import torch
 from ._io import atomic_write_json
 from .exceptions import ConfigError
 
-__all__ = ["BACKENDS", "MARGIN", "backend", "describe", "matmul", "addmm_", "measure", "cpu_model", "reset",
-           "cache_path", "sync_threads", "resolution"]
+__all__ = ["BACKENDS", "OPS", "MARGIN", "backend", "describe", "summary", "matmul", "addmm_", "GramSum", "gram",
+           "cross", "measure", "cpu_model", "reset", "cache_path", "sync_threads", "resolution"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +52,16 @@ BACKENDS = ("torch", "numpy")
 MARGIN = 1.2
 #: (m, k, n) of the measured float32 products: a probe's data pass, a thin-block logits product, a square one.
 SHAPES = ((4500, 1280, 10), (4500, 128, 150), (1024, 1024, 1024))
+#: (n, d) of the measured float64 Gram builds ``y.T @ y``: a chunk of rows of a mid-width layer.
+GRAM_SHAPES = ((4096, 512),)
+#: The two operations with a backend each: the probe path's products and the float64 Gram builds.
+OPS = ("gemm", "gram")
 _ENV = "CRITMASS_BLAS"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 _lock = threading.Lock()
 _backend: str | None = None  # resolved once per process
+_gram_backend: str | None = None  # resolved with _backend
 _info: dict = {}  # how it was resolved: source ('env', 'cache', 'measured'), timings, key
 _numpy = False  # _backend == "numpy", read on every product
 _synced = -1  # the OpenBLAS thread count last set (to torch's)
@@ -57,9 +71,9 @@ _FLOATS = (torch.float32, torch.float64)
 
 def reset() -> None:
     """Forget the resolved backend (tests; the next product resolves it again)."""
-    global _backend, _numpy, _synced, _info
+    global _backend, _gram_backend, _numpy, _synced, _info
     with _lock:
-        _backend, _numpy, _synced, _info = None, False, -1, {}
+        _backend, _gram_backend, _numpy, _synced, _info = None, None, False, -1, {}
 
 
 def cpu_model() -> str:
@@ -97,6 +111,7 @@ def _env_choice() -> str | None:
 def _openblas():
     global _controller
     if _controller is None:
+        import scipy.linalg.blas  # noqa: F401 - SciPy's own OpenBLAS (the Gram builds' syrk) must be loaded first
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController().select(internal_api="openblas")
@@ -119,27 +134,68 @@ def _seconds(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
-def measure(shapes=SHAPES, reps: int = 3) -> dict:
+def _limited(threads: int):
+    """OpenBLAS limited to ``threads`` for a ``with`` block (restored after)."""
+    return _openblas().limit(limits=threads)
+
+
+def _syrk(y: np.ndarray) -> np.ndarray:
+    return y.T @ y  # numpy sees one buffer and its transpose: BLAS syrk, both triangles filled
+
+
+def _syrk_into(c: np.ndarray, y: np.ndarray) -> None:
+    """``c += y.T @ y`` in the upper triangle of the Fortran-ordered float64 ``c``, in place (SciPy's dsyrk)."""
+    from scipy.linalg.blas import dsyrk
+
+    # BLAS reads Fortran order: y.T of a C-ordered y is y^T in it (trans=0: y^T y), a Fortran-ordered y is y
+    # (trans=1: y^T y); neither is copied, nor is a Fortran-ordered c with overwrite_c.
+    if y.flags.f_contiguous and not y.flags.c_contiguous:
+        r = dsyrk(1.0, y, beta=1.0, c=c, trans=1, lower=0, overwrite_c=1)
+    else:
+        r = dsyrk(1.0, np.ascontiguousarray(y).T, beta=1.0, c=c, trans=0, lower=0, overwrite_c=1)
+    if r is not c:  # pragma: no cover - f2py copies only when c is not Fortran-ordered float64
+        c[...] = r
+
+
+def _torch_gram_into(c: np.ndarray, y: np.ndarray) -> None:
+    t = torch.from_numpy(y)
+    torch.from_numpy(c).addmm_(t.T, t)
+
+
+def measure(shapes=SHAPES, reps: int = 3, gram_shapes=GRAM_SHAPES) -> dict:
     """Best-of-``reps`` seconds of torch's and numpy's float32 product on each ``(m, k, n)`` of ``shapes``
-    at torch's thread count (OpenBLAS limited to it for the measurement only), interleaved so a load
-    change hits both; ``ratio`` is the geometric mean of torch's time over numpy's (> 1: numpy faster)."""
+    and of their float64 Gram build ``y.T @ y`` on each ``(n, d)`` of ``gram_shapes``, at torch's thread count
+    (OpenBLAS limited to it for the measurement only), interleaved so a load change hits both. ``ratio`` /
+    ``gram_ratio``: the geometric mean of torch's time over numpy's (> 1: numpy faster)."""
     threads = torch.get_num_threads()
     rng = np.random.default_rng(0)
-    rows = []
-    with _openblas().limit(limits=threads):
+
+    def timed(fn_t, fn_n, args_t, args_n):
+        fn_t(*args_t), fn_n(*args_n)  # warm-up (thread pools, first-touch)
+        tt, tn = float("inf"), float("inf")
+        for _ in range(reps):
+            tt = min(tt, _seconds(fn_t, *args_t))
+            tn = min(tn, _seconds(fn_n, *args_n))
+        return tt, tn
+
+    rows, grams = [], []
+    with _limited(threads):
         for m, k, n in shapes:
             an = rng.random((m, k), dtype=np.float32)
             bn = rng.random((k, n), dtype=np.float32)
-            at, bt = torch.from_numpy(an), torch.from_numpy(bn)
-            torch.matmul(at, bt), np.matmul(an, bn)  # warm-up (thread pools, first-touch)
-            tt, tn = float("inf"), float("inf")
-            for _ in range(reps):
-                tt = min(tt, _seconds(torch.matmul, at, bt))
-                tn = min(tn, _seconds(np.matmul, an, bn))
+            tt, tn = timed(torch.matmul, np.matmul, (torch.from_numpy(an), torch.from_numpy(bn)), (an, bn))
             rows.append({"shape": [m, k, n], "torch_s": tt, "numpy_s": tn,
                          "torch_gflops": 2e-9 * m * k * n / tt, "numpy_gflops": 2e-9 * m * k * n / tn})
-    ratio = float(np.exp(np.mean([np.log(r["torch_s"] / r["numpy_s"]) for r in rows])))
-    return {"threads": threads, "ratio": ratio, "shapes": rows}
+        for n, d in gram_shapes:
+            y = rng.random((n, d))
+            ct, cn = np.zeros((d, d), order="F"), np.zeros((d, d), order="F")
+            tt, tn = timed(_torch_gram_into, _syrk_into, (ct, y), (cn, y))
+            grams.append({"shape": [n, d], "torch_s": tt, "numpy_s": tn})
+
+    def geo(rs):
+        return float(np.exp(np.mean([np.log(r["torch_s"] / r["numpy_s"]) for r in rs]))) if rs else 1.0
+
+    return {"threads": threads, "ratio": geo(rows), "shapes": rows, "gram_ratio": geo(grams), "gram_shapes": grams}
 
 
 def _load() -> float | None:
@@ -149,13 +205,18 @@ def _load() -> float | None:
         return None
 
 
-def _read_cache(path: Path, key: str) -> str | None:
+def _read_cache(path: Path, key: str) -> tuple[str, str] | None:
+    """``(gemm, gram)`` backends of ``key`` in the cache, None when absent (or from an older cache)."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))["entries"][key]
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != _CACHE_VERSION:
+            return None
+        entry = data["entries"][key]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     choice = entry.get("backend") if isinstance(entry, dict) else None
-    return choice if choice in BACKENDS else None
+    gram_choice = entry.get("gram_backend") if isinstance(entry, dict) else None
+    return (choice, gram_choice) if choice in BACKENDS and gram_choice in BACKENDS else None
 
 
 def _write_cache(path: Path, key: str, entry: dict) -> None:
@@ -173,35 +234,45 @@ def _write_cache(path: Path, key: str, entry: dict) -> None:
 
 
 def _resolve() -> str:
-    global _backend, _numpy, _info
+    global _backend, _gram_backend, _numpy, _info
     with _lock:
         if _backend is not None:
             return _backend
         forced = _env_choice()
         threads = torch.get_num_threads()
         if forced is not None:
-            choice, info = forced, {"source": "env"}
+            choice, gram_choice, info = forced, forced, {"source": "env"}
         else:
             key, path = _key(threads), cache_path()
-            choice = _read_cache(path, key)
+            cached = _read_cache(path, key)
             info = {"source": "cache", "key": key}
-            if choice is None:
+            if cached is None:
                 m = measure()
                 choice = "numpy" if m["ratio"] >= MARGIN else "torch"
+                gram_choice = "torch" if m["gram_ratio"] <= 1.0 / MARGIN else "numpy"
                 info = {"source": "measured", "key": key, **m}
-                _write_cache(path, key, {"backend": choice, "ratio": m["ratio"], "shapes": m["shapes"],
-                                         "margin": MARGIN, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                _write_cache(path, key, {"backend": choice, "gram_backend": gram_choice, "ratio": m["ratio"],
+                                         "gram_ratio": m["gram_ratio"], "shapes": m["shapes"],
+                                         "gram_shapes": m["gram_shapes"], "margin": MARGIN,
+                                         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                          "load_average": _load()})
-            logger.info("BLAS backend: %s (%s)", choice, info["source"])
-        _backend, _info, _numpy = choice, info, choice == "numpy"
+            else:
+                choice, gram_choice = cached
+            logger.info("BLAS backend: %s, Gram builds %s (%s)", choice, gram_choice, info["source"])
+        _backend, _gram_backend, _info, _numpy = choice, gram_choice, info, choice == "numpy"
     if _numpy:
         sync_threads()
     return choice
 
 
-def backend() -> str:
-    """The process's backend, ``'torch'`` or ``'numpy'`` (resolved on first use)."""
-    return _backend if _backend is not None else _resolve()
+def backend(op: str = "gemm") -> str:
+    """The process's backend for ``op`` (``'gemm'``: the probe path's products, ``'gram'``: the float64 Gram
+    builds), ``'torch'`` or ``'numpy'`` (resolved on first use)."""
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}; got {op!r}")
+    if _backend is None:
+        _resolve()
+    return _backend if op == "gemm" else _gram_backend
 
 
 def resolution() -> dict:
@@ -229,11 +300,16 @@ def _library(name: str) -> str:
         return "unknown"
 
 
-def describe(name: str | None = None) -> str:
-    """``'torch (mkl)'`` / ``'numpy (openblas 0.3.31)'``: a backend (the process's unless ``name``) and its
-    library."""
-    name = backend() if name is None else name
+def describe(name: str | None = None, *, op: str = "gemm") -> str:
+    """``'torch (mkl)'`` / ``'numpy (openblas 0.3.31)'``: a backend (the process's for ``op`` unless ``name``)
+    and its library."""
+    name = backend(op) if name is None else name
     return f"{name} ({_library(name)})"
+
+
+def summary() -> str:
+    """Both choices, as recorded in ``versions()['blas']``: ``'torch (mkl); gram numpy (openblas 0.3.31)'``."""
+    return f"{describe()}; gram {describe(op='gram')}"
 
 
 def _np2(t: torch.Tensor) -> np.ndarray:
@@ -277,3 +353,80 @@ def addmm_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cn = c.numpy()
     cn += np.matmul(_np2(a), _np2(b))
     return c
+
+
+def _check_gram_operand(y) -> np.ndarray:
+    if not (isinstance(y, np.ndarray) and y.ndim == 2 and y.dtype in (np.float32, np.float64)):
+        raise TypeError("gram / cross / GramSum take 2-D float32 or float64 numpy arrays")
+    return y if y.strides[0] >= 0 and y.strides[1] >= 0 else np.ascontiguousarray(y)
+
+
+class GramSum:
+    """A running float64 sum of ``y.T @ y`` over row chunks ``y`` of width ``d`` on the process's Gram backend,
+    accumulated in place (one ``d x d`` buffer, no temporary per chunk).
+
+    :meth:`add` adds a chunk, :meth:`add_outer` a rank-one term, :meth:`value` returns the symmetric sum (a new
+    array; more chunks may follow). On OpenBLAS only the upper triangle is accumulated (``dsyrk``).
+    ``MemoryError`` is the caller's to word."""
+
+    __slots__ = ("_c", "d")
+
+    def __init__(self, d: int):
+        self.d = int(d)
+        self._c = np.zeros((self.d, self.d), order="F")
+
+    def add(self, y: np.ndarray) -> GramSum:
+        """``sum += y.T @ y`` for a ``(b, d)`` chunk (float64; a float32 chunk is converted)."""
+        y = _check_gram_operand(y)
+        if y.shape[1] != self.d:
+            raise ValueError(f"chunk has {y.shape[1]} columns; this sum has {self.d}")
+        if y.dtype != np.float64:
+            y = y.astype(np.float64)
+        if backend("gram") == "torch":
+            _torch_gram_into(self._c, y)
+        else:
+            with _limited(torch.get_num_threads()):
+                _syrk_into(self._c, y)
+        return self
+
+    def add_outer(self, v: np.ndarray, scale: float = 1.0) -> GramSum:
+        """``sum += scale * outer(v, v)``."""
+        from scipy.linalg.blas import dsyr
+
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        r = dsyr(float(scale), v, a=self._c, lower=0, overwrite_a=1)  # the upper triangle, in place
+        if r is not self._c:  # pragma: no cover - f2py copies only a non-Fortran a
+            self._c[...] = r
+        return self
+
+    def value(self) -> np.ndarray:
+        """The symmetric ``d x d`` sum (C-ordered, a copy)."""
+        out = np.triu(self._c)
+        out += np.triu(self._c, 1).T
+        return out
+
+
+def gram(y: np.ndarray) -> np.ndarray:
+    """``y.T @ y`` of a 2-D float numpy array on the process's Gram backend (on numpy one ``syrk`` with
+    OpenBLAS at torch's thread count for the call)."""
+    y = _check_gram_operand(y)
+    if backend("gram") == "torch":
+        t = torch.from_numpy(y)
+        return (t.T @ t).numpy()
+    with _limited(torch.get_num_threads()):
+        return _syrk(y)
+
+
+def cross(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a.T @ b`` of 2-D float numpy arrays with the same rows, on the Gram backend (a cross-covariance build);
+    with ``out``, ``out += a.T @ b``."""
+    a, b = _check_gram_operand(a), _check_gram_operand(b)
+    if backend("gram") == "torch":
+        g = (torch.from_numpy(a).T @ torch.from_numpy(b)).numpy()
+    else:
+        with _limited(torch.get_num_threads()):
+            g = a.T @ b
+    if out is None:
+        return g
+    out += g
+    return out

@@ -14,8 +14,9 @@ _PACKAGES = ("critmass", "torch", "torchvision", "timm", "transformers", "senten
 def versions(packages=_PACKAGES, *, python: bool = True, blas: bool | None = None) -> dict[str, str]:
     """Installed versions of the packages that can change numbers (missing ones are omitted), after Python's
     own unless ``python=False``; then, with ``blas`` (default: when ``packages`` is the default list), the
-    GEMM backend of the CPU probe path under ``"blas"`` (``'torch (mkl)'`` / ``'numpy (openblas 0.3.31)'``,
-    :mod:`critmass._blas`: resolving it may take a short measurement once per machine)."""
+    BLAS backends of the CPU probe path and of the float64 Gram builds under ``"blas"`` (``'torch (mkl); gram
+    numpy (openblas 0.3.31)'``, :mod:`critmass._blas`: resolving them may take a short measurement once per
+    machine)."""
     out = {"python": platform.python_version()} if python else {}
     for name in packages:
         try:
@@ -25,5 +26,5 @@ def versions(packages=_PACKAGES, *, python: bool = True, blas: bool | None = Non
     if blas if blas is not None else packages is _PACKAGES:
         from . import _blas
 
-        out["blas"] = _blas.describe()
+        out["blas"] = _blas.summary()
     return out

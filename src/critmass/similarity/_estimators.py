@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import _blas
 from .._defaults import check_on_constant
 from ..exceptions import ConfigError, FeatureError
 from ._gram import (
@@ -394,7 +395,7 @@ def _sample_gram(arr: np.ndarray, name: str, chunk_size) -> tuple[np.ndarray, bo
     n, p = arr.shape
     cols = chunk_rows(n, chunk_size)  # same byte budget, counted in columns
     try:
-        gram = np.zeros((n, n))
+        gram = _blas.GramSum(n)
     except MemoryError:
         raise FeatureError(f"cannot allocate the {n} x {n} sample Gram matrix; use method='features'") from None
     all_constant = True
@@ -406,8 +407,8 @@ def _sample_gram(arr: np.ndarray, name: str, chunk_size) -> tuple[np.ndarray, bo
         mean = blk.mean(axis=0)  # each column block holds whole columns, so its mean is final
         blk -= mean
         all_constant &= bool(constant_columns((blk * blk).sum(axis=0), mean, n).all())
-        gram += blk @ blk.T
-    return gram, all_constant
+        gram.add(blk.T)  # Z Z^T as the syrk of Z^T
+    return gram.value(), all_constant
 
 
 def _pair_sums_samples(x, y, same: bool, chunk_size):
@@ -428,25 +429,27 @@ def _pair_sums_features(x, y, same: bool, chunk_size):
     mx = column_means(x, rows, name="x")
     my = mx if same else column_means(y, rows, name="y")
     try:
-        cxx = np.zeros((p, p))
-        cyy = cxx if same else np.zeros((q, q))
-        cxy = cxx if same else np.zeros((p, q))
+        sxx = _blas.GramSum(p)
+        syy = sxx if same else _blas.GramSum(q)
+        cxy = None if same else np.zeros((p, q))
     except MemoryError:
         raise FeatureError(f"cannot allocate {p} x {q} float64 Gram matrices; use method='samples'") from None
     ab = aa = bb = 0.0
     for start in range(0, n, rows):
         xa = np.asarray(x[start : start + rows], dtype=np.float64) - mx
         a = np.einsum("ij,ij->i", xa, xa)
-        cxx += xa.T @ xa
+        sxx.add(xa)
         aa += float(a @ a)
         if same:
             continue
         yb = np.asarray(y[start : start + rows], dtype=np.float64) - my
         b = np.einsum("ij,ij->i", yb, yb)
-        cyy += yb.T @ yb
-        cxy += xa.T @ yb
+        syy.add(yb)
+        _blas.cross(xa, yb, out=cxy)
         ab += float(a @ b)
         bb += float(b @ b)
+    cxx = sxx.value()
+    cyy = cxx if same else syy.value()
     if same:
         ab = bb = aa
     self_a = float(np.vdot(cxx, cxx))

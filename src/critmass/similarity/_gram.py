@@ -10,7 +10,13 @@ layer against the full layer lives in two ``D x D`` matrices built in one pass o
 
 Rows are read in chunks, so a memory-mapped feature file larger than RAM works; each chunk is
 converted to float64 before it is multiplied, because float32 sums over 10^5 samples lose the
-digits CKA near 1 depends on.
+digits CKA near 1 depends on. The products are ``syrk`` calls on the Gram backend of
+:mod:`critmass._blas` (numpy unless torch measured faster), at torch's thread count.
+
+Without the fourth moments one pass suffices: each chunk is centred at its own mean and the chunks'
+centred Grams are merged with the pairwise update of Chan, Golub & LeVeque (1979),
+``M = M_a + M_b + (n_a n_b / n) (m_b - m_a)(m_b - m_a)^T``, which stays exact however unlike the
+chunks are (features sorted by class, say). The debiased statistics need the exact mean first.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .. import _blas
 from .._validation import check_positive_int
 from ..exceptions import FeatureError
 
@@ -64,19 +71,36 @@ def iter_rows(x: np.ndarray, rows: int, *, name: str = "features", check: bool =
     for start in range(0, x.shape[0], rows):
         block = np.asarray(x[start : start + rows], dtype=np.float64)
         if check and not np.isfinite(block).all():
-            bad = int(start + np.nonzero(~np.isfinite(block).all(axis=1))[0][0])
-            raise FeatureError(
-                f"{name} contain NaN or inf (first at row {bad}); re-extract them or check the model "
-                "(e.g. fp16 overflow: use --dtype float32)"
-            )
+            _raise_non_finite(block, start, name)
         yield start, block
+
+
+def _raise_non_finite(block: np.ndarray, start: int, name: str) -> None:
+    bad = np.nonzero(~np.isfinite(block).all(axis=1))[0]
+    if not len(bad):  # finite values whose float64 sum overflows
+        raise FeatureError(f"{name} hold values too large to sum in float64 (rows {start}..{start + len(block) - 1}); "
+                           "rescale them")
+    raise FeatureError(
+        f"{name} contain NaN or inf (first at row {start + int(bad[0])}); re-extract them or check the model "
+        "(e.g. fp16 overflow: use --dtype float32)"
+    )
+
+
+def column_sums(block: np.ndarray, start: int = 0, *, name: str = "features") -> np.ndarray:
+    """Float64 column sums of a chunk (read once, no float64 copy), refusing NaN/inf: a non-finite entry
+    makes its column's sum non-finite, so the sums are the check."""
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, as one error
+        total = np.add.reduce(block, axis=0, dtype=np.float64)
+    if not np.isfinite(total).all():
+        _raise_non_finite(block, start, name)
+    return total
 
 
 def column_means(x: np.ndarray, rows: int, *, name: str = "features") -> np.ndarray:
     """Float64 column means of ``x`` in one chunked pass, refusing NaN/inf on the way."""
     total = np.zeros(x.shape[1])
-    for _, block in iter_rows(x, rows, name=name, check=True):
-        total += block.sum(axis=0)
+    for start in range(0, x.shape[0], rows):
+        total += column_sums(x[start : start + rows], start, name=name)
     return total / x.shape[0]
 
 
@@ -91,15 +115,27 @@ def constant_columns(sumsq: np.ndarray, mean: np.ndarray, n_samples: int) -> np.
     return np.asarray(sumsq) <= n_samples * resid**2
 
 
-def _alloc(shape, what: str) -> np.ndarray:
+def _no_room(shape, what: str) -> FeatureError:
+    gib = 8 * int(np.prod(shape)) / 2**30
+    return FeatureError(
+        f"cannot allocate the {shape[0]} x {shape[1]} float64 {what} ({gib:.1f} GiB); the layer is too "
+        "wide for feature-space CKA: pool it (e.g. channel pooling) or compare fewer neurons"
+    )
+
+
+def _alloc_plain(shape, what: str) -> np.ndarray:
     try:
         return np.zeros(shape)
     except MemoryError:
-        gib = 8 * int(np.prod(shape)) / 2**30
-        raise FeatureError(
-            f"cannot allocate the {shape[0]} x {shape[1]} float64 {what} ({gib:.1f} GiB); the layer is too "
-            "wide for feature-space CKA: pool it (e.g. channel pooling) or compare fewer neurons"
-        ) from None
+        raise _no_room(shape, what) from None
+
+
+def _alloc(shape, what: str) -> _blas.GramSum:
+    """A running ``Z^T Z`` sum of ``shape`` (d, d), or a one-line error when it does not fit in memory."""
+    try:
+        return _blas.GramSum(shape[0])
+    except MemoryError:
+        raise _no_room(shape, what) from None
 
 
 # ------------------------------------------------------------------------------------------ GramStats
@@ -201,67 +237,88 @@ class GramAccumulator:
     def partial_fit(self, chunk) -> GramAccumulator:
         """Add the rows of ``chunk`` (shape ``(b, D)``); returns ``self``."""
         arr = check_matrix(chunk, name="chunk")
-        block = np.asarray(arr, dtype=np.float64)
-        if not np.isfinite(block).all():
-            bad = int(np.nonzero(~np.isfinite(block).all(axis=1))[0][0])
+        if hasattr(self, "n_features_in_") and arr.shape[1] != self.n_features_in_:
             raise FeatureError(
-                f"chunk contains NaN or inf (row {self.__dict__.get('n_samples_seen_', 0) + bad} overall); "
-                "re-extract the features or check the model"
-            )
-        if not hasattr(self, "n_features_in_"):
-            self._start(block)
-        elif block.shape[1] != self.n_features_in_:
-            raise FeatureError(
-                f"chunk has {block.shape[1]} columns but earlier chunks had {self.n_features_in_}; "
+                f"chunk has {arr.shape[1]} columns but earlier chunks had {self.n_features_in_}; "
                 "pass chunks of one layer"
             )
-        self._update(block)
+        sums = column_sums(arr, self.__dict__.get("n_samples_seen_", 0), name="chunk")
+        if not hasattr(self, "n_features_in_"):
+            self._start(arr, sums)
+        self._update(arr, sums)
         return self
 
-    def _start(self, block: np.ndarray) -> None:
+    def _start(self, block: np.ndarray, sums: np.ndarray) -> None:
         d = block.shape[1]
         self.n_features_in_ = d
         self.n_samples_seen_ = 0
+        # Without a mean and without fourth moments: chunks centred at their own means, merged exactly
+        # (Chan et al.). Otherwise one shift for all chunks: the exact mean, or the first chunk's mean.
+        self._merge = self.mean is None and not self.debiased
         if self.mean is not None:
             shift = np.asarray(self.mean, dtype=np.float64)
             if shift.shape != (d,):
                 raise FeatureError(f"mean has shape {shift.shape} but the chunks have {d} columns; pass a ({d},) array")
             self._exact_mean = True
         else:
-            shift = block.mean(axis=0)
+            shift = sums / block.shape[0]
             self._exact_mean = False
         self._shift = shift
         self._s1 = np.zeros(d)
         self._t = _alloc((d, d), "Gram matrix")
+        self._buf = None
         if self.debiased:
             self._s2 = np.zeros(d)
             self._p = _alloc((d, d), "fourth-moment matrix")
             # R_de = sum_i y_id^2 y_ie is needed only to correct a provisional shift exactly.
-            self._r = None if self._exact_mean else _alloc((d, d), "third-moment matrix")
+            self._r = None if self._exact_mean else _alloc_plain((d, d), "third-moment matrix")
 
-    def _update(self, block: np.ndarray) -> None:
-        y = block - self._shift
-        # `y.T @ y` on one buffer lets numpy call BLAS syrk (half the flops of a general product).
-        self._t += y.T @ y
-        self._s1 += y.sum(axis=0)
+    def _centred(self, block: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        """``block - centre`` in float64, written into a buffer reused across chunks (one pass, no copy)."""
+        if self._buf is None or self._buf.shape[0] < block.shape[0]:
+            self._buf = np.empty(block.shape)
+        y = self._buf[: block.shape[0]]
+        np.subtract(block, centre, out=y)
+        return y
+
+    def _update(self, block: np.ndarray, sums: np.ndarray) -> None:
+        b = block.shape[0]
+        if self._merge:
+            n_a = self.n_samples_seen_
+            mean_b = sums / b
+            y = self._centred(block, mean_b)
+            self._t.add(y)
+            if n_a:
+                delta = mean_b - self._shift
+                n = n_a + b
+                self._t.add_outer(delta, n_a * b / n)
+                self._shift = self._shift + delta * (b / n)
+            self.n_samples_seen_ += b
+            return
+        y = self._centred(block, self._shift)
+        self._t.add(y)
+        self._s1 += y.sum(axis=0)  # from the centred rows: the shift's error to full precision
         if self.debiased:
             y2 = y * y
-            self._p += y2.T @ y2
+            self._p.add(y2)
             self._s2 += y2.sum(axis=0)
             if self._r is not None:
-                self._r += y2.T @ y
-        self.n_samples_seen_ += y.shape[0]
+                _blas.cross(y2, y, out=self._r)
+        self.n_samples_seen_ += b
 
     def stats(self) -> GramStats:
         """The accumulated :class:`GramStats` (centred at the mean of all rows seen)."""
         if not getattr(self, "n_samples_seen_", 0):
             raise FeatureError("no rows were accumulated; call partial_fit(chunk) with at least one chunk first")
         n = self.n_samples_seen_
+        self._buf = None  # the chunk buffer is not kept with the statistics (another chunk makes a new one)
+        if self._merge:
+            return self._finish(n, self._shift, self._t.value(), None)
         delta = self._s1 / n  # mean of the shifted rows: the shift's error
         mean = self._shift + delta
         # sum (y - delta)(y - delta)^T = T - n delta delta^T, since sum y = n delta.
-        gram = self._t - n * np.outer(delta, delta)
-        gram = 0.5 * (gram + gram.T)
+        t = self._t.value()
+        gram = t - n * np.outer(delta, delta)
         fourth = None
         if self.debiased:
             if self._exact_mean:
@@ -269,16 +326,19 @@ class GramAccumulator:
             d2 = delta * delta
             # Expand sum_i (y_id - delta_d)^2 (y_ie - delta_e)^2 into the accumulated moments.
             fourth = (
-                self._p
+                self._p.value()
                 + np.outer(self._s2, d2)
                 + np.outer(d2, self._s2)
-                + 4.0 * np.outer(delta, delta) * self._t
+                + 4.0 * np.outer(delta, delta) * t
                 - 3.0 * n * np.outer(d2, d2)
             )
             if self._r is not None:
                 fourth -= 2.0 * (self._r * delta[None, :] + self._r.T * delta[:, None])
             # (With an exact mean, delta is rounding noise and the R terms it multiplies vanish.)
             fourth = 0.5 * (fourth + fourth.T)
+        return self._finish(n, mean, gram, fourth)
+
+    def _finish(self, n, mean, gram, fourth) -> GramStats:
         const = constant_columns(np.diag(gram), mean, n)
         if const.any():
             # Make zero-variance neurons exactly zero so they add nothing to any subset's sums.
@@ -334,10 +394,8 @@ def gram_stats(x, *, debiased: bool = False, chunk_size: int | None = None) -> G
     """
     arr = check_matrix(x)
     rows = chunk_rows(arr.shape[1], chunk_size)
-    mean = column_means(arr, rows)
-    acc = GramAccumulator(debiased=debiased, mean=mean)
-    for start, block in iter_rows(arr, rows):
-        if start == 0:
-            acc._start(block)
-        acc._update(block)
+    # The biased statistics merge per-chunk Grams in one pass; the fourth moments need the exact mean first.
+    acc = GramAccumulator(debiased=debiased, mean=column_means(arr, rows) if debiased else None)
+    for start in range(0, arr.shape[0], rows):
+        acc.partial_fit(arr[start : start + rows])
     return acc.stats()

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..exceptions import ConfigError, FeatureError
 from ._estimators import _sample_gram
-from ._gram import GramAccumulator, GramStats, check_matrix, column_means
+from ._gram import GramAccumulator, GramStats, check_matrix
 
 __all__ = ["CKAMatrix", "cka_matrix", "GRAM_BYTES"]
 
@@ -53,8 +53,7 @@ class CKAMatrix:
 def _joint_stats(xs: list, chunk_rows: int = _CHUNK_ROWS) -> GramStats:
     """GramStats of the column-concatenated representations, in one pass over their rows (float64)."""
     n = xs[0].shape[0]
-    means = np.concatenate([column_means(x, max(1, chunk_rows)) for x in xs])
-    acc = GramAccumulator(mean=means)
+    acc = GramAccumulator()  # one pass: chunks centred at their own means and merged exactly
     for s in range(0, n, chunk_rows):
         acc.partial_fit(np.concatenate([np.asarray(x[s : s + chunk_rows], dtype=np.float64) for x in xs], axis=1))
     return acc.stats()

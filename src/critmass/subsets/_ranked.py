@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _blas
 from .._standardize import RELATIVE_STD_FLOOR, scale_of
 from ..exceptions import ConfigError
-from ._selectors import SELECTORS, BaseSelector
+from ._selectors import SELECTORS, BaseSelector, covariance
 
 __all__ = ["RankedSubset", "VarianceSubset", "FScoreSubset", "ProbeWeightSubset", "GreedySubset", "AttributionSubset",
            "ClusterSubset", "label_stats"]
@@ -76,13 +77,12 @@ def label_stats(X, y, *, chunk: int = 8192) -> dict:
         np.add.at(sums, codes[s : s + chunk], block)
     mean = total / n
     class_means = sums / counts[:, None]
-    gram, within = np.zeros((d, d)), np.zeros(d)
+    gram, within = _blas.GramSum(d), np.zeros(d)
     for s in range(0, n, chunk):
         raw = np.asarray(X[s : s + chunk], dtype=np.float64)
         within += np.square(raw - class_means[codes[s : s + chunk]]).sum(0)
-        block = raw - mean
-        gram += block.T @ block
-    cov = gram / n
+        gram.add(raw - mean)
+    cov = gram.value() / n
     var = np.clip(np.diag(cov).copy(), 0.0, None)
     scale = scale_of(np.sqrt(var))
     G = cov / np.outer(scale, scale)
@@ -338,15 +338,7 @@ class ClusterSubset(RankedSubset):
         from scipy.spatial.distance import squareform
 
         d = X.shape[1]
-        mean = np.zeros(d)
-        n = X.shape[0]
-        for s in range(0, n, 8192):
-            mean += np.asarray(X[s : s + 8192], dtype=np.float64).sum(0)
-        mean /= n
-        cov = np.zeros((d, d))
-        for s in range(0, n, 8192):
-            b = np.asarray(X[s : s + 8192], dtype=np.float64) - mean
-            cov += b.T @ b
+        _, cov = covariance(X)  # the scale (1/n) cancels in the correlations
         sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         ok = sd > RELATIVE_STD_FLOOR * (float(sd.max()) if d else 0.0)  # the probes' rule for constant columns
         corr = np.zeros((d, d))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _blas
 from .._registry import Registry
 from .._validation import check_features, check_random_state
 from ..exceptions import ConfigError, NotFittedError
@@ -38,13 +39,12 @@ def covariance(X, *, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     n, d = X.shape
     mean = np.zeros(d)
     for s in range(0, n, chunk):
-        mean += np.asarray(X[s : s + chunk], dtype=np.float64).sum(0)
+        mean += np.add.reduce(X[s : s + chunk], axis=0, dtype=np.float64)
     mean /= n
-    cov = np.zeros((d, d))
+    cov = _blas.GramSum(d)
     for s in range(0, n, chunk):
-        block = np.asarray(X[s : s + chunk], dtype=np.float64) - mean
-        cov += block.T @ block
-    return mean, cov / n
+        cov.add(np.subtract(X[s : s + chunk], mean, dtype=np.float64))
+    return mean, cov.value() / n
 
 
 class BaseSelector:
