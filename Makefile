@@ -50,8 +50,9 @@ demo: install data
 test: install data browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The numerically sensitive tests (-m numeric) under 12 float-order variants that mimic other CPUs:
-# torch threads {1, 2} x MKL_CBWR {unset, COMPATIBLE, AVX2} x ATEN_CPU_CAPABILITY {unset, default}.
+# The numerically sensitive tests (-m numeric) under 14 float-order variants that mimic other CPUs:
+# torch threads {1, 2} x MKL_CBWR {unset, COMPATIBLE, AVX2} x ATEN_CPU_CAPABILITY {unset, default}, and
+# both BLAS choices forced (CRITMASS_BLAS=numpy, CRITMASS_BLAS=torch).
 test-numerics: install data
 	PY=$(BIN)/python tools/numeric-matrix -m numeric $(PYTEST_ARGS)
 

@@ -281,7 +281,7 @@ def resolution() -> dict:
     return dict(_info)
 
 
-def _library(name: str) -> str:
+def _library(name: str, op: str = "gemm") -> str:
     if name == "torch":
         if torch.backends.mkl.is_available():
             return "mkl"
@@ -290,7 +290,12 @@ def _library(name: str) -> str:
                 return part.split("=", 1)[1].strip() or "unknown"
         return "unknown"
     try:
-        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
+        if op == "gram":  # the Gram builds call SciPy's BLAS (dsyrk), its own OpenBLAS
+            import scipy
+
+            blas = scipy.__config__.CONFIG["Build Dependencies"]["blas"]
+        else:
+            blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
         lib, ver = str(blas.get("name", "")), str(blas.get("version", ""))
         if "openblas" in lib.lower():
             lib = "openblas"
@@ -304,11 +309,12 @@ def describe(name: str | None = None, *, op: str = "gemm") -> str:
     """``'torch (mkl)'`` / ``'numpy (openblas 0.3.31)'``: a backend (the process's for ``op`` unless ``name``)
     and its library."""
     name = backend(op) if name is None else name
-    return f"{name} ({_library(name)})"
+    return f"{name} ({_library(name, op)})"
 
 
 def summary() -> str:
-    """Both choices, as recorded in ``versions()['blas']``: ``'torch (mkl); gram numpy (openblas 0.3.31)'``."""
+    """Both choices, as recorded in ``versions()['blas']``: ``'torch (mkl); gram numpy (openblas 0.3.30)'`` (the
+    Gram builds' OpenBLAS is SciPy's)."""
     return f"{describe()}; gram {describe(op='gram')}"
 
 

@@ -15,7 +15,7 @@ def versions(packages=_PACKAGES, *, python: bool = True, blas: bool | None = Non
     """Installed versions of the packages that can change numbers (missing ones are omitted), after Python's
     own unless ``python=False``; then, with ``blas`` (default: when ``packages`` is the default list), the
     BLAS backends of the CPU probe path and of the float64 Gram builds under ``"blas"`` (``'torch (mkl); gram
-    numpy (openblas 0.3.31)'``, :mod:`critmass._blas`: resolving them may take a short measurement once per
+    numpy (openblas 0.3.30)'``, :mod:`critmass._blas`: resolving them may take a short measurement once per
     machine)."""
     out = {"python": platform.python_version()} if python else {}
     for name in packages:
