@@ -39,7 +39,9 @@ def _use(monkeypatch, name):
 
 
 def _openblas_threads() -> set[int]:
-    return {lib.num_threads for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers}
+    """Thread counts of numpy's and SciPy's OpenBLAS (the ones critmass calls; FAISS bundles another)."""
+    libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
+    return {lib.num_threads for lib in libs if "numpy" in lib.filepath or "scipy" in lib.filepath}
 
 
 # ---------------------------------------------------------------------------------- choice and cache
@@ -183,25 +185,47 @@ def test_torch_backend_is_exactly_torch(monkeypatch):
         assert torch.equal(_blas.addmm_(c1, a, b), c2.addmm_(a, b))
 
 
-def test_openblas_threads_follow_torch(monkeypatch):
+def _restore(controller, before_torch, before_blas):
+    torch.set_num_threads(before_torch)
+    for n in before_blas:
+        controller.limit(limits=n)
+
+
+def test_probe_products_run_one_openblas_thread_beside_torchs_threads(monkeypatch, digits):
+    """On the numpy backend the probe path's OpenBLAS products ran at torch's thread count, so at 2 torch
+    threads two thread pools alternated every few microseconds on the same cores (OpenBLAS's idle workers
+    spinning while torch's OpenMP threads waited for a core): the Fashion-MNIST probe curve took 87-101 s
+    instead of 12 s on 2 cores. Inside a fit or a scoring pass OpenBLAS now runs one thread, restored after."""
+    Xtr, ytr, Xte, _ = digits
+    controller = ThreadpoolController().select(internal_api="openblas")
     before_torch, before_blas = torch.get_num_threads(), _openblas_threads()
     _use(monkeypatch, "numpy")
-    a = torch.ones(64, 64)
+    seen = []
+    np_matmul = _blas._np_matmul
+    monkeypatch.setattr(_blas, "_np_matmul", lambda *a, **k: seen.append(_openblas_threads()) or np_matmul(*a, **k))
     try:
-        for n in (1, 2, 1):
-            torch.set_num_threads(n)
-            _blas.matmul(a, a)
-            assert _openblas_threads() == {n}
+        controller.limit(limits=2)
+        torch.set_num_threads(2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConstantSubsetWarning)
+            probe = LogisticProbe(alphas=1e-3, subsets=[np.arange(16)], device="cpu", max_iter=20).fit(Xtr, ytr)
+        n_fit = len(seen)
+        probe.score_subsets(Xte, np.zeros(len(Xte), dtype=int))
+        assert n_fit > 0 and len(seen) > n_fit and all(s == {1} for s in seen)
+        assert _openblas_threads() == {2}  # the user's setting is back after the fit and the scoring
+        with _blas.products():
+            assert _openblas_threads() == {1}
+        assert _openblas_threads() == {2}
     finally:
-        torch.set_num_threads(before_torch)
-        for n in before_blas:
-            ThreadpoolController().select(internal_api="openblas").limit(limits=n)
+        _restore(controller, before_torch, before_blas)
 
 
-def _worker_threads() -> tuple[int, set[int]]:
+def _worker_threads() -> tuple[str, set[int], set[int]]:
     torch.set_num_threads(1)  # what critmass's forked probe workers do
-    _blas.matmul(torch.ones(64, 64), torch.ones(64, 64))
-    return _blas.backend(), _openblas_threads()
+    with _blas.products():
+        _blas.matmul(torch.ones(64, 64), torch.ones(64, 64))
+        inside = _openblas_threads()
+    return _blas.backend(), inside, _openblas_threads()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="critmass forks workers on Linux only")
@@ -209,18 +233,15 @@ def test_a_forked_worker_runs_one_openblas_thread(monkeypatch):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    controller = ThreadpoolController().select(internal_api="openblas")
     before_torch, before_blas = torch.get_num_threads(), _openblas_threads()
     _use(monkeypatch, "numpy")
     try:
-        torch.set_num_threads(2)
-        _blas.matmul(torch.ones(8, 8), torch.ones(8, 8))
-        assert _openblas_threads() == {2}
+        controller.limit(limits=2)
         with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
-            assert pool.submit(_worker_threads).result(timeout=60) == ("numpy", {1})
+            assert pool.submit(_worker_threads).result(timeout=60) == ("numpy", {1}, {2})
     finally:
-        torch.set_num_threads(before_torch)
-        for n in before_blas:
-            ThreadpoolController().select(internal_api="openblas").limit(limits=n)
+        _restore(controller, before_torch, before_blas)
 
 
 def test_the_torch_backend_leaves_openblas_threads_alone(monkeypatch):
@@ -229,10 +250,27 @@ def test_the_torch_backend_leaves_openblas_threads_alone(monkeypatch):
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(max(1, min(before) + 1))
-        _blas.matmul(torch.ones(8, 8), torch.ones(8, 8))
+        with _blas.products():
+            _blas.matmul(torch.ones(8, 8), torch.ones(8, 8))
+            assert _openblas_threads() == before
     finally:
         torch.set_num_threads(previous)
     assert _openblas_threads() == before
+
+
+def test_the_measurement_times_numpy_on_one_thread_and_the_gram_builds_at_torchs(monkeypatch):
+    seen = {"gemm": [], "gram": []}
+    np_mm, syrk = np.matmul, _blas._syrk_into
+    monkeypatch.setattr(_blas.np, "matmul", lambda *a, **k: seen["gemm"].append(_openblas_threads()) or np_mm(*a, **k))
+    monkeypatch.setattr(_blas, "_syrk_into", lambda c, y: seen["gram"].append(_openblas_threads()) or syrk(c, y))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _blas.measure(((64, 32, 8),), reps=1, gram_shapes=((64, 16),))
+    finally:
+        torch.set_num_threads(previous)
+    assert seen["gemm"] and all(s == {1} for s in seen["gemm"])
+    assert seen["gram"] and all(s == {2} for s in seen["gram"])
 
 
 # ------------------------------------------------------------------------------------ Gram builds

@@ -12,9 +12,12 @@ on Intel it is the faster one. The backend is chosen once per process:
 
 :func:`matmul` and :func:`addmm_` are the products: with the ``torch`` backend (and for every GPU tensor, every
 other dtype, tensors needing gradients) they are exactly ``a @ b`` / ``c.addmm_(a, b)``, so nothing changes
-numerically. With ``numpy`` the CPU float32 / float64 products run in ``np.matmul`` on views of the same memory,
-with OpenBLAS's threads kept equal to torch's (``threadpoolctl``) so forked workers that run one torch thread
-also run one OpenBLAS thread.
+numerically. With ``numpy`` the CPU float32 / float64 products run in ``np.matmul`` on views of the same memory.
+The probes run them inside :func:`products`, which holds OpenBLAS to one thread (``threadpoolctl``, restored
+after): the probe path alternates those products with torch's own operations every few microseconds, and two
+thread pools on the same cores stall each other (OpenBLAS's idle workers spin while torch's OpenMP threads wait
+for a core); on 2 cores a probe curve at 2 torch threads ran 7-8x slower with both pools at 2 threads. So the
+measurement that chooses compares torch at its thread count with numpy on one thread.
 
 The float64 Gram / covariance builds of CKA, PCA, ridge and the selectors (``Z^T Z`` summed over row chunks)
 are a second operation, ``"gram"``, with its own choice from the same measurement. The OpenBLAS side is BLAS
@@ -28,6 +31,7 @@ one thread instead of one per core in every process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,8 +46,8 @@ import torch
 from ._io import atomic_write_json
 from .exceptions import ConfigError
 
-__all__ = ["BACKENDS", "OPS", "MARGIN", "backend", "describe", "summary", "matmul", "addmm_", "GramSum", "gram",
-           "cross", "measure", "cpu_model", "reset", "cache_path", "sync_threads", "resolution"]
+__all__ = ["BACKENDS", "OPS", "MARGIN", "backend", "describe", "summary", "matmul", "addmm_", "products", "GramSum",
+           "gram", "cross", "measure", "cpu_model", "reset", "cache_path", "resolution"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +67,15 @@ _lock = threading.Lock()
 _backend: str | None = None  # resolved once per process
 _gram_backend: str | None = None  # resolved with _backend
 _info: dict = {}  # how it was resolved: source ('env', 'cache', 'measured'), timings, key
-_numpy = False  # _backend == "numpy", read on every product
-_synced = -1  # the OpenBLAS thread count last set (to torch's)
 _controller = None  # threadpoolctl's controller of the OpenBLAS libraries, made on first use
 _FLOATS = (torch.float32, torch.float64)
 
 
 def reset() -> None:
     """Forget the resolved backend (tests; the next product resolves it again)."""
-    global _backend, _gram_backend, _numpy, _synced, _info
+    global _backend, _gram_backend, _info
     with _lock:
-        _backend, _gram_backend, _numpy, _synced, _info = None, None, False, -1, {}
+        _backend, _gram_backend, _info = None, None, {}
 
 
 def cpu_model() -> str:
@@ -118,14 +120,13 @@ def _openblas():
     return _controller
 
 
-def sync_threads() -> int:
-    """Set OpenBLAS's thread count to torch's (if it changed since the last call); returns it."""
-    global _synced
-    n = torch.get_num_threads()
-    if n != _synced:
-        _openblas().limit(limits=n)  # applied now, kept for the process (never restored)
-        _synced = n
-    return n
+def products():
+    """A ``with`` block for the probe path's products: on the numpy backend OpenBLAS runs one thread inside it
+    (restored after), so its idle workers never compete with torch's OpenMP threads for the cores; on torch's,
+    nothing changes."""
+    if backend() == "numpy":
+        return _limited(1)
+    return contextlib.nullcontext()
 
 
 def _seconds(fn, *args) -> float:
@@ -164,9 +165,10 @@ def _torch_gram_into(c: np.ndarray, y: np.ndarray) -> None:
 
 def measure(shapes=SHAPES, reps: int = 3, gram_shapes=GRAM_SHAPES) -> dict:
     """Best-of-``reps`` seconds of torch's and numpy's float32 product on each ``(m, k, n)`` of ``shapes``
-    and of their float64 Gram build ``y.T @ y`` on each ``(n, d)`` of ``gram_shapes``, at torch's thread count
-    (OpenBLAS limited to it for the measurement only), interleaved so a load change hits both. ``ratio`` /
-    ``gram_ratio``: the geometric mean of torch's time over numpy's (> 1: numpy faster)."""
+    (torch at its thread count, numpy on one thread: as :func:`products` runs them) and of their float64 Gram
+    build ``c += y.T @ y`` on each ``(n, d)`` of ``gram_shapes`` (both at torch's thread count, as :class:`GramSum`
+    runs them), interleaved so a load change hits both. ``ratio`` / ``gram_ratio``: the geometric mean of
+    torch's time over numpy's (> 1: numpy faster)."""
     threads = torch.get_num_threads()
     rng = np.random.default_rng(0)
 
@@ -179,13 +181,14 @@ def measure(shapes=SHAPES, reps: int = 3, gram_shapes=GRAM_SHAPES) -> dict:
         return tt, tn
 
     rows, grams = [], []
-    with _limited(threads):
+    with _limited(1):
         for m, k, n in shapes:
             an = rng.random((m, k), dtype=np.float32)
             bn = rng.random((k, n), dtype=np.float32)
             tt, tn = timed(torch.matmul, np.matmul, (torch.from_numpy(an), torch.from_numpy(bn)), (an, bn))
             rows.append({"shape": [m, k, n], "torch_s": tt, "numpy_s": tn,
                          "torch_gflops": 2e-9 * m * k * n / tt, "numpy_gflops": 2e-9 * m * k * n / tn})
+    with _limited(threads):
         for n, d in gram_shapes:
             y = rng.random((n, d))
             ct, cn = np.zeros((d, d), order="F"), np.zeros((d, d), order="F")
@@ -234,7 +237,7 @@ def _write_cache(path: Path, key: str, entry: dict) -> None:
 
 
 def _resolve() -> str:
-    global _backend, _gram_backend, _numpy, _info
+    global _backend, _gram_backend, _info
     with _lock:
         if _backend is not None:
             return _backend
@@ -259,9 +262,7 @@ def _resolve() -> str:
             else:
                 choice, gram_choice = cached
             logger.info("BLAS backend: %s, Gram builds %s (%s)", choice, gram_choice, info["source"])
-        _backend, _gram_backend, _info, _numpy = choice, gram_choice, info, choice == "numpy"
-    if _numpy:
-        sync_threads()
+        _backend, _gram_backend, _info = choice, gram_choice, info
     return choice
 
 
@@ -330,6 +331,10 @@ def _np2(t: torch.Tensor) -> np.ndarray:
     return x
 
 
+def _np_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+
+
 def _on_numpy(a: torch.Tensor, b: torch.Tensor) -> bool:
     return (a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype and a.dtype in _FLOATS
             and a.dim() == 2 and b.dim() == 2 and not (a.requires_grad or b.requires_grad))
@@ -337,15 +342,14 @@ def _on_numpy(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ b`` of 2-D tensors on the process's backend (``torch.matmul`` unless it is numpy and both are CPU
-    float32 / float64 tensors of one dtype). ``out``: the result's tensor (then returned)."""
+    float32 / float64 tensors of one dtype). ``out``: the result's tensor (then returned). Run it inside
+    :func:`products` where torch's own operations follow."""
     if a.device.type != "cpu" or (_backend if _backend is not None else _resolve()) == "torch" \
             or not _on_numpy(a, b):
         return a @ b if out is None else torch.matmul(a, b, out=out)
-    if _synced != torch.get_num_threads():
-        sync_threads()
     if out is None:
-        return torch.from_numpy(np.matmul(_np2(a), _np2(b)))
-    np.matmul(_np2(a), _np2(b), out=out.numpy())
+        return torch.from_numpy(_np_matmul(_np2(a), _np2(b)))
+    _np_matmul(_np2(a), _np2(b), out=out.numpy())
     return out
 
 
@@ -354,10 +358,8 @@ def addmm_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if c.device.type != "cpu" or (_backend if _backend is not None else _resolve()) == "torch" \
             or not _on_numpy(a, b) or c.dtype != a.dtype or c.requires_grad:
         return c.addmm_(a, b)
-    if _synced != torch.get_num_threads():
-        sync_threads()
     cn = c.numpy()
-    cn += np.matmul(_np2(a), _np2(b))
+    cn += _np_matmul(_np2(a), _np2(b))
     return c
 
 

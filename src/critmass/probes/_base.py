@@ -263,7 +263,8 @@ class BaseProbe(ClassifierMixin, BaseEstimator):
         self.classes_ = np.arange(len(labels))  # the fit works on label positions; the labels return below
         self.alphas_ = alphas
         try:
-            self._fit_codes(views, y, X_val, y_val, labels, alphas, device, subsets, d)
+            with blas.products():
+                self._fit_codes(views, y, X_val, y_val, labels, alphas, device, subsets, d)
         finally:
             self.classes_ = labels
         return self
@@ -521,6 +522,10 @@ class BaseProbe(ClassifierMixin, BaseEstimator):
         return self._scores_subsets(X)
 
     def _scores_subsets(self, X) -> list[np.ndarray]:
+        with blas.products():
+            return self._scores_subsets_of(X)
+
+    def _scores_subsets_of(self, X) -> list[np.ndarray]:
         fit_index = getattr(self, "_fit_index", range(len(self.subsets_)))  # the distinct subsets fitted
         out = [None] * len(fit_index)
         C = len(self.classes_)

@@ -208,8 +208,9 @@ class GramAccumulator:
         triples it when ``mean`` is not given).
     mean : array-like of shape (D,), optional
         The exact column means of all the rows that will be passed (e.g. from a first pass). Without
-        it the first chunk's mean is used as a provisional shift and the result is corrected exactly
-        at the end, which for ``debiased=True`` needs one more ``D x D`` product per chunk.
+        it, ``debiased=False`` centres each chunk at its own mean and merges the chunks exactly (Chan
+        et al.); ``debiased=True`` uses the first chunk's mean as a provisional shift and corrects the
+        result exactly at the end, which needs one more ``D x D`` product per chunk.
 
     Attributes
     ----------
@@ -364,7 +365,7 @@ class GramAccumulator:
 
 
 def gram_stats(x, *, debiased: bool = False, chunk_size: int | None = None) -> GramStats:
-    """Centred Gram statistics of a feature matrix in two streamed passes (mean, then products).
+    """Centred Gram statistics of a feature matrix, streamed over row chunks.
 
     Parameters
     ----------
@@ -381,9 +382,10 @@ def gram_stats(x, *, debiased: bool = False, chunk_size: int | None = None) -> G
 
     Notes
     -----
-    Cost: ``n D^2`` multiply-adds (``2 n D^2`` with ``debiased``), memory ``O(D^2)``. The first
-    pass (column means, NaN check) is cheap next to the second; knowing the mean exactly saves the
-    third-moment product :class:`GramAccumulator` needs in one-pass mode.
+    Cost: ``n D^2 / 2`` multiply-adds (a ``syrk``; twice that with ``debiased``), memory ``O(D^2)``.
+    The biased statistics read the rows once; the debiased ones read them twice (column means
+    first: knowing the mean exactly saves the third-moment product :class:`GramAccumulator` needs
+    in one-pass mode). NaN / inf are refused on the first read.
 
     Examples
     --------
