@@ -14,7 +14,8 @@ single-precision products run at about half speed) in about a minute:
   (the right-side form on transposed views). critmass keeps these on torch; a CPU where ``strsm`` wins by a
   margin would be the case for routing them too.
 
-Each row: best-of-``--reps`` seconds of each side at torch's thread count (OpenBLAS limited to it), the ratio
+Each row: best-of-``--reps`` seconds of each side at torch's thread count (OpenBLAS limited to it; each side
+timed after the other's thread pool went idle, so the row is each library alone), the ratio
 torch / OpenBLAS (> 1: OpenBLAS faster) and GFLOP/s. Printed with the CPU, both libraries, the load average and
 what ``critmass._blas`` chose; rows are appended to ``benchmarks/results/blas.csv``.
 
@@ -44,9 +45,14 @@ CSV_COLUMNS = ("date", "commit", "cpu", "cores", "threads", "op", "shape", "torc
 GEMM = ((4500, 1280, 10), (4500, 128, 150), (4500, 1280, 150), (1024, 1024, 1024))
 GRAM = ((4096, 512), (4096, 1280), (4096, 2048))
 TRSM = ((64, 150), (256, 150), (640, 50), (1280, 30), (1280, 150))
+SETTLE_S = 0.3
 
 
 def best(fn, reps: int) -> float:
+    # Each library alone: the other's thread pool is given time to go idle first (OpenBLAS's workers spin for a
+    # while after a call, and torch's OpenMP threads wait for the core they take; critmass's probe path keeps
+    # OpenBLAS on one thread for that reason, critmass._blas.products).
+    time.sleep(SETTLE_S)
     fn()  # warm-up
     t = float("inf")
     for _ in range(reps):

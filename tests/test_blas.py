@@ -343,6 +343,12 @@ def test_gram_builds_run_openblas_at_torchs_thread_count_and_restore_it(monkeypa
         covariance(x, chunk=100)
         assert len(seen) == 6 and all(s == {1} for s in seen)
         assert _openblas_threads() == {2}  # the user's setting is back
+        torch.set_num_threads(2)
+        covariance(x, chunk=100)
+        assert seen[-1] == {2}  # at torch's count, not one per core: here the same
+        with _blas.products():  # a probe fit (ridge's Gram matrix): one thread beside torch's, whatever the gemm
+            covariance(x, chunk=100)
+        assert seen[-1] == {1} and _openblas_threads() == {2}
     finally:
         torch.set_num_threads(before_torch)
         for n in before_blas:

@@ -26,7 +26,7 @@ temporary to add), which torch has no call for; it is kept unless torch's in-pla
 (``addmm_``) is :data:`MARGIN` times faster on :data:`GRAM_SHAPES`. :class:`GramSum` (a running sum),
 :func:`gram` and :func:`cross` are those builds; on OpenBLAS they run limited to torch's thread count for the
 call (and restored after), so a sweep unit or forked worker told to use one thread builds its Gram matrix on
-one thread instead of one per core in every process.
+one thread instead of one per core in every process; inside :func:`products` (a probe fit) on one thread.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ _CACHE_VERSION = 2
 _lock = threading.Lock()
 _backend: str | None = None  # resolved once per process
 _gram_backend: str | None = None  # resolved with _backend
+_single = 0  # depth of products() blocks: OpenBLAS on one thread inside them
 _info: dict = {}  # how it was resolved: source ('env', 'cache', 'measured'), timings, key
 _controller = None  # threadpoolctl's controller of the OpenBLAS libraries, made on first use
 _FLOATS = (torch.float32, torch.float64)
@@ -120,13 +121,23 @@ def _openblas():
     return _controller
 
 
+@contextlib.contextmanager
 def products():
-    """A ``with`` block for the probe path's products: on the numpy backend OpenBLAS runs one thread inside it
-    (restored after), so its idle workers never compete with torch's OpenMP threads for the cores; on torch's,
-    nothing changes."""
-    if backend() == "numpy":
-        return _limited(1)
-    return contextlib.nullcontext()
+    """A ``with`` block for the probe path, whose OpenBLAS calls alternate with torch's own operations: inside
+    it the Gram builds run OpenBLAS on one thread, and so do the products on the numpy backend (restored
+    after), so OpenBLAS's idle workers never compete with torch's OpenMP threads for the cores."""
+    global _single
+    with _limited(1) if backend() == "numpy" else contextlib.nullcontext():
+        _single += 1
+        try:
+            yield
+        finally:
+            _single -= 1
+
+
+def _gram_threads() -> int:
+    """OpenBLAS threads of a Gram build: torch's count, one inside :func:`products`."""
+    return 1 if _single else torch.get_num_threads()
 
 
 def _seconds(fn, *args) -> float:
@@ -393,7 +404,7 @@ class GramSum:
         if backend("gram") == "torch":
             _torch_gram_into(self._c, y)
         else:
-            with _limited(torch.get_num_threads()):
+            with _limited(_gram_threads()):
                 _syrk_into(self._c, y)
         return self
 
@@ -421,7 +432,7 @@ def gram(y: np.ndarray) -> np.ndarray:
     if backend("gram") == "torch":
         t = torch.from_numpy(y)
         return (t.T @ t).numpy()
-    with _limited(torch.get_num_threads()):
+    with _limited(_gram_threads()):
         return _syrk(y)
 
 
@@ -432,7 +443,7 @@ def cross(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nda
     if backend("gram") == "torch":
         g = (torch.from_numpy(a).T @ torch.from_numpy(b)).numpy()
     else:
-        with _limited(torch.get_num_threads()):
+        with _limited(_gram_threads()):
             g = a.T @ b
     if out is None:
         return g
