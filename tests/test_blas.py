@@ -104,7 +104,7 @@ def test_a_corrupt_cache_is_measured_again(monkeypatch):
     _blas.cache_path().write_text("{not json")
     monkeypatch.setattr(_blas, "measure", _measured(2.0))
     assert _blas.backend() == "numpy"
-    assert json.loads(_blas.cache_path().read_text())["version"] == 2
+    assert json.loads(_blas.cache_path().read_text())["version"] == _blas._CACHE_VERSION == 3
 
 
 @pytest.mark.parametrize("gram_ratio, expected", [(2.0, "numpy"), (1.0, "numpy"), (0.9, "numpy"), (0.8, "torch")])
@@ -118,11 +118,13 @@ def test_the_gram_builds_keep_numpys_syrk_unless_torch_is_the_margin_faster(monk
         _blas.backend("syrk")
 
 
-def test_a_cache_from_before_the_gram_choice_is_measured_again(monkeypatch):
+@pytest.mark.parametrize("version, entry", [(1, {"backend": "numpy"}),  # before the Gram choice
+                                            (2, {"backend": "numpy", "gram_backend": "numpy"})])  # numpy timed at
+def test_a_cache_from_an_older_measurement_is_measured_again(monkeypatch, version, entry):  # torch's threads
     monkeypatch.delenv("CRITMASS_BLAS", raising=False)
     key = _blas._key(torch.get_num_threads())
     _blas.cache_path().parent.mkdir(parents=True, exist_ok=True)
-    _blas.cache_path().write_text(json.dumps({"version": 1, "entries": {key: {"backend": "numpy"}}}))
+    _blas.cache_path().write_text(json.dumps({"version": version, "entries": {key: entry}}))
     calls = []
     monkeypatch.setattr(_blas, "measure", _measured(1.0, calls=calls))
     assert _blas.backend() == "torch" and calls == [1] and _blas.resolution()["source"] == "measured"

@@ -61,7 +61,7 @@ GRAM_SHAPES = ((4096, 512),)
 #: The two operations with a backend each: the probe path's products and the float64 Gram builds.
 OPS = ("gemm", "gram")
 _ENV = "CRITMASS_BLAS"
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 _lock = threading.Lock()
 _backend: str | None = None  # resolved once per process
