@@ -82,6 +82,12 @@ def test_hook_renders_the_latest_rows(tmp_path):
     table = hook.csv_table(path)
     assert "2026-01-01" not in table and "| 2026-02-01 | a | 12.35 |" in table and "| 2026-02-01 | b |  |" in table
     assert "latest date, 2026-02-01" in table
+    stamped = tmp_path / "stamped.csv"  # timestamps: every run of the latest day
+    stamped.write_text("date,ratio\n2026-01-31T23:00:00+0000,1\n2026-02-01T09:00:00+0000,2\n"
+                       "2026-02-01T17:30:00+0000,3\n")
+    table = hook.csv_table(stamped)
+    assert "| 2026-02-01T09:00:00+0000 | 2 |" in table and "| 2026-02-01T17:30:00+0000 | 3 |" in table
+    assert "2026-01-31" not in table
     many = tmp_path / "many.csv"
     many.write_text("x\n" + "".join(f"{i}\n" for i in range(50)))
     assert "the first 5 of 50 rows" in hook.csv_table(many, max_rows=5)

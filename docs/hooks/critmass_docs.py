@@ -163,8 +163,9 @@ def csv_table(path: Path, max_rows: int = _DEFAULT_ROWS) -> str:
     columns = list(rows[0])
     note = []
     if "date" in columns:
-        latest = max(r["date"] for r in rows)
-        kept = [r for r in rows if r["date"] == latest]
+        # A day, not a timestamp: the runs of one session (say, with each BLAS backend) stay together.
+        latest = max(r["date"][:10] for r in rows)
+        kept = [r for r in rows if r["date"][:10] == latest]
         if len(kept) < len(rows):
             note.append(f"rows of the latest date, {latest}; the file holds {len(rows)} rows in all")
         rows = kept
