@@ -18,9 +18,9 @@ Each row: best-of-``--reps`` seconds of each side at torch's thread count (OpenB
 timed after the other's thread pool went idle, so the row is each library alone), the ratio
 torch / OpenBLAS (> 1: OpenBLAS faster) and GFLOP/s. Printed with the CPU, both libraries, the load average and
 what ``critmass._blas`` chose; rows are appended to ``benchmarks/results/blas.csv``. critmass's own choice for the
-probe path compares torch at its thread count with OpenBLAS on one thread (inside a probe fit OpenBLAS runs one
-thread beside torch's, ``critmass._blas.products``): read the ``gemm`` rows of a ``--threads 1`` run against
-torch's rows of a default run.
+probe path compares the two libraries on one thread (forked probe workers run one thread each, and inside a
+probe fit OpenBLAS runs one thread beside torch's, ``critmass._blas.products``): the ``gemm`` rows of a
+``--threads 1`` run.
 
     python benchmarks/blas.py               # torch's default thread count
     python benchmarks/blas.py --threads 1   # what one forked probe worker sees

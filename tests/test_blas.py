@@ -104,7 +104,7 @@ def test_a_corrupt_cache_is_measured_again(monkeypatch):
     _blas.cache_path().write_text("{not json")
     monkeypatch.setattr(_blas, "measure", _measured(2.0))
     assert _blas.backend() == "numpy"
-    assert json.loads(_blas.cache_path().read_text())["version"] == _blas._CACHE_VERSION == 3
+    assert json.loads(_blas.cache_path().read_text())["version"] == _blas._CACHE_VERSION == 4
 
 
 @pytest.mark.parametrize("gram_ratio, expected", [(2.0, "numpy"), (1.0, "numpy"), (0.9, "numpy"), (0.8, "torch")])
@@ -119,8 +119,9 @@ def test_the_gram_builds_keep_numpys_syrk_unless_torch_is_the_margin_faster(monk
 
 
 @pytest.mark.parametrize("version, entry", [(1, {"backend": "numpy"}),  # before the Gram choice
-                                            (2, {"backend": "numpy", "gram_backend": "numpy"})])  # numpy timed at
-def test_a_cache_from_an_older_measurement_is_measured_again(monkeypatch, version, entry):  # torch's threads
+                                            (2, {"backend": "numpy", "gram_backend": "numpy"}),  # products timed
+                                            (3, {"backend": "numpy", "gram_backend": "numpy"})])  # at torch's threads
+def test_a_cache_from_an_older_measurement_is_measured_again(monkeypatch, version, entry):
     monkeypatch.delenv("CRITMASS_BLAS", raising=False)
     key = _blas._key(torch.get_num_threads())
     _blas.cache_path().parent.mkdir(parents=True, exist_ok=True)
@@ -260,18 +261,25 @@ def test_the_torch_backend_leaves_openblas_threads_alone(monkeypatch):
     assert _openblas_threads() == before
 
 
-def test_the_measurement_times_numpy_on_one_thread_and_the_gram_builds_at_torchs(monkeypatch):
-    seen = {"gemm": [], "gram": []}
-    np_mm, syrk = np.matmul, _blas._syrk_into
+def test_the_measurement_times_products_on_one_thread_and_the_gram_builds_at_torchs(monkeypatch):
+    """Forked probe workers run one thread each and numpy runs one inside a fit whatever torch's count, so the
+    products' choice compares the two libraries per core; at 2 torch threads against 1 OpenBLAS thread an AMD
+    EPYC's half-speed MKL could have been kept."""
+    seen = {"gemm": [], "gram": [], "torch": []}
+    np_mm, t_mm, syrk = np.matmul, torch.matmul, _blas._syrk_into
     monkeypatch.setattr(_blas.np, "matmul", lambda *a, **k: seen["gemm"].append(_openblas_threads()) or np_mm(*a, **k))
+    monkeypatch.setattr(_blas.torch, "matmul", lambda *a, **k: seen["torch"].append(torch.get_num_threads())
+                        or t_mm(*a, **k))
     monkeypatch.setattr(_blas, "_syrk_into", lambda c, y: seen["gram"].append(_openblas_threads()) or syrk(c, y))
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         _blas.measure(((64, 32, 8),), reps=1, gram_shapes=((64, 16),))
+        assert torch.get_num_threads() == 2  # restored
     finally:
         torch.set_num_threads(previous)
     assert seen["gemm"] and all(s == {1} for s in seen["gemm"])
+    assert seen["torch"] and all(n == 1 for n in seen["torch"])
     assert seen["gram"] and all(s == {2} for s in seen["gram"])
 
 

@@ -16,8 +16,9 @@ numerically. With ``numpy`` the CPU float32 / float64 products run in ``np.matmu
 The probes run them inside :func:`products`, which holds OpenBLAS to one thread (``threadpoolctl``, restored
 after): the probe path alternates those products with torch's own operations every few microseconds, and two
 thread pools on the same cores stall each other (OpenBLAS's idle workers spin while torch's OpenMP threads wait
-for a core); on 2 cores a probe curve at 2 torch threads ran 7-8x slower with both pools at 2 threads. So the
-measurement that chooses compares torch at its thread count with numpy on one thread.
+for a core); on 2 cores a probe curve at 2 torch threads ran 7-8x slower with both pools at 2 threads. The
+measurement that chooses times both libraries on one thread: forked probe workers run one thread each, and the
+per-core speed is what differs between CPUs.
 
 The float64 Gram / covariance builds of CKA, PCA, ridge and the selectors (``Z^T Z`` summed over row chunks)
 are a second operation, ``"gram"``, with its own choice from the same measurement. The OpenBLAS side is BLAS
@@ -61,7 +62,7 @@ GRAM_SHAPES = ((4096, 512),)
 #: The two operations with a backend each: the probe path's products and the float64 Gram builds.
 OPS = ("gemm", "gram")
 _ENV = "CRITMASS_BLAS"
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 
 _lock = threading.Lock()
 _backend: str | None = None  # resolved once per process
@@ -175,11 +176,11 @@ def _torch_gram_into(c: np.ndarray, y: np.ndarray) -> None:
 
 
 def measure(shapes=SHAPES, reps: int = 3, gram_shapes=GRAM_SHAPES) -> dict:
-    """Best-of-``reps`` seconds of torch's and numpy's float32 product on each ``(m, k, n)`` of ``shapes``
-    (torch at its thread count, numpy on one thread: as :func:`products` runs them) and of their float64 Gram
-    build ``c += y.T @ y`` on each ``(n, d)`` of ``gram_shapes`` (both at torch's thread count, as :class:`GramSum`
-    runs them), interleaved so a load change hits both. ``ratio`` / ``gram_ratio``: the geometric mean of
-    torch's time over numpy's (> 1: numpy faster)."""
+    """Best-of-``reps`` seconds of torch's and numpy's float32 product on each ``(m, k, n)`` of ``shapes``, both on
+    one thread (what a forked probe worker runs, and numpy's count inside :func:`products` whatever torch's), and
+    of their float64 Gram build ``c += y.T @ y`` on each ``(n, d)`` of ``gram_shapes``, both at torch's thread
+    count (as :class:`GramSum` runs them), interleaved so a load change hits both. ``ratio`` / ``gram_ratio``: the
+    geometric mean of torch's time over numpy's (> 1: numpy faster). ``threads``: torch's count."""
     threads = torch.get_num_threads()
     rng = np.random.default_rng(0)
 
@@ -192,13 +193,17 @@ def measure(shapes=SHAPES, reps: int = 3, gram_shapes=GRAM_SHAPES) -> dict:
         return tt, tn
 
     rows, grams = [], []
-    with _limited(1):
-        for m, k, n in shapes:
-            an = rng.random((m, k), dtype=np.float32)
-            bn = rng.random((k, n), dtype=np.float32)
-            tt, tn = timed(torch.matmul, np.matmul, (torch.from_numpy(an), torch.from_numpy(bn)), (an, bn))
-            rows.append({"shape": [m, k, n], "torch_s": tt, "numpy_s": tn,
-                         "torch_gflops": 2e-9 * m * k * n / tt, "numpy_gflops": 2e-9 * m * k * n / tn})
+    torch.set_num_threads(1)  # the choice is made per core: the per-core speed is what differs between CPUs
+    try:
+        with _limited(1):
+            for m, k, n in shapes:
+                an = rng.random((m, k), dtype=np.float32)
+                bn = rng.random((k, n), dtype=np.float32)
+                tt, tn = timed(torch.matmul, np.matmul, (torch.from_numpy(an), torch.from_numpy(bn)), (an, bn))
+                rows.append({"shape": [m, k, n], "torch_s": tt, "numpy_s": tn,
+                             "torch_gflops": 2e-9 * m * k * n / tt, "numpy_gflops": 2e-9 * m * k * n / tn})
+    finally:
+        torch.set_num_threads(threads)
     with _limited(threads):
         for n, d in gram_shapes:
             y = rng.random((n, d))
