@@ -26,6 +26,7 @@ from .._defaults import check_on_constant
 from ..exceptions import ConfigError, FeatureError
 from ._gram import (
     GramStats,
+    _raise_non_finite,
     check_matrix,
     chunk_rows,
     column_means,
@@ -259,7 +260,7 @@ def _projection_norm_sums(x, stats: GramStats, basis: np.ndarray, sizes: list[in
     aa = np.zeros(len(order))
     bb = 0.0
     colsum = np.zeros(d)
-    for _, block in iter_rows(arr, chunk_rows(d + basis.shape[1], chunk_size), name="x"):
+    for _, block in iter_rows(arr, chunk_rows(d + basis.shape[1], chunk_size)):
         z = block - stats.mean
         colsum += z.sum(axis=0)
         b = np.einsum("ij,ij->i", z, z)
@@ -402,8 +403,7 @@ def _sample_gram(arr: np.ndarray, name: str, chunk_size) -> tuple[np.ndarray, bo
     for j in range(0, p, cols):
         blk = np.asarray(arr[:, j : j + cols], dtype=np.float64)
         if not np.isfinite(blk).all():
-            bad = int(np.nonzero(~np.isfinite(blk).all(axis=1))[0][0])
-            raise FeatureError(f"{name} contain NaN or inf (first at row {bad}); re-extract them or check the model")
+            _raise_non_finite(blk, 0, name)  # a block of columns holds every row
         mean = blk.mean(axis=0)  # each column block holds whole columns, so its mean is final
         blk -= mean
         all_constant &= bool(constant_columns((blk * blk).sum(axis=0), mean, n).all())

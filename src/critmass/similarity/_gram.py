@@ -66,13 +66,10 @@ def chunk_rows(n_columns: int, chunk_size: int | None) -> int:
     return check_positive_int(chunk_size, name="chunk_size")
 
 
-def iter_rows(x: np.ndarray, rows: int, *, name: str = "features", check: bool = False):
+def iter_rows(x: np.ndarray, rows: int):
     """Yield ``(start, block)`` with ``block`` a float64 copy of ``rows`` consecutive rows of ``x``."""
     for start in range(0, x.shape[0], rows):
-        block = np.asarray(x[start : start + rows], dtype=np.float64)
-        if check and not np.isfinite(block).all():
-            _raise_non_finite(block, start, name)
-        yield start, block
+        yield start, np.asarray(x[start : start + rows], dtype=np.float64)
 
 
 def _raise_non_finite(block: np.ndarray, start: int, name: str) -> None:

@@ -55,7 +55,7 @@ def _joint_stats(xs: list, chunk_rows: int = _CHUNK_ROWS) -> GramStats:
     n = xs[0].shape[0]
     acc = GramAccumulator()  # one pass: chunks centred at their own means and merged exactly
     for s in range(0, n, chunk_rows):
-        acc.partial_fit(np.concatenate([np.asarray(x[s : s + chunk_rows], dtype=np.float64) for x in xs], axis=1))
+        acc.partial_fit(np.concatenate([x[s : s + chunk_rows] for x in xs], axis=1, dtype=np.float64))
     return acc.stats()
 
 
